@@ -1,0 +1,32 @@
+# sessiond — the recipes developers and CI both run.
+
+# Run the server on 127.0.0.1:8080 with the embedded store and the example plugins.
+run: plugins
+    cargo run --release -p sessiond -- serve --config sessiond.toml
+
+# Run every test: unit, store conformance (memory and a throwaway redis-server),
+# runtime tests against the real plugins, and the HTTP integration tests.
+test: setup
+    cargo test --workspace
+
+# Formatting and lints, for the host workspace and the guest workspaces.
+lint: setup
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
+    cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --target-dir target/wasm --workspace -- -D warnings
+
+# What CI runs.
+ci: lint test
+
+# Build every plugin (Rust and Python) and the test fixtures into target/plugins/.
+plugins:
+    scripts/build-plugins.sh
+
+# Install the wasm32-wasip2 target, componentize-py and redis-server when missing.
+setup:
+    scripts/ensure-tools.sh
+
+# Criterion benchmarks of hook calls through the real runtime.
+bench: plugins
+    cargo bench -p sessiond-tests --bench hooks
