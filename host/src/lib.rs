@@ -1,0 +1,5 @@
+//! sessiond: a session runtime extended by sandboxed WebAssembly plugins.
+
+pub mod runtime;
+pub mod session;
+pub mod store;
