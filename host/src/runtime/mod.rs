@@ -1,1 +1,288 @@
 //! The sandboxed plugin runtime.
+//!
+//! One wasmtime [`wasmtime::Engine`] per process (pooling allocator, fuel and
+//! epoch interruption on), each component compiled once (and cached on disk),
+//! pre-instantiated once ([`wasmtime::component::InstancePre`]), then run for
+//! one tenant at a time with every limit in [`Limits`] armed on each call.
+//! Plugins run as an ordered [`Chain`] per tenant.
+//!
+//! Calls are synchronous: run them on a blocking thread
+//! (`tokio::task::spawn_blocking`), never on an async worker, because host
+//! capabilities wait on the session store.
+
+mod bindings;
+mod capability;
+mod chain;
+pub mod cli_support;
+mod engine;
+mod error;
+mod host;
+mod limits;
+mod plugin;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+pub use capability::{Capability, ComponentError, WIT_PACKAGE, WIT_VERSION};
+pub use chain::{Chain, Decision, EndOutcome, MessageOutcome};
+pub use engine::CacheUse;
+pub use error::{FailureKind, PluginFailure};
+pub use host::LogLine;
+pub use limits::{EngineSettings, LimitOverrides, Limits};
+pub use plugin::{Call, CallReport, Description, LoadedPlugin, OnError, PluginStats};
+
+use bindings::PluginPre;
+use engine::SharedEngine;
+use host::{HostState, PluginEnv};
+
+use crate::store::SessionStore;
+
+/// How a tenant's config describes one plugin of its chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// The plugin's name in the chain: the key of its private state and kv.
+    pub name: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Configuration attributes passed to `init`.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Capabilities the plugin may import. `log` and `clock` are granted
+    /// unless listed in `deny`.
+    #[serde(default)]
+    pub grants: Vec<Capability>,
+    /// Per-plugin limit overrides.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// What a failure means for hooks that can veto.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Keep warm instances between calls (default). With `false`, every
+    /// call gets a fresh instance: slower, but nothing survives a call.
+    #[serde(default = "yes")]
+    pub instance_reuse: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PluginSpec {
+    /// The capabilities this spec grants: `log` and `clock` always, plus the
+    /// listed ones.
+    pub fn granted(&self) -> Vec<Capability> {
+        let mut caps = vec![Capability::Log, Capability::Clock];
+        caps.extend(self.grants.iter().copied());
+        caps.sort();
+        caps.dedup();
+        caps
+    }
+}
+
+/// Why a plugin did not load.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+    #[error("{}", .0.message)]
+    Start(PluginFailure),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What `sessiond plugin check` reports about a component.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub name: String,
+    pub version: String,
+    pub hooks: Vec<&'static str>,
+    pub capabilities: Vec<Capability>,
+    pub world: String,
+    pub cache: CacheUse,
+    pub size_bytes: u64,
+}
+
+struct Compiled {
+    pre: PluginPre<HostState>,
+    imports: Vec<Capability>,
+    cache: CacheUse,
+}
+
+/// The plugin runtime of the process.
+pub struct Runtime {
+    engine: Arc<SharedEngine>,
+    store: Arc<dyn SessionStore>,
+    handle: tokio::runtime::Handle,
+    compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Creates the engine. `store` backs the `kv`, `sessions` and `audit`
+    /// capabilities; `handle` runs its futures.
+    pub fn new(
+        settings: EngineSettings,
+        store: Arc<dyn SessionStore>,
+        handle: tokio::runtime::Handle,
+    ) -> anyhow::Result<Runtime> {
+        Ok(Runtime {
+            engine: Arc::new(SharedEngine::new(settings)?),
+            store,
+            handle,
+            compiled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine settings in force.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.engine.settings
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, LoadError> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        capability::check_header(bytes)?;
+        let (component, cache) = self
+            .engine
+            .compile(bytes)
+            .map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
+        let imports = capability::check_world(&self.engine.engine, &component)?;
+        let pre = self
+            .engine
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Other(format!("cannot link the component: {e:#}")))?;
+        let pre = PluginPre::new(pre).map_err(|e| {
+            LoadError::Other(format!("the component does not fit the world: {e:#}"))
+        })?;
+        let compiled = Arc::new(Compiled {
+            pre,
+            imports,
+            cache,
+        });
+        if let Ok(mut m) = self.compiled.lock() {
+            m.insert(key, compiled.clone());
+        }
+        Ok(compiled)
+    }
+
+    fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+        std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Loads one plugin for `tenant`: checks the component against the world
+    /// and the spec's grants, then instantiates it, calls `describe` and
+    /// `init`.
+    pub fn load(&self, tenant: &str, spec: &PluginSpec) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let bytes = Self::read(&spec.path)?;
+        self.load_bytes(tenant, spec, &bytes)
+    }
+
+    /// [`Runtime::load`] from bytes in memory.
+    pub fn load_bytes(
+        &self,
+        tenant: &str,
+        spec: &PluginSpec,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let compiled = self.compile(bytes)?;
+        capability::check_grants(&compiled.imports, &spec.granted())?;
+        let limits = self.engine.settings.default_limits.with(&spec.limits);
+        if limits.memory_mib > self.engine.settings.max_memory_mib {
+            return Err(LoadError::Other(format!(
+                "memory_mib {} exceeds the host's max_memory_mib {}",
+                limits.memory_mib, self.engine.settings.max_memory_mib
+            )));
+        }
+        let env = Arc::new(PluginEnv {
+            tenant: tenant.to_string(),
+            plugin: spec.name.clone(),
+            store: self.store.clone(),
+            handle: self.handle.clone(),
+        });
+        let plugin = LoadedPlugin::load(plugin::LoadParts {
+            name: spec.name.clone(),
+            tenant: tenant.to_string(),
+            imports: compiled.imports.clone(),
+            limits,
+            on_error: spec.on_error,
+            reuse: spec.instance_reuse,
+            config: spec
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pre: compiled.pre.clone(),
+            env,
+            engine: self.engine.clone(),
+        })
+        .map_err(LoadError::Start)?;
+        Ok(Arc::new(plugin))
+    }
+
+    /// Checks a component file without a config: validates it against the
+    /// world, instantiates it and asks it to describe itself (`init` is not
+    /// called).
+    pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
+        let bytes = Self::read(path)?;
+        let compiled = self.compile(&bytes)?;
+        let spec = PluginSpec {
+            name: "check".into(),
+            path: path.to_path_buf(),
+            config: Default::default(),
+            grants: Capability::ALL.to_vec(),
+            limits: LimitOverrides::default(),
+            on_error: OnError::Deny,
+            instance_reuse: true,
+        };
+        let env = Arc::new(PluginEnv {
+            tenant: "check".into(),
+            plugin: spec.name.clone(),
+            store: self.store.clone(),
+            handle: self.handle.clone(),
+        });
+        let description = LoadedPlugin::describe_only(plugin::LoadParts {
+            name: spec.name.clone(),
+            tenant: "check".into(),
+            imports: compiled.imports.clone(),
+            limits: self.engine.settings.default_limits,
+            on_error: spec.on_error,
+            reuse: false,
+            config: Vec::new(),
+            pre: compiled.pre.clone(),
+            env,
+            engine: self.engine.clone(),
+        })
+        .map_err(LoadError::Start)?;
+        Ok(Inspection {
+            name: description.name,
+            version: description.version,
+            hooks: description.hooks,
+            capabilities: compiled.imports.clone(),
+            world: format!("{WIT_PACKAGE}/plugin@{WIT_VERSION}"),
+            cache: compiled.cache,
+            size_bytes: bytes.len() as u64,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! Checking a component against the `sessiond:plugin` world before it runs:
+//! the right world and version, known imports only, granted capabilities only.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The package version this host implements.
+pub const WIT_PACKAGE: &str = "sessiond:plugin";
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// A host capability that a plugin may import when the config grants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Log,
+    Clock,
+    Kv,
+    Sessions,
+    Audit,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 5] = [
+        Capability::Log,
+        Capability::Clock,
+        Capability::Kv,
+        Capability::Sessions,
+        Capability::Audit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Clock => "clock",
+            Capability::Kv => "kv",
+            Capability::Sessions => "sessions",
+            Capability::Audit => "audit",
+        }
+    }
+
+    fn from_interface(name: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a file cannot be used as a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ComponentError {
+    #[error("not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component: build it as a component (wasm32-wasip2 target, or `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component does not compile: {0}")]
+    Invalid(String),
+    #[error("the component targets {found}, but this host implements {WIT_PACKAGE}@{WIT_VERSION}")]
+    WrongVersion { found: String },
+    #[error(
+        "the component does not export {WIT_PACKAGE}/hooks@{WIT_VERSION}: it was built for another world (exports: {exports})"
+    )]
+    WrongWorld { exports: String },
+    #[error("the component imports {0}, which this host does not provide")]
+    UnknownImport(String),
+    #[error("the component imports the `{0}` capability, which the config does not grant it")]
+    NotGranted(Capability),
+}
+
+/// Rejects what is not a component before compiling it, with a clear reason.
+pub fn check_header(bytes: &[u8]) -> Result<(), ComponentError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(ComponentError::NotWasm);
+    }
+    // Bytes 4..8 hold the version and layer: 1,0,0,0 for a core module;
+    // layer 1 (bytes 6..8 = 1,0) for a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(ComponentError::CoreModule);
+    }
+    Ok(())
+}
+
+/// Checks the component's imports and exports; returns the capabilities it
+/// imports.
+pub fn check_world(
+    engine: &Engine,
+    component: &Component,
+) -> Result<Vec<Capability>, ComponentError> {
+    let ty = component.component_type();
+    let mut caps = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        if let Some(rest) = name.strip_prefix(&format!("{WIT_PACKAGE}/")) {
+            let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+            if version != WIT_VERSION {
+                return Err(ComponentError::WrongVersion {
+                    found: format!("{WIT_PACKAGE}@{version}"),
+                });
+            }
+            if iface == "types" {
+                continue;
+            }
+            match Capability::from_interface(iface) {
+                Some(cap) => caps.push(cap),
+                None => return Err(ComponentError::UnknownImport(name.to_string())),
+            }
+        } else if !name.starts_with("wasi:") {
+            return Err(ComponentError::UnknownImport(name.to_string()));
+        }
+    }
+    let hooks = format!("{WIT_PACKAGE}/hooks@{WIT_VERSION}");
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    if !exports.iter().any(|e| *e == hooks) {
+        if let Some(other) = exports
+            .iter()
+            .find(|e| e.starts_with(&format!("{WIT_PACKAGE}/hooks@")))
+        {
+            return Err(ComponentError::WrongVersion {
+                found: other
+                    .trim_start_matches(&format!("{WIT_PACKAGE}/hooks"))
+                    .replace('@', &format!("{WIT_PACKAGE}@")),
+            });
+        }
+        return Err(ComponentError::WrongWorld {
+            exports: if exports.is_empty() {
+                "none".into()
+            } else {
+                exports.join(", ")
+            },
+        });
+    }
+    caps.sort();
+    caps.dedup();
+    Ok(caps)
+}
+
+/// Fails with the first imported capability that is not granted.
+pub fn check_grants(imported: &[Capability], granted: &[Capability]) -> Result<(), ComponentError> {
+    match imported.iter().find(|c| !granted.contains(c)) {
+        Some(c) => Err(ComponentError::NotGranted(*c)),
+        None => Ok(()),
+    }
+}

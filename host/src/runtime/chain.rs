@@ -1,0 +1,425 @@
+//! A tenant's plugins as an ordered chain. A deny stops the chain; changes
+//! compose in order, each plugin seeing the session as the plugins before it
+//! left it.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::bindings::sessiond::plugin::types;
+use super::error::{FailureKind, PluginFailure};
+use super::host::{from_wit_client, to_wit_client, to_wit_summary};
+use super::plugin::{Call, Hook, LoadedPlugin, OnError};
+use crate::session::{EndReason, Millis, SessionRecord, SessionSummary};
+
+/// The outcome of a chain that can veto.
+#[derive(Debug)]
+pub enum Decision {
+    /// Every plugin allowed; the session with all their changes applied.
+    Allow(SessionRecord),
+    /// A plugin denied (or failed under a fail-closed policy).
+    Deny {
+        plugin: String,
+        message: String,
+        /// Set when the deny comes from a failure, not a verdict.
+        failure: Option<PluginFailure>,
+    },
+}
+
+/// The outcome of the `on-message` chain.
+#[derive(Debug)]
+pub enum MessageOutcome {
+    /// A plugin answered; the session with its changes applied.
+    Reply {
+        plugin: String,
+        reply: Value,
+        record: SessionRecord,
+    },
+    /// No plugin implements `on-message`.
+    NoHandler,
+    /// Every plugin that implements it failed; the last failure.
+    Failed(PluginFailure),
+}
+
+/// The outcome of the `on-session-end` chain: every plugin ran once.
+#[derive(Debug, Default)]
+pub struct EndOutcome {
+    pub failures: Vec<PluginFailure>,
+}
+
+/// The plugins of one tenant, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    plugins: Vec<Arc<LoadedPlugin>>,
+    max_lifetime_ms: Millis,
+}
+
+impl Chain {
+    /// A chain over `plugins`; `max_lifetime_ms` caps the TTL plugins set.
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>, max_lifetime_ms: Millis) -> Chain {
+        Chain {
+            plugins,
+            max_lifetime_ms,
+        }
+    }
+
+    /// The plugins, in order.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+
+    /// Whether any plugin implements `hook`.
+    pub fn has(&self, hook: Hook) -> bool {
+        self.plugins.iter().any(|p| p.description.implements(hook))
+    }
+
+    fn with(&self, hook: Hook) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins
+            .iter()
+            .filter(move |p| p.description.implements(hook))
+    }
+
+    /// Runs `on-session-start` over a session about to be created.
+    pub fn session_start(&self, mut record: SessionRecord, now: Millis) -> Decision {
+        let client = to_wit_client(&record.client);
+        for p in self.with(Hook::SessionStart) {
+            let call = p.on_session_start(&view(&record, &p.name), &client);
+            match self.verdict(p, call, &mut record, now) {
+                Ok(()) => {}
+                Err(deny) => return deny,
+            }
+        }
+        Decision::Allow(record)
+    }
+
+    /// Runs `on-event` for the event `name`.
+    pub fn event(
+        &self,
+        mut record: SessionRecord,
+        name: &str,
+        payload: &Value,
+        now: Millis,
+    ) -> Decision {
+        let payload = payload.to_string();
+        for p in self.with(Hook::Event) {
+            let call = p.on_event(&view(&record, &p.name), name, &payload);
+            if let Err(deny) = self.verdict(p, call, &mut record, now) {
+                return deny;
+            }
+        }
+        Decision::Allow(record)
+    }
+
+    fn verdict(
+        &self,
+        p: &LoadedPlugin,
+        call: Call<types::Verdict>,
+        record: &mut SessionRecord,
+        now: Millis,
+    ) -> Result<(), Decision> {
+        let applied = call.result.and_then(|v| match v {
+            types::Verdict::Allow(changes) => self.apply(p, record, changes, now).map(|_| None),
+            types::Verdict::Deny(message) => Ok(Some(message)),
+        });
+        match applied {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => Err(Decision::Deny {
+                plugin: p.name.clone(),
+                message,
+                failure: None,
+            }),
+            Err(failure) => self.on_failure(p, failure),
+        }
+    }
+
+    fn on_failure(&self, p: &LoadedPlugin, failure: PluginFailure) -> Result<(), Decision> {
+        match p.on_error {
+            OnError::Deny => Err(Decision::Deny {
+                plugin: p.name.clone(),
+                message: format!("plugin {} failed: {}", p.name, failure.message),
+                failure: Some(failure),
+            }),
+            OnError::Allow => {
+                tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = failure.kind.as_str(),
+                    "plugin failed, going on (on_error = allow): {}", failure.message);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `on-session-update` over a requested change (`data_patch` and
+    /// `roles`), then applies the change as the chain left it.
+    pub fn session_update(
+        &self,
+        mut record: SessionRecord,
+        data_patch: Option<&Value>,
+        roles: Option<Vec<String>>,
+        now: Millis,
+    ) -> Decision {
+        let mut proposed = types::Changes {
+            data_patch: data_patch.map(Value::to_string),
+            roles,
+            state: None,
+            ttl_seconds: None,
+        };
+        // The plugin that last rewrote the change, whose state it may set.
+        let mut author: Option<&Arc<LoadedPlugin>> = None;
+        for p in self.with(Hook::SessionUpdate) {
+            let call = p.on_session_update(&view(&record, &p.name), &proposed);
+            match call.result {
+                Ok(types::UpdateVerdict::Accept) => {}
+                Ok(types::UpdateVerdict::Rewrite(changes)) => {
+                    proposed = changes;
+                    author = Some(p);
+                }
+                Ok(types::UpdateVerdict::Reject(message)) => {
+                    return Decision::Deny {
+                        plugin: p.name.clone(),
+                        message,
+                        failure: None,
+                    };
+                }
+                Err(failure) => {
+                    if let Err(deny) = self.on_failure(p, failure) {
+                        return deny;
+                    }
+                }
+            }
+        }
+        let result = match author {
+            Some(p) => self.apply(p, &mut record, proposed, now),
+            None => {
+                proposed.state = None;
+                apply_changes(&mut record, "", proposed, now, self.max_lifetime_ms).map_err(
+                    |message| PluginFailure {
+                        plugin: String::new(),
+                        kind: FailureKind::InvalidOutput,
+                        message,
+                        backtrace: None,
+                    },
+                )
+            }
+        };
+        match result {
+            Ok(()) => Decision::Allow(record),
+            Err(failure) => Decision::Deny {
+                plugin: failure.plugin.clone(),
+                message: failure.message.clone(),
+                failure: Some(failure),
+            },
+        }
+    }
+
+    /// Runs `on-session-end` on every plugin that implements it, each once.
+    pub fn session_end(
+        &self,
+        record: &SessionRecord,
+        reason: EndReason,
+        end_id: &str,
+        ended_at: Millis,
+    ) -> EndOutcome {
+        let end = end_info(reason, end_id, ended_at);
+        let mut outcome = EndOutcome::default();
+        for p in self.with(Hook::SessionEnd) {
+            if let Err(f) = p.on_session_end(&view(record, &p.name), &end).result {
+                tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = f.kind.as_str(),
+                    session = %record.public_id, "on-session-end failed: {}", f.message);
+                outcome.failures.push(f);
+            }
+        }
+        outcome
+    }
+
+    /// Sends a message to the handler `handler`. Plugins that implement
+    /// `on-message` are asked in order; the first that answers wins.
+    pub fn message(
+        &self,
+        mut record: SessionRecord,
+        handler: &str,
+        payload: &Value,
+        now: Millis,
+    ) -> MessageOutcome {
+        let payload = payload.to_string();
+        let mut last_failure = None;
+        for p in self.with(Hook::Message) {
+            let call = p.on_message(&view(&record, &p.name), handler, &payload);
+            let answered = call.result.and_then(|r| {
+                let reply: Value = serde_json::from_str(&r.reply)
+                    .map_err(|e| invalid(p, format!("the reply is not valid JSON: {e}")))?;
+                self.apply(p, &mut record, r.changes, now)?;
+                Ok(reply)
+            });
+            match answered {
+                Ok(reply) => {
+                    return MessageOutcome::Reply {
+                        plugin: p.name.clone(),
+                        reply,
+                        record,
+                    };
+                }
+                Err(f) => last_failure = Some(f),
+            }
+        }
+        match last_failure {
+            Some(f) => MessageOutcome::Failed(f),
+            None => MessageOutcome::NoHandler,
+        }
+    }
+
+    /// Runs `on-list-active` over a user's session summaries. A failing
+    /// plugin with `on_error = deny` fails the listing; with `allow` the
+    /// listing goes on without it.
+    pub fn list_active(
+        &self,
+        user: &str,
+        summaries: Vec<SessionSummary>,
+    ) -> Result<Vec<SessionSummary>, PluginFailure> {
+        let mut list: Vec<types::SessionSummary> = summaries.iter().map(to_wit_summary).collect();
+        for p in self.with(Hook::ListActive) {
+            let result = p.on_list_active(user, &list).result.and_then(|out| {
+                out.into_iter()
+                    .map(|s| from_wit_summary(p, s))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|checked| (checked.iter().map(to_wit_summary).collect(), checked))
+            });
+            match result {
+                Ok((wit, _)) => list = wit,
+                Err(f) if p.on_error == OnError::Deny => return Err(f),
+                Err(f) => {
+                    tracing::warn!(tenant = %p.tenant, plugin = %p.name, "on-list-active failed, going on: {}", f.message);
+                }
+            }
+        }
+        list.into_iter()
+            .map(|s| from_wit_summary_unchecked(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| PluginFailure {
+                plugin: String::new(),
+                kind: FailureKind::InvalidOutput,
+                message,
+                backtrace: None,
+            })
+    }
+
+    fn apply(
+        &self,
+        p: &LoadedPlugin,
+        record: &mut SessionRecord,
+        changes: types::Changes,
+        now: Millis,
+    ) -> Result<(), PluginFailure> {
+        apply_changes(record, &p.name, changes, now, self.max_lifetime_ms)
+            .map_err(|m| invalid(p, m))
+    }
+}
+
+fn invalid(p: &LoadedPlugin, message: String) -> PluginFailure {
+    PluginFailure {
+        plugin: p.name.clone(),
+        kind: FailureKind::InvalidOutput,
+        message,
+        backtrace: None,
+    }
+}
+
+fn from_wit_summary(
+    p: &LoadedPlugin,
+    s: types::SessionSummary,
+) -> Result<SessionSummary, PluginFailure> {
+    from_wit_summary_unchecked(s).map_err(|m| invalid(p, m))
+}
+
+fn from_wit_summary_unchecked(s: types::SessionSummary) -> Result<SessionSummary, String> {
+    let annotations = parse_object(&s.annotations, "annotations")?;
+    Ok(SessionSummary {
+        id: s.id,
+        roles: s.roles,
+        created_at: s.created_at,
+        last_seen_at: s.last_seen_at,
+        expires_at: s.expires_at,
+        client: from_wit_client(s.client),
+        annotations,
+    })
+}
+
+fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!("{what} must be a JSON object")),
+        Err(e) => Err(format!("{what} is not valid JSON: {e}")),
+    }
+}
+
+/// Applies one plugin's changes to a session: merge-patches the shared data,
+/// replaces roles and the plugin's own state, and resets the lifetime (capped
+/// at `max_lifetime_ms` from creation). Nothing is applied if any part is
+/// invalid.
+pub(crate) fn apply_changes(
+    record: &mut SessionRecord,
+    plugin: &str,
+    changes: types::Changes,
+    now: Millis,
+    max_lifetime_ms: Millis,
+) -> Result<(), String> {
+    let patch = match &changes.data_patch {
+        Some(text) => Some(Value::Object(parse_object(text, "data-patch")?)),
+        None => None,
+    };
+    let state = match &changes.state {
+        Some(text) => Some(Value::Object(parse_object(text, "state")?)),
+        None => None,
+    };
+    if let Some(patch) = patch {
+        let mut data = Value::Object(std::mem::take(&mut record.data));
+        json_patch::merge(&mut data, &patch);
+        if let Value::Object(m) = data {
+            record.data = m;
+        }
+    }
+    if let Some(roles) = changes.roles {
+        record.roles = roles;
+    }
+    if let Some(state) = state {
+        record.plugin_state.insert(plugin.to_string(), state);
+    }
+    if let Some(ttl) = changes.ttl_seconds {
+        let cap = record.created_at.saturating_add(max_lifetime_ms);
+        record.absolute_expires_at = now.saturating_add(u64::from(ttl) * 1000).min(cap);
+    }
+    Ok(())
+}
+
+/// The session as plugin `plugin` sees it: with its own state only.
+pub fn view(record: &SessionRecord, plugin: &str) -> types::Session {
+    types::Session {
+        id: record.public_id.clone(),
+        tenant: record.tenant.clone(),
+        user: record.user.clone(),
+        roles: record.roles.clone(),
+        created_at: record.created_at,
+        last_seen_at: record.last_seen_at,
+        expires_at: record.expires_at(),
+        version: record.version,
+        client: to_wit_client(&record.client),
+        data: serde_json::to_string(&record.data).unwrap_or_else(|_| "{}".into()),
+        state: record
+            .plugin_state
+            .get(plugin)
+            .map(Value::to_string)
+            .unwrap_or_else(|| "{}".into()),
+    }
+}
+
+pub(crate) fn end_info(reason: EndReason, end_id: &str, ended_at: Millis) -> types::EndInfo {
+    types::EndInfo {
+        reason: match reason {
+            EndReason::Logout => types::EndReason::Logout,
+            EndReason::Expired => types::EndReason::Expired,
+            EndReason::IdleTimeout => types::EndReason::IdleTimeout,
+            EndReason::Revoked => types::EndReason::Revoked,
+            EndReason::Evicted => types::EndReason::Evicted,
+        },
+        end_id: end_id.to_string(),
+        ended_at,
+    }
+}

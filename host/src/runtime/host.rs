@@ -1,0 +1,385 @@
+//! The per-store host state and the capabilities plugins import: `log`,
+//! `clock`, `kv`, `sessions` and `audit`. Every host call counts against the
+//! call's host-call cap, byte caps and deadline.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::sessiond::plugin::{audit, clock, kv, log, sessions, types};
+use super::error::HostTrap;
+use super::limits::Limits;
+use crate::session::{SessionSummary, now_ms};
+use crate::store::SessionStore;
+
+/// What every instance of one plugin in one tenant shares.
+pub(crate) struct PluginEnv {
+    pub tenant: String,
+    pub plugin: String,
+    pub store: Arc<dyn SessionStore>,
+    pub handle: tokio::runtime::Handle,
+}
+
+/// One line a plugin logged during a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub level: &'static str,
+    pub message: String,
+}
+
+/// Tracks an instance's linear memory and refuses growth past its cap.
+pub(crate) struct MemoryLimiter {
+    pub cap: u64,
+    /// Bytes of linear memory across all of the instance's memories.
+    pub total: u64,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.total + (desired.saturating_sub(current)) as u64;
+        if grown > self.cap {
+            return Err(HostTrap::MemoryLimit {
+                limit: self.cap,
+                requested: grown,
+            }
+            .into());
+        }
+        self.total = grown;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The state of the call under way; reset before every call.
+#[derive(Default)]
+pub(crate) struct CallState {
+    pub session: Option<String>,
+    pub started: Option<Instant>,
+    pub deadline_ms: u64,
+    pub host_calls: u32,
+    pub max_host_calls: u32,
+    pub bytes_in: u64,
+    pub max_in: u64,
+    pub bytes_out: u64,
+    pub max_out: u64,
+    pub logs: Vec<LogLine>,
+    pub audit: Vec<Value>,
+}
+
+impl CallState {
+    pub fn arm(&mut self, limits: &Limits, session: Option<String>, input_bytes: u64) {
+        *self = CallState {
+            session,
+            started: Some(Instant::now()),
+            deadline_ms: limits.deadline_ms,
+            host_calls: 0,
+            max_host_calls: limits.max_host_calls,
+            bytes_in: input_bytes,
+            max_in: limits.max_input_bytes,
+            bytes_out: 0,
+            max_out: limits.max_output_bytes,
+            logs: Vec::new(),
+            audit: Vec::new(),
+        };
+    }
+
+    fn remaining(&self) -> Option<std::time::Duration> {
+        let started = self.started?;
+        self.deadline_ms
+            .checked_sub(started.elapsed().as_millis() as u64)
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// Counts one host call; traps past the cap or the deadline.
+    fn enter(&mut self) -> wasmtime::Result<std::time::Duration> {
+        self.host_calls += 1;
+        if self.host_calls > self.max_host_calls {
+            return Err(HostTrap::HostCallLimit(self.max_host_calls).into());
+        }
+        self.remaining()
+            .ok_or_else(|| HostTrap::Deadline(self.deadline_ms).into())
+    }
+
+    fn take_in(&mut self, what: &'static str, n: usize) -> wasmtime::Result<()> {
+        self.bytes_in += n as u64;
+        if self.bytes_in > self.max_in {
+            return Err(HostTrap::InputTooLarge {
+                what,
+                size: self.bytes_in,
+                limit: self.max_in,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn give_out(&mut self, what: &'static str, n: usize) -> wasmtime::Result<()> {
+        self.bytes_out += n as u64;
+        if self.bytes_out > self.max_out {
+            return Err(HostTrap::OutputTooLarge {
+                what,
+                size: self.bytes_out,
+                limit: self.max_out,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// The data of every `Store` the runtime creates.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub call: CallState,
+    pub env: Arc<PluginEnv>,
+}
+
+impl HostState {
+    pub fn new(env: Arc<PluginEnv>, memory_cap: u64) -> HostState {
+        // WASI is linked because guest toolchains import it, but it grants
+        // nothing: no preopened directories, no environment, no arguments,
+        // no network. Standard output and error are discarded.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                cap: memory_cap,
+                total: 0,
+            },
+            call: CallState::default(),
+            env,
+        }
+    }
+
+    /// Runs a store operation for a host call, bounded by the call's deadline.
+    fn block_on<T>(
+        &self,
+        remaining: std::time::Duration,
+        fut: impl std::future::Future<Output = T>,
+    ) -> wasmtime::Result<T> {
+        let deadline_ms = self.call.deadline_ms;
+        self.env
+            .handle
+            .block_on(async { tokio::time::timeout(remaining, fut).await })
+            .map_err(|_| HostTrap::Deadline(deadline_ms).into())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.call.enter()?;
+        self.call.give_out("log message", message.len())?;
+        let env = &self.env;
+        let session = self.call.session.as_deref().unwrap_or("");
+        let level = match level {
+            log::Level::Trace => {
+                tracing::trace!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
+                "trace"
+            }
+            log::Level::Debug => {
+                tracing::debug!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
+                "debug"
+            }
+            log::Level::Info => {
+                tracing::info!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
+                "info"
+            }
+            log::Level::Warn => {
+                tracing::warn!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
+                "warn"
+            }
+            log::Level::Error => {
+                tracing::error!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
+                "error"
+            }
+        };
+        self.call.logs.push(LogLine { level, message });
+        Ok(())
+    }
+}
+
+impl clock::Host for HostState {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        self.call.enter()?;
+        Ok(now_ms())
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
+        let remaining = self.call.enter()?;
+        self.call.give_out("kv key", key.len())?;
+        let env = self.env.clone();
+        let got = self.block_on(remaining, env.store.kv_get(&env.tenant, &env.plugin, &key))?;
+        match got {
+            Ok(value) => {
+                self.call
+                    .take_in("kv value", value.as_ref().map_or(0, String::len))?;
+                Ok(Ok(value))
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+
+    fn set(
+        &mut self,
+        key: String,
+        value: String,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let remaining = self.call.enter()?;
+        self.call.give_out("kv entry", key.len() + value.len())?;
+        let env = self.env.clone();
+        let res = self.block_on(
+            remaining,
+            env.store
+                .kv_set(&env.tenant, &env.plugin, &key, &value, ttl_seconds),
+        )?;
+        Ok(res.map_err(|e| e.to_string()))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, String>> {
+        let remaining = self.call.enter()?;
+        self.call.give_out("kv key", key.len())?;
+        let env = self.env.clone();
+        let res = self.block_on(
+            remaining,
+            env.store.kv_delete(&env.tenant, &env.plugin, &key),
+        )?;
+        Ok(res.map_err(|e| e.to_string()))
+    }
+}
+
+impl sessions::Host for HostState {
+    fn list_active(
+        &mut self,
+        user: String,
+    ) -> wasmtime::Result<Result<Vec<types::SessionSummary>, String>> {
+        let remaining = self.call.enter()?;
+        let env = self.env.clone();
+        let res = self.block_on(remaining, env.store.list_user(&env.tenant, &user, now_ms()))?;
+        match res {
+            Ok(records) => {
+                let list: Vec<types::SessionSummary> = records
+                    .iter()
+                    .map(|r| to_wit_summary(&r.summary()))
+                    .collect();
+                let size: usize = list.iter().map(summary_size).sum();
+                self.call.take_in("session list", size)?;
+                Ok(Ok(list))
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+}
+
+impl audit::Host for HostState {
+    fn append(&mut self, entry: String) -> wasmtime::Result<Result<(), String>> {
+        let remaining = self.call.enter()?;
+        self.call.give_out("audit entry", entry.len())?;
+        let value: Value = match serde_json::from_str(&entry) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return Ok(Err("audit entry must be a JSON object".into())),
+            Err(e) => return Ok(Err(format!("audit entry is not valid JSON: {e}"))),
+        };
+        let env = self.env.clone();
+        let session = self.call.session.clone();
+        let res = self.block_on(
+            remaining,
+            env.store.audit_append(
+                &env.tenant,
+                &env.plugin,
+                session.as_deref(),
+                &value,
+                now_ms(),
+            ),
+        )?;
+        match res {
+            Ok(_) => {
+                self.call.audit.push(value);
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+}
+
+pub(crate) fn to_wit_client(c: &crate::session::ClientInfo) -> types::ClientInfo {
+    types::ClientInfo {
+        remote_addr: c.remote_addr.clone(),
+        user_agent: c.user_agent.clone(),
+        device: c.device.clone(),
+    }
+}
+
+pub(crate) fn from_wit_client(c: types::ClientInfo) -> crate::session::ClientInfo {
+    crate::session::ClientInfo {
+        remote_addr: c.remote_addr,
+        user_agent: c.user_agent,
+        device: c.device,
+    }
+}
+
+pub(crate) fn to_wit_summary(s: &SessionSummary) -> types::SessionSummary {
+    types::SessionSummary {
+        id: s.id.clone(),
+        roles: s.roles.clone(),
+        created_at: s.created_at,
+        last_seen_at: s.last_seen_at,
+        expires_at: s.expires_at,
+        client: to_wit_client(&s.client),
+        annotations: Value::Object(s.annotations.clone()).to_string(),
+    }
+}
+
+/// Bytes a summary carries across the boundary (its strings).
+pub(crate) fn summary_size(s: &types::SessionSummary) -> usize {
+    s.id.len()
+        + s.roles.iter().map(String::len).sum::<usize>()
+        + client_size(&s.client)
+        + s.annotations.len()
+        + 24
+}
+
+pub(crate) fn client_size(c: &types::ClientInfo) -> usize {
+    [&c.remote_addr, &c.user_agent, &c.device]
+        .iter()
+        .map(|o| o.as_ref().map_or(0, String::len))
+        .sum()
+}
