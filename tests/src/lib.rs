@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod redis_server;
+
 /// The path of a built guest component, such as `plugin("single_session")`.
 pub fn plugin(name: &str) -> PathBuf {
     PathBuf::from(env!("SESSIOND_PLUGIN_DIR")).join(format!("{name}.wasm"))

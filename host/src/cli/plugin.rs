@@ -17,6 +17,8 @@ use crate::runtime::{
 use crate::session::{ClientInfo, EndReason, SessionRecord, now_ms};
 use crate::store::memory::MemoryStore;
 
+// Parsed once per process: the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(super) enum PluginCommand {
     /// Validate a component against the sessiond:plugin world and print its
@@ -352,7 +354,7 @@ fn verdict(
     call: Call<rt::Verdict>,
     extra: &mut Map<String, Value>,
 ) -> (&'static str, crate::runtime::CallReport) {
-    finish(call, extra, |v, extra| rt::verdict_json(v, extra))
+    finish(call, extra, rt::verdict_json)
 }
 
 fn finish<R>(

@@ -118,7 +118,7 @@ pub fn check_world(
     }
     let hooks = format!("{WIT_PACKAGE}/hooks@{WIT_VERSION}");
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    if !exports.iter().any(|e| *e == hooks) {
+    if !exports.contains(&hooks) {
         if let Some(other) = exports
             .iter()
             .find(|e| e.starts_with(&format!("{WIT_PACKAGE}/hooks@")))

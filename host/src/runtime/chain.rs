@@ -16,13 +16,13 @@ use crate::session::{EndReason, Millis, SessionRecord, SessionSummary};
 #[derive(Debug)]
 pub enum Decision {
     /// Every plugin allowed; the session with all their changes applied.
-    Allow(SessionRecord),
+    Allow(Box<SessionRecord>),
     /// A plugin denied (or failed under a fail-closed policy).
     Deny {
         plugin: String,
         message: String,
         /// Set when the deny comes from a failure, not a verdict.
-        failure: Option<PluginFailure>,
+        failure: Option<Box<PluginFailure>>,
     },
 }
 
@@ -33,7 +33,7 @@ pub enum MessageOutcome {
     Reply {
         plugin: String,
         reply: Value,
-        record: SessionRecord,
+        record: Box<SessionRecord>,
     },
     /// No plugin implements `on-message`.
     NoHandler,
@@ -89,7 +89,7 @@ impl Chain {
                 Err(deny) => return deny,
             }
         }
-        Decision::Allow(record)
+        Decision::Allow(Box::new(record))
     }
 
     /// Runs `on-event` for the event `name`.
@@ -107,7 +107,7 @@ impl Chain {
                 return deny;
             }
         }
-        Decision::Allow(record)
+        Decision::Allow(Box::new(record))
     }
 
     fn verdict(
@@ -137,7 +137,7 @@ impl Chain {
             OnError::Deny => Err(Decision::Deny {
                 plugin: p.name.clone(),
                 message: format!("plugin {} failed: {}", p.name, failure.message),
-                failure: Some(failure),
+                failure: Some(Box::new(failure)),
             }),
             OnError::Allow => {
                 tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = failure.kind.as_str(),
@@ -201,11 +201,11 @@ impl Chain {
             }
         };
         match result {
-            Ok(()) => Decision::Allow(record),
+            Ok(()) => Decision::Allow(Box::new(record)),
             Err(failure) => Decision::Deny {
                 plugin: failure.plugin.clone(),
                 message: failure.message.clone(),
-                failure: Some(failure),
+                failure: Some(Box::new(failure)),
             },
         }
     }
@@ -254,7 +254,7 @@ impl Chain {
                     return MessageOutcome::Reply {
                         plugin: p.name.clone(),
                         reply,
-                        record,
+                        record: Box::new(record),
                     };
                 }
                 Err(f) => last_failure = Some(f),
@@ -291,7 +291,7 @@ impl Chain {
             }
         }
         list.into_iter()
-            .map(|s| from_wit_summary_unchecked(s))
+            .map(from_wit_summary_unchecked)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|message| PluginFailure {
                 plugin: String::new(),

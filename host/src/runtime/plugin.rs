@@ -443,7 +443,7 @@ impl LoadedPlugin {
         self.call(
             Some(&session.id),
             input,
-            |h, s| h.call_on_event(s, session, &name.to_string(), &payload.to_string()),
+            |h, s| h.call_on_event(s, session, name, &payload.to_string()),
             verdict_size,
         )
     }
@@ -458,7 +458,7 @@ impl LoadedPlugin {
         self.call(
             Some(&session.id),
             input,
-            |h, s| h.call_on_message(s, session, &handler.to_string(), &payload.to_string()),
+            |h, s| h.call_on_message(s, session, handler, &payload.to_string()),
             |r| r.reply.len() as u64 + changes_size(&r.changes),
         )
     }

@@ -1,0 +1,493 @@
+//! The embedded store: everything in this process's memory, nothing to set up.
+//!
+//! Each tenant's state sits behind its own mutex, so every operation is atomic
+//! and per-user limits are exact. The behaviour mirrors [`super::redis::RedisStore`]
+//! (both pass the same conformance suite):
+//!
+//! - a session past its deadline is invisible to every read but stays stored
+//!   until [`SessionStore::take_expired`] takes it, so its end hooks run
+//!   exactly once;
+//! - the per-user limit counts only live sessions; `EvictLru` ends the
+//!   sessions with the lowest `last_seen_at` (ties: lowest token hash), and a
+//!   limit of 0 refuses every session whatever the policy;
+//! - audit ids look like Redis stream ids (`<ms>-<seq>`) and compare the same
+//!   way; the stream keeps the newest `audit_max_len` records;
+//! - kv expiry follows the wall clock, as Redis does.
+//!
+//! The one difference: Redis drops a session key a grace period after its
+//! deadline even if no sweeper took it; here it stays until swept.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{
+    AuditPage, CreateOutcome, Expired, LimitPolicy, SessionStore, StoreError, StoreResult,
+    UserLimit, WriteOutcome,
+};
+use crate::session::{AuditRecord, Millis, SessionRecord, now_ms};
+
+/// How many audit records a tenant's stream keeps by default.
+pub const DEFAULT_AUDIT_MAX_LEN: usize = 100_000;
+
+/// The embedded session store.
+pub struct MemoryStore {
+    tenants: RwLock<HashMap<String, Arc<Mutex<Tenant>>>>,
+    audit_max_len: usize,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("audit_max_len", &self.audit_max_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::with_audit_max_len(DEFAULT_AUDIT_MAX_LEN)
+    }
+
+    /// A store whose audit streams keep at most `max_len` records each.
+    pub fn with_audit_max_len(max_len: usize) -> Self {
+        Self {
+            tenants: RwLock::new(HashMap::new()),
+            audit_max_len: max_len.max(1),
+        }
+    }
+
+    fn tenant(&self, name: &str) -> Arc<Mutex<Tenant>> {
+        if let Some(t) = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return t.clone();
+        }
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+fn lock(t: &Mutex<Tenant>) -> MutexGuard<'_, Tenant> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A stream id: milliseconds and a sequence number, ordered like Redis's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+struct StreamId(u64, u64);
+
+impl StreamId {
+    fn parse(s: &str) -> StoreResult<Self> {
+        let bad = || StoreError::Backend(format!("invalid audit id {s:?}"));
+        match s.split_once('-') {
+            Some((ms, seq)) => Ok(StreamId(
+                ms.parse().map_err(|_| bad())?,
+                seq.parse().map_err(|_| bad())?,
+            )),
+            None => Ok(StreamId(s.parse().map_err(|_| bad())?, 0)),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+struct KvEntry {
+    value: String,
+    expires_at: Option<Millis>,
+}
+
+#[derive(Default)]
+struct Tenant {
+    sessions: HashMap<String, SessionRecord>,
+    /// Token hashes by user.
+    users: HashMap<String, HashSet<String>>,
+    /// `(expires_at, token_hash)` of every stored session.
+    deadlines: BTreeSet<(Millis, String)>,
+    kv: HashMap<(String, String), KvEntry>,
+    /// `(expires_at, plugin, key)` of every expiring kv entry.
+    kv_expiry: BTreeSet<(Millis, String, String)>,
+    audit: VecDeque<(StreamId, AuditRecord)>,
+    last_audit_id: StreamId,
+}
+
+impl Tenant {
+    fn live(&self, token_hash: &str, now: Millis) -> Option<&SessionRecord> {
+        self.sessions.get(token_hash).filter(|r| !r.is_expired(now))
+    }
+
+    fn insert(&mut self, record: SessionRecord) {
+        self.deadlines
+            .insert((record.expires_at(), record.token_hash.clone()));
+        if let Some(user) = &record.user {
+            self.users
+                .entry(user.clone())
+                .or_default()
+                .insert(record.token_hash.clone());
+        }
+        self.sessions.insert(record.token_hash.clone(), record);
+    }
+
+    /// Takes a stored session (live or not) out of every index.
+    fn take(&mut self, token_hash: &str) -> Option<SessionRecord> {
+        let record = self.sessions.remove(token_hash)?;
+        self.deadlines
+            .remove(&(record.expires_at(), token_hash.to_string()));
+        if let Some(user) = &record.user
+            && let Some(set) = self.users.get_mut(user)
+        {
+            set.remove(token_hash);
+            if set.is_empty() {
+                self.users.remove(user);
+            }
+        }
+        Some(record)
+    }
+
+    /// The live sessions of a user, least recently used first.
+    fn live_of_user(&self, user: &str, now: Millis) -> Vec<&SessionRecord> {
+        let mut live: Vec<&SessionRecord> = self
+            .users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| self.live(h, now))
+            .collect();
+        live.sort_by(|a, b| (a.last_seen_at, &a.token_hash).cmp(&(b.last_seen_at, &b.token_hash)));
+        live
+    }
+
+    fn purge_kv(&mut self, now: Millis) {
+        while let Some(first) = self.kv_expiry.first() {
+            if first.0 > now {
+                break;
+            }
+            let (at, plugin, key) = self.kv_expiry.pop_first().expect("non-empty");
+            let id = (plugin, key);
+            if self.kv.get(&id).and_then(|e| e.expires_at) == Some(at) {
+                self.kv.remove(&id);
+            }
+        }
+    }
+
+    fn kv_remove(&mut self, plugin: &str, key: &str) -> Option<KvEntry> {
+        let entry = self.kv.remove(&(plugin.to_string(), key.to_string()))?;
+        if let Some(at) = entry.expires_at {
+            self.kv_expiry
+                .remove(&(at, plugin.to_string(), key.to_string()));
+        }
+        Some(entry)
+    }
+}
+
+fn oldest_first(records: &mut [SessionRecord]) {
+    records.sort_by(|a, b| (a.created_at, &a.public_id).cmp(&(b.created_at, &b.public_id)));
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        now: Millis,
+    ) -> StoreResult<CreateOutcome> {
+        let tenant = self.tenant(&record.tenant);
+        let mut t = lock(&tenant);
+        if t.sessions.contains_key(&record.token_hash) {
+            return Err(StoreError::Backend(
+                "a session with this token hash exists".into(),
+            ));
+        }
+        let mut evicted = Vec::new();
+        if let (Some(user), Some(limit)) = (&record.user, limit) {
+            let live: Vec<String> = t
+                .live_of_user(user, now)
+                .into_iter()
+                .map(|r| r.token_hash.clone())
+                .collect();
+            let max = limit.max as usize;
+            if live.len() >= max {
+                if limit.policy == LimitPolicy::Deny || max == 0 {
+                    return Ok(CreateOutcome::LimitReached {
+                        active: live.len() as u32,
+                    });
+                }
+                for hash in &live[..live.len() - max + 1] {
+                    evicted.extend(t.take(hash));
+                }
+            }
+        }
+        t.insert(record.clone());
+        Ok(CreateOutcome::Created { evicted })
+    }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        Ok(t.live(token_hash, now).cloned())
+    }
+
+    async fn update(
+        &self,
+        token_hash: &str,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+    ) -> StoreResult<WriteOutcome> {
+        if record.version != expected_version.wrapping_add(1) {
+            return Err(StoreError::Backend(format!(
+                "record version {} is not expected version {expected_version} + 1",
+                record.version
+            )));
+        }
+        let tenant = self.tenant(&record.tenant);
+        let mut t = lock(&tenant);
+        let Some(current) = t.live(token_hash, now) else {
+            return Ok(WriteOutcome::NotFound);
+        };
+        if current.version != expected_version {
+            return Ok(WriteOutcome::VersionMismatch(current.clone()));
+        }
+        if record.token_hash != token_hash && t.sessions.contains_key(&record.token_hash) {
+            return Err(StoreError::Backend(
+                "a session with the new token hash exists".into(),
+            ));
+        }
+        t.take(token_hash);
+        t.insert(record.clone());
+        Ok(WriteOutcome::Written(record.clone()))
+    }
+
+    async fn touch(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        if t.live(token_hash, now).is_none() {
+            return Ok(None);
+        }
+        let mut record = t.take(token_hash).expect("live session");
+        record.last_seen_at = record.last_seen_at.max(now);
+        record.version += 1;
+        t.insert(record.clone());
+        Ok(Some(record))
+    }
+
+    async fn remove(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        if t.live(token_hash, now).is_none() {
+            return Ok(None);
+        }
+        Ok(t.take(token_hash))
+    }
+
+    async fn list_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        let mut out: Vec<SessionRecord> = t.live_of_user(user, now).into_iter().cloned().collect();
+        oldest_first(&mut out);
+        Ok(out)
+    }
+
+    async fn remove_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        let hashes: Vec<String> = t
+            .live_of_user(user, now)
+            .into_iter()
+            .map(|r| r.token_hash.clone())
+            .collect();
+        let mut out: Vec<SessionRecord> = hashes.iter().filter_map(|h| t.take(h)).collect();
+        oldest_first(&mut out);
+        Ok(out)
+    }
+
+    async fn take_expired(
+        &self,
+        tenant: &str,
+        now: Millis,
+        max: usize,
+    ) -> StoreResult<Vec<Expired>> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        t.purge_kv(now_ms());
+        let due: Vec<String> = t
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(max)
+            .map(|(_, h)| h.clone())
+            .collect();
+        Ok(due
+            .iter()
+            .filter_map(|h| t.take(h))
+            .map(|record| Expired {
+                reason: record.expiry_reason(),
+                record,
+            })
+            .collect())
+    }
+
+    async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        let now = now_ms();
+        Ok(t.kv
+            .get(&(plugin.to_string(), key.to_string()))
+            .filter(|e| e.expires_at.is_none_or(|at| at > now))
+            .map(|e| e.value.clone()))
+    }
+
+    async fn kv_set(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        ttl_seconds: Option<u32>,
+    ) -> StoreResult<()> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        let now = now_ms();
+        t.purge_kv(now);
+        t.kv_remove(plugin, key);
+        // A TTL of 0 expires the entry at once.
+        if ttl_seconds == Some(0) {
+            return Ok(());
+        }
+        let expires_at = ttl_seconds.map(|s| now + u64::from(s) * 1000);
+        if let Some(at) = expires_at {
+            t.kv_expiry
+                .insert((at, plugin.to_string(), key.to_string()));
+        }
+        t.kv.insert(
+            (plugin.to_string(), key.to_string()),
+            KvEntry {
+                value: value.to_string(),
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn kv_delete(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<bool> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        let now = now_ms();
+        Ok(t.kv_remove(plugin, key)
+            .is_some_and(|e| e.expires_at.is_none_or(|at| at > now)))
+    }
+
+    async fn audit_append(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        session: Option<&str>,
+        record: &Value,
+        now: Millis,
+    ) -> StoreResult<String> {
+        let name = tenant;
+        let tenant = self.tenant(name);
+        let mut t = lock(&tenant);
+        let last = t.last_audit_id;
+        let id = if now > last.0 {
+            StreamId(now, 0)
+        } else {
+            StreamId(last.0, last.1 + 1)
+        };
+        t.last_audit_id = id;
+        t.audit.push_back((
+            id,
+            AuditRecord {
+                id: id.to_string(),
+                at: now,
+                tenant: name.to_string(),
+                plugin: plugin.to_string(),
+                session: session.map(str::to_string),
+                record: record.clone(),
+            },
+        ));
+        while t.audit.len() > self.audit_max_len {
+            t.audit.pop_front();
+        }
+        Ok(id.to_string())
+    }
+
+    async fn audit_page(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<AuditPage> {
+        let after = after.map(StreamId::parse).transpose()?;
+        // A page holds at least one record, so `next` always makes progress.
+        let limit = limit.max(1);
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        let start = match after {
+            Some(after) => t.audit.partition_point(|(id, _)| *id <= after),
+            None => 0,
+        };
+        let records: Vec<AuditRecord> = t
+            .audit
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let more = t.audit.len() > start + records.len();
+        let next = if more {
+            records.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { records, next })
+    }
+}

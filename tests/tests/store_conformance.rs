@@ -1,0 +1,1622 @@
+//! One conformance suite for every `SessionStore` backend: the embedded
+//! `MemoryStore`, `RedisStore` on a single throwaway redis-server, and
+//! `RedisStore` on a throwaway three-master Redis Cluster.
+//!
+//! Each test is a generic async function over a [`Backend`]; the `suite!`
+//! macro instantiates it once per backend. The Redis tests of this binary
+//! share one server (and one cluster) and stay independent by using a tenant
+//! named after the test.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::json;
+use sessiond::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
+use sessiond::store::memory::MemoryStore;
+use sessiond::store::redis::{RedisConfig, RedisStore};
+use sessiond::store::{
+    CreateOutcome, LimitPolicy, SessionStore, StoreError, UserLimit, WriteOutcome,
+};
+use sessiond_tests::redis_server::{RedisCluster, RedisServer};
+
+const SEC: Millis = 1000;
+const MIN: Millis = 60 * SEC;
+const HOUR: Millis = 60 * MIN;
+
+/// Several handles on one store, as several hosts would hold, and the tenant
+/// this test owns.
+struct Backend {
+    stores: Vec<Arc<dyn SessionStore>>,
+    tenant: String,
+}
+
+impl Backend {
+    fn store(&self) -> &dyn SessionStore {
+        self.stores[0].as_ref()
+    }
+
+    /// The handle for the `i`th concurrent caller.
+    fn handle(&self, i: usize) -> Arc<dyn SessionStore> {
+        self.stores[i % self.stores.len()].clone()
+    }
+
+    /// Another tenant name, unique to this test.
+    fn other_tenant(&self) -> String {
+        format!("{}-other", self.tenant)
+    }
+}
+
+async fn memory_backend(test: &str) -> Backend {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    Backend {
+        stores: vec![store; 4],
+        tenant: test.to_string(),
+    }
+}
+
+static SERVER: OnceLock<RedisServer> = OnceLock::new();
+static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+
+async fn redis_handles(urls: Vec<String>, cluster: bool, test: &str) -> Backend {
+    let mut stores: Vec<Arc<dyn SessionStore>> = Vec::new();
+    for _ in 0..4 {
+        let mut config = RedisConfig::new(urls.clone());
+        config.cluster = cluster;
+        let store = RedisStore::connect_with(config)
+            .await
+            .expect("connecting to the test Redis");
+        stores.push(Arc::new(store));
+    }
+    Backend {
+        stores,
+        tenant: test.to_string(),
+    }
+}
+
+async fn redis_backend(test: &str) -> Backend {
+    let url = tokio::task::spawn_blocking(|| SERVER.get_or_init(RedisServer::start).url())
+        .await
+        .unwrap();
+    redis_handles(vec![url], false, test).await
+}
+
+async fn cluster_backend(test: &str) -> Backend {
+    let urls = tokio::task::spawn_blocking(|| CLUSTER.get_or_init(RedisCluster::start).urls())
+        .await
+        .unwrap();
+    redis_handles(urls, true, test).await
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::memory_backend(stringify!($name)).await).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::redis_backend(stringify!($name)).await).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::cluster_backend(stringify!($name)).await).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    ping,
+    create_and_get,
+    create_existing_token_hash_fails,
+    absolute_expiry_hides_session,
+    idle_expiry_hides_session,
+    update_compare_and_set,
+    update_rotates_token,
+    update_changes_user,
+    touch_slides_idle_deadline,
+    remove_exactly_once,
+    remove_of_expired_leaves_it_to_sweeper,
+    limit_deny_exact_under_concurrency,
+    limit_counts_only_live_sessions,
+    limit_evict_lru,
+    limit_evict_lru_under_concurrency,
+    limit_zero,
+    list_user_oldest_first,
+    remove_user_exactly_once,
+    take_expired_reasons_order_and_max,
+    take_expired_concurrent_never_duplicates,
+    kv_get_set_delete,
+    kv_ttl,
+    kv_isolation,
+    audit_append_and_page,
+    tenants_are_isolated,
+    odd_tenant_names,
+);
+
+// ---------------------------------------------------------------- helpers
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh session of `tenant` created at `t0`: 8 h lifetime, 30 min idle.
+fn session(tenant: &str, user: Option<&str>, t0: Millis) -> SessionRecord {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut plugin_state = std::collections::BTreeMap::new();
+    plugin_state.insert("audit-log".to_string(), json!({"seen": [], "n": n}));
+    SessionRecord {
+        token_hash: format!("{:016x}{:048x}", std::process::id(), n),
+        public_id: format!("pub-{n}"),
+        tenant: tenant.to_string(),
+        user: user.map(str::to_string),
+        roles: vec![],
+        created_at: t0,
+        last_seen_at: t0,
+        absolute_expires_at: t0 + 8 * HOUR,
+        idle_timeout_ms: 30 * MIN,
+        version: 1,
+        client: ClientInfo {
+            remote_addr: Some("203.0.113.7".into()),
+            user_agent: Some("test/1.0 \"quoted\" ünïcödé".into()),
+            device: None,
+        },
+        data: json!({
+            "cart": [1, {}, []],
+            "empty": {},
+            "price": 12.5,
+            "big": 12345678901234567u64,
+            "text": "a\nb\u{0}c"
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
+        plugin_state,
+    }
+}
+
+async fn create(b: &Backend, record: &SessionRecord, t0: Millis) {
+    match b.store().create(record, None, t0).await.unwrap() {
+        CreateOutcome::Created { evicted } => assert!(evicted.is_empty()),
+        other => panic!("create without a limit answered {other:?}"),
+    }
+}
+
+fn limit(max: u32, policy: LimitPolicy) -> Option<UserLimit> {
+    Some(UserLimit { max, policy })
+}
+
+/// The next version of `record` with `data.step = step`.
+fn changed(record: &SessionRecord, step: u64) -> SessionRecord {
+    let mut next = record.clone();
+    next.version += 1;
+    next.data.insert("step".into(), json!(step));
+    next
+}
+
+fn hashes(records: &[SessionRecord]) -> Vec<String> {
+    records.iter().map(|r| r.token_hash.clone()).collect()
+}
+
+/// `(ms, seq)` of a stream-style audit id, for ordering.
+fn id_key(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').expect("id is <ms>-<seq>");
+    (ms.parse().unwrap(), seq.parse().unwrap())
+}
+
+// ---------------------------------------------------------------- sessions
+
+async fn ping(b: Backend) {
+    b.store().ping().await.unwrap();
+}
+
+async fn create_and_get(b: Backend) {
+    let t0 = now_ms();
+    let anon = session(&b.tenant, None, t0);
+    let user = session(&b.tenant, Some("alice"), t0);
+    create(&b, &anon, t0).await;
+    create(&b, &user, t0).await;
+
+    let got = b
+        .store()
+        .get(&b.tenant, &anon.token_hash, t0)
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), Some(&anon), "the record round-trips exactly");
+    assert_eq!(got.unwrap().version, 1);
+    assert_eq!(
+        b.store()
+            .get(&b.tenant, &user.token_hash, t0 + MIN)
+            .await
+            .unwrap(),
+        Some(user.clone())
+    );
+    // Another handle (another host) sees it too.
+    assert_eq!(
+        b.handle(1)
+            .get(&b.tenant, &user.token_hash, t0)
+            .await
+            .unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(b.store().get(&b.tenant, "ffff", t0).await.unwrap(), None);
+    assert_eq!(
+        b.store()
+            .get(&b.other_tenant(), &anon.token_hash, t0)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn create_existing_token_hash_fails(b: Backend) {
+    let t0 = now_ms();
+    let first = session(&b.tenant, Some("alice"), t0);
+    create(&b, &first, t0).await;
+    let mut second = session(&b.tenant, Some("bob"), t0);
+    second.token_hash = first.token_hash.clone();
+    let err = b.store().create(&second, None, t0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert_eq!(
+        b.store()
+            .get(&b.tenant, &first.token_hash, t0)
+            .await
+            .unwrap(),
+        Some(first),
+        "the existing session is untouched"
+    );
+    assert!(
+        b.store()
+            .list_user(&b.tenant, "bob", t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn absolute_expiry_hides_session(b: Backend) {
+    let t0 = now_ms();
+    let mut s = session(&b.tenant, Some("alice"), t0);
+    s.absolute_expires_at = t0 + MIN;
+    s.idle_timeout_ms = HOUR;
+    create(&b, &s, t0).await;
+    let get = |now| b.store().get(&b.tenant, &s.token_hash, now);
+    assert!(get(t0 + MIN - 1).await.unwrap().is_some());
+    assert_eq!(
+        get(t0 + MIN).await.unwrap(),
+        None,
+        "the deadline is exclusive"
+    );
+    assert_eq!(get(t0 + 2 * MIN).await.unwrap(), None);
+    assert!(
+        b.store()
+            .list_user(&b.tenant, "alice", t0 + MIN)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Not removed by the reads: the sweeper still gets it, once.
+    let taken = b
+        .store()
+        .take_expired(&b.tenant, t0 + 2 * MIN, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].record, s);
+    assert_eq!(taken[0].reason, EndReason::Expired);
+    assert!(
+        b.store()
+            .take_expired(&b.tenant, t0 + 2 * MIN, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn idle_expiry_hides_session(b: Backend) {
+    let t0 = now_ms();
+    let s = session(&b.tenant, None, t0); // idle 30 min, lifetime 8 h
+    create(&b, &s, t0).await;
+    let get = |now| b.store().get(&b.tenant, &s.token_hash, now);
+    assert!(get(t0 + 30 * MIN - 1).await.unwrap().is_some());
+    assert_eq!(get(t0 + 30 * MIN).await.unwrap(), None);
+    assert_eq!(
+        b.store()
+            .touch(&b.tenant, &s.token_hash, t0 + 31 * MIN)
+            .await
+            .unwrap(),
+        None,
+        "an idle-expired session cannot be revived"
+    );
+    let taken = b
+        .store()
+        .take_expired(&b.tenant, t0 + 31 * MIN, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].reason, EndReason::IdleTimeout);
+    assert_eq!(taken[0].record, s);
+}
+
+async fn update_compare_and_set(b: Backend) {
+    let t0 = now_ms();
+    let s = session(&b.tenant, Some("alice"), t0);
+    create(&b, &s, t0).await;
+
+    let v2 = changed(&s, 2);
+    assert_eq!(
+        b.store().update(&s.token_hash, &v2, 1, t0).await.unwrap(),
+        WriteOutcome::Written(v2.clone())
+    );
+    assert_eq!(
+        b.store().get(&b.tenant, &s.token_hash, t0).await.unwrap(),
+        Some(v2.clone())
+    );
+
+    // A writer that read version 1 loses and learns the current record.
+    let stale = changed(&s, 99);
+    assert_eq!(
+        b.store()
+            .update(&s.token_hash, &stale, 1, t0)
+            .await
+            .unwrap(),
+        WriteOutcome::VersionMismatch(v2.clone())
+    );
+    assert_eq!(
+        b.store().get(&b.tenant, &s.token_hash, t0).await.unwrap(),
+        Some(v2.clone())
+    );
+
+    // The version must grow by exactly one.
+    let mut skip = changed(&v2, 3);
+    skip.version = 7;
+    assert!(b.store().update(&s.token_hash, &skip, 2, t0).await.is_err());
+
+    // Unknown and expired sessions are not found.
+    let mut ghost = session(&b.tenant, None, t0);
+    ghost.version = 2;
+    assert_eq!(
+        b.store()
+            .update(&ghost.token_hash, &ghost, 1, t0)
+            .await
+            .unwrap(),
+        WriteOutcome::NotFound
+    );
+    assert_eq!(
+        b.store()
+            .update(&s.token_hash, &changed(&v2, 3), 2, t0 + 9 * HOUR)
+            .await
+            .unwrap(),
+        WriteOutcome::NotFound
+    );
+
+    // Racing writers on several hosts: exactly one wins each version.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = b.handle(i);
+        let next = changed(&v2, 100 + i as u64);
+        tasks.push(tokio::spawn(async move {
+            store.update(&next.token_hash, &next, 2, t0).await.unwrap()
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            WriteOutcome::Written(_) => written += 1,
+            WriteOutcome::VersionMismatch(current) => assert_eq!(current.version, 3),
+            WriteOutcome::NotFound => panic!("the session exists"),
+        }
+    }
+    assert_eq!(written, 1);
+}
+
+async fn update_rotates_token(b: Backend) {
+    let t0 = now_ms();
+    let s = session(&b.tenant, Some("alice"), t0);
+    let other = session(&b.tenant, Some("alice"), t0);
+    create(&b, &s, t0).await;
+    create(&b, &other, t0).await;
+
+    let mut rotated = changed(&s, 2);
+    rotated.token_hash = format!("{}r", s.token_hash);
+    rotated.last_seen_at = t0 + MIN;
+    assert_eq!(
+        b.store()
+            .update(&s.token_hash, &rotated, 1, t0 + MIN)
+            .await
+            .unwrap(),
+        WriteOutcome::Written(rotated.clone())
+    );
+    let store = b.store();
+    assert_eq!(
+        store.get(&b.tenant, &s.token_hash, t0 + MIN).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get(&b.tenant, &rotated.token_hash, t0 + MIN)
+            .await
+            .unwrap(),
+        Some(rotated.clone())
+    );
+    assert_eq!(rotated.public_id, s.public_id);
+    let mut listed = hashes(&store.list_user(&b.tenant, "alice", t0 + MIN).await.unwrap());
+    listed.sort();
+    let mut expected = vec![rotated.token_hash.clone(), other.token_hash.clone()];
+    expected.sort();
+    assert_eq!(listed, expected, "the user index follows the rotation");
+    assert_eq!(
+        store
+            .remove(&b.tenant, &s.token_hash, t0 + MIN)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .touch(&b.tenant, &s.token_hash, t0 + MIN)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .update(&s.token_hash, &changed(&rotated, 3), 2, t0 + MIN)
+            .await
+            .unwrap(),
+        WriteOutcome::NotFound
+    );
+
+    // Rotating onto an existing token hash is refused and changes nothing.
+    let mut clash = changed(&rotated, 3);
+    clash.token_hash = other.token_hash.clone();
+    assert!(
+        store
+            .update(&rotated.token_hash, &clash, 2, t0 + MIN)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .get(&b.tenant, &rotated.token_hash, t0 + MIN)
+            .await
+            .unwrap(),
+        Some(rotated.clone())
+    );
+
+    // The deadline index follows too: the sweeper returns the new key only.
+    let taken = store
+        .take_expired(&b.tenant, t0 + 9 * HOUR, 10)
+        .await
+        .unwrap();
+    let mut taken: Vec<String> = taken.into_iter().map(|e| e.record.token_hash).collect();
+    taken.sort();
+    assert_eq!(taken, expected);
+}
+
+async fn update_changes_user(b: Backend) {
+    let t0 = now_ms();
+    let anon = session(&b.tenant, None, t0);
+    create(&b, &anon, t0).await;
+    let store = b.store();
+
+    // Authentication moves the anonymous session into alice's index.
+    let mut authed = changed(&anon, 2);
+    authed.user = Some("alice".into());
+    authed.roles = vec!["member".into()];
+    assert_eq!(
+        store
+            .update(&anon.token_hash, &authed, 1, t0)
+            .await
+            .unwrap(),
+        WriteOutcome::Written(authed.clone())
+    );
+    assert_eq!(
+        store.list_user(&b.tenant, "alice", t0).await.unwrap(),
+        vec![authed.clone()]
+    );
+    // It counts against alice's limit now.
+    let next = session(&b.tenant, Some("alice"), t0);
+    assert_eq!(
+        store
+            .create(&next, limit(1, LimitPolicy::Deny), t0)
+            .await
+            .unwrap(),
+        CreateOutcome::LimitReached { active: 1 }
+    );
+
+    // Moving it to bob takes it out of alice's index.
+    let mut bob = changed(&authed, 3);
+    bob.user = Some("bob".into());
+    assert!(matches!(
+        store.update(&anon.token_hash, &bob, 2, t0).await.unwrap(),
+        WriteOutcome::Written(_)
+    ));
+    assert!(
+        store
+            .list_user(&b.tenant, "alice", t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_user(&b.tenant, "bob", t0).await.unwrap(),
+        vec![bob.clone()]
+    );
+
+    // And back to anonymous.
+    let mut gone = changed(&bob, 4);
+    gone.user = None;
+    assert!(matches!(
+        store.update(&anon.token_hash, &gone, 3, t0).await.unwrap(),
+        WriteOutcome::Written(_)
+    ));
+    assert!(
+        store
+            .list_user(&b.tenant, "bob", t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .remove_user(&b.tenant, "bob", t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get(&b.tenant, &anon.token_hash, t0).await.unwrap(),
+        Some(gone)
+    );
+}
+
+async fn touch_slides_idle_deadline(b: Backend) {
+    let t0 = now_ms();
+    let mut s = session(&b.tenant, Some("alice"), t0);
+    s.idle_timeout_ms = 10 * MIN;
+    create(&b, &s, t0).await;
+    let store = b.store();
+
+    let touched = store
+        .touch(&b.tenant, &s.token_hash, t0 + 9 * MIN)
+        .await
+        .unwrap()
+        .expect("live");
+    assert_eq!(touched.last_seen_at, t0 + 9 * MIN);
+    assert_eq!(touched.version, 2);
+    assert_eq!(touched.expires_at(), t0 + 19 * MIN);
+    let mut expected = s.clone();
+    expected.last_seen_at = t0 + 9 * MIN;
+    expected.version = 2;
+    assert_eq!(touched, expected, "nothing else changes");
+    assert_eq!(
+        store
+            .get(&b.tenant, &s.token_hash, t0 + 15 * MIN)
+            .await
+            .unwrap(),
+        Some(expected.clone()),
+        "alive past the original idle deadline"
+    );
+    assert!(
+        store
+            .take_expired(&b.tenant, t0 + 15 * MIN, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the sweeper sees the new deadline"
+    );
+    // A CAS write must now expect version 2.
+    assert!(matches!(
+        store
+            .update(&s.token_hash, &changed(&s, 2), 1, t0 + 15 * MIN)
+            .await
+            .unwrap(),
+        WriteOutcome::VersionMismatch(_)
+    ));
+    assert_eq!(
+        store
+            .get(&b.tenant, &s.token_hash, t0 + 19 * MIN)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.touch(&b.tenant, "nope", t0).await.unwrap(), None);
+
+    // The absolute deadline caps the sliding one.
+    let mut capped = session(&b.tenant, None, t0);
+    capped.absolute_expires_at = t0 + 12 * MIN;
+    capped.idle_timeout_ms = 10 * MIN;
+    create(&b, &capped, t0).await;
+    let c = store
+        .touch(&b.tenant, &capped.token_hash, t0 + 8 * MIN)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.expires_at(), t0 + 12 * MIN);
+    assert_eq!(
+        store
+            .get(&b.tenant, &capped.token_hash, t0 + 12 * MIN)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let taken = store
+        .take_expired(&b.tenant, t0 + 20 * MIN, 10)
+        .await
+        .unwrap();
+    let reasons: HashSet<(String, EndReason)> = taken
+        .into_iter()
+        .map(|e| (e.record.token_hash, e.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        HashSet::from([
+            (s.token_hash.clone(), EndReason::IdleTimeout),
+            (capped.token_hash.clone(), EndReason::Expired),
+        ])
+    );
+}
+
+async fn remove_exactly_once(b: Backend) {
+    let t0 = now_ms();
+    let s = session(&b.tenant, Some("alice"), t0);
+    create(&b, &s, t0).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = b.handle(i);
+        let (tenant, hash) = (b.tenant.clone(), s.token_hash.clone());
+        tasks.push(tokio::spawn(async move {
+            store.remove(&tenant, &hash, t0).await.unwrap()
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(t.await.unwrap());
+    }
+    assert_eq!(got, vec![s.clone()], "exactly one remover gets the record");
+    let store = b.store();
+    assert_eq!(store.get(&b.tenant, &s.token_hash, t0).await.unwrap(), None);
+    assert_eq!(
+        store.remove(&b.tenant, &s.token_hash, t0).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .list_user(&b.tenant, "alice", t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .take_expired(&b.tenant, t0 + 9 * HOUR, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Its token hash is free again.
+    create(&b, &s, t0).await;
+}
+
+async fn remove_of_expired_leaves_it_to_sweeper(b: Backend) {
+    let t0 = now_ms();
+    let s = session(&b.tenant, Some("alice"), t0);
+    create(&b, &s, t0).await;
+    let late = t0 + 9 * HOUR;
+    assert_eq!(
+        b.store()
+            .remove(&b.tenant, &s.token_hash, late)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        b.store()
+            .remove_user(&b.tenant, "alice", late)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let taken = b.store().take_expired(&b.tenant, late, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].record, s);
+}
+
+// ---------------------------------------------------------------- limits
+
+async fn limit_deny_exact_under_concurrency(b: Backend) {
+    let t0 = now_ms();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = b.handle(i);
+        let s = session(&b.tenant, Some("alice"), t0);
+        tasks.push(tokio::spawn(async move {
+            let outcome = store
+                .create(&s, limit(5, LimitPolicy::Deny), t0)
+                .await
+                .unwrap();
+            (s, outcome)
+        }));
+    }
+    let (mut created, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (s, CreateOutcome::Created { evicted }) => {
+                assert!(evicted.is_empty());
+                created.push(s.token_hash);
+            }
+            (_, CreateOutcome::LimitReached { active }) => {
+                assert_eq!(active, 5);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(created.len(), 5);
+    assert_eq!(refused, 45);
+    let mut listed = hashes(&b.store().list_user(&b.tenant, "alice", t0).await.unwrap());
+    listed.sort();
+    created.sort();
+    assert_eq!(listed, created, "exactly the winners are stored");
+    // Refused sessions were not written at all.
+    assert_eq!(
+        b.store()
+            .take_expired(&b.tenant, t0 + 9 * HOUR, 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    // Anonymous sessions and other users are not limited by alice's count.
+    let anon = session(&b.tenant, None, t0);
+    assert!(matches!(
+        b.store()
+            .create(&anon, limit(5, LimitPolicy::Deny), t0)
+            .await
+            .unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+}
+
+async fn limit_counts_only_live_sessions(b: Backend) {
+    let t0 = now_ms();
+    let store = b.store();
+    let mut old = session(&b.tenant, Some("alice"), t0);
+    old.absolute_expires_at = t0 + MIN;
+    let live = session(&b.tenant, Some("alice"), t0);
+    let deny = limit(2, LimitPolicy::Deny);
+    assert!(matches!(
+        store.create(&old, deny, t0).await.unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    assert!(matches!(
+        store.create(&live, deny, t0).await.unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    let third = session(&b.tenant, Some("alice"), t0);
+    assert_eq!(
+        store.create(&third, deny, t0 + 30 * SEC).await.unwrap(),
+        CreateOutcome::LimitReached { active: 2 }
+    );
+    // Once `old` is past its deadline it no longer counts, swept or not.
+    assert!(matches!(
+        store.create(&third, deny, t0 + 2 * MIN).await.unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    // Removed sessions do not count either.
+    store
+        .remove(&b.tenant, &live.token_hash, t0 + 2 * MIN)
+        .await
+        .unwrap()
+        .unwrap();
+    let fourth = session(&b.tenant, Some("alice"), t0);
+    assert!(matches!(
+        store.create(&fourth, deny, t0 + 2 * MIN).await.unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    let taken = store
+        .take_expired(&b.tenant, t0 + 2 * MIN, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].record, old);
+}
+
+async fn limit_evict_lru(b: Backend) {
+    let t0 = now_ms();
+    let store = b.store();
+    let evict = limit(3, LimitPolicy::EvictLru);
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let mut s = session(&b.tenant, Some("alice"), t0 + i);
+        s.created_at = t0 + i;
+        s.last_seen_at = t0 + i;
+        assert_eq!(
+            store.create(&s, evict, t0 + i).await.unwrap(),
+            CreateOutcome::Created { evicted: vec![] }
+        );
+        made.push(s);
+    }
+    // Using the oldest makes the second one the least recently used.
+    let first = store
+        .touch(&b.tenant, &made[0].token_hash, t0 + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut fourth = session(&b.tenant, Some("alice"), t0 + 20);
+    fourth.last_seen_at = t0 + 20;
+    assert_eq!(
+        store.create(&fourth, evict, t0 + 20).await.unwrap(),
+        CreateOutcome::Created {
+            evicted: vec![made[1].clone()]
+        }
+    );
+    assert_eq!(
+        store
+            .get(&b.tenant, &made[1].token_hash, t0 + 20)
+            .await
+            .unwrap(),
+        None
+    );
+    let listed = store.list_user(&b.tenant, "alice", t0 + 20).await.unwrap();
+    assert_eq!(listed, vec![first, made[2].clone(), fourth.clone()]);
+    // The evicted session is gone for the sweeper as well.
+    let taken = store
+        .take_expired(&b.tenant, t0 + 9 * HOUR, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 3);
+    assert!(
+        taken
+            .iter()
+            .all(|e| e.record.token_hash != made[1].token_hash)
+    );
+
+    // Lowering the limit evicts as many as needed to fit the new session.
+    let mut again = Vec::new();
+    for i in 0..3 {
+        let s = session(&b.tenant, Some("bob"), t0 + i);
+        store
+            .create(&s, limit(3, LimitPolicy::EvictLru), t0)
+            .await
+            .unwrap();
+        again.push(s);
+    }
+    let newest = session(&b.tenant, Some("bob"), t0 + 5);
+    assert_eq!(
+        store
+            .create(&newest, limit(1, LimitPolicy::EvictLru), t0)
+            .await
+            .unwrap(),
+        CreateOutcome::Created { evicted: again }
+    );
+    assert_eq!(
+        store.list_user(&b.tenant, "bob", t0).await.unwrap(),
+        vec![newest]
+    );
+}
+
+async fn limit_evict_lru_under_concurrency(b: Backend) {
+    let t0 = now_ms();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = b.handle(i);
+        let s = session(&b.tenant, Some("alice"), t0);
+        tasks.push(tokio::spawn(async move {
+            store
+                .create(&s, limit(3, LimitPolicy::EvictLru), t0)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut evicted = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            CreateOutcome::Created { evicted: e } => evicted.extend(hashes(&e)),
+            other => panic!("EvictLru never refuses: {other:?}"),
+        }
+    }
+    assert_eq!(evicted.len(), 17);
+    assert_eq!(
+        evicted.iter().collect::<HashSet<_>>().len(),
+        17,
+        "each session is evicted once"
+    );
+    let listed = b.store().list_user(&b.tenant, "alice", t0).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|s| !evicted.contains(&s.token_hash)));
+}
+
+async fn limit_zero(b: Backend) {
+    let t0 = now_ms();
+    for policy in [LimitPolicy::Deny, LimitPolicy::EvictLru] {
+        let s = session(&b.tenant, Some("alice"), t0);
+        assert_eq!(
+            b.store().create(&s, limit(0, policy), t0).await.unwrap(),
+            CreateOutcome::LimitReached { active: 0 }
+        );
+        assert_eq!(
+            b.store().get(&b.tenant, &s.token_hash, t0).await.unwrap(),
+            None
+        );
+    }
+}
+
+// ---------------------------------------------------------------- per user
+
+async fn list_user_oldest_first(b: Backend) {
+    let t0 = now_ms();
+    let store = b.store();
+    let mut made = Vec::new();
+    for offset in [3, 1, 2] {
+        let mut s = session(&b.tenant, Some("alice"), t0);
+        s.created_at = t0 + offset;
+        // Recency differs from age: the newest is the least recently used.
+        s.last_seen_at = t0 + 10 - offset;
+        create(&b, &s, t0).await;
+        made.push(s);
+    }
+    let mut expired = session(&b.tenant, Some("alice"), t0);
+    expired.absolute_expires_at = t0 + MIN;
+    create(&b, &expired, t0).await;
+    create(&b, &session(&b.tenant, Some("bob"), t0), t0).await;
+    create(&b, &session(&b.other_tenant(), Some("alice"), t0), t0).await;
+
+    let listed = store
+        .list_user(&b.tenant, "alice", t0 + 2 * MIN)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        vec![made[1].clone(), made[2].clone(), made[0].clone()]
+    );
+    assert!(
+        store
+            .list_user(&b.tenant, "carol", t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.list_user(&b.tenant, "alice", t0).await.unwrap().len(),
+        4
+    );
+    assert_eq!(
+        store
+            .list_user(&b.other_tenant(), "alice", t0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn remove_user_exactly_once(b: Backend) {
+    let t0 = now_ms();
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        let s = session(&b.tenant, Some("alice"), t0);
+        create(&b, &s, t0).await;
+        alice.push(s.token_hash);
+    }
+    let mut expired = session(&b.tenant, Some("alice"), t0);
+    expired.absolute_expires_at = t0 + MIN;
+    create(&b, &expired, t0).await;
+    let bob = session(&b.tenant, Some("bob"), t0);
+    create(&b, &bob, t0).await;
+    let anon = session(&b.tenant, None, t0);
+    create(&b, &anon, t0).await;
+
+    let now = t0 + 2 * MIN;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = b.handle(i);
+        let tenant = b.tenant.clone();
+        tasks.push(tokio::spawn(async move {
+            store.remove_user(&tenant, "alice", now).await.unwrap()
+        }));
+    }
+    let mut removed = Vec::new();
+    for t in tasks {
+        removed.extend(hashes(&t.await.unwrap()));
+    }
+    removed.sort();
+    alice.sort();
+    assert_eq!(
+        removed, alice,
+        "each live session once, the expired one not"
+    );
+    let store = b.store();
+    assert!(
+        store
+            .list_user(&b.tenant, "alice", now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for h in &alice {
+        assert_eq!(store.get(&b.tenant, h, now).await.unwrap(), None);
+    }
+    assert_eq!(
+        store.list_user(&b.tenant, "bob", now).await.unwrap(),
+        vec![bob]
+    );
+    assert!(
+        store
+            .get(&b.tenant, &anon.token_hash, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let taken = store.take_expired(&b.tenant, now, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].record, expired);
+}
+
+// ---------------------------------------------------------------- sweeping
+
+async fn take_expired_reasons_order_and_max(b: Backend) {
+    let t0 = now_ms();
+    let store = b.store();
+    // Deadlines at +1..+5 min, alternating absolute and idle.
+    let mut made = Vec::new();
+    for i in 1..=5u64 {
+        let mut s = session(&b.tenant, Some("alice"), t0);
+        if i % 2 == 1 {
+            s.absolute_expires_at = t0 + i * MIN;
+            s.idle_timeout_ms = HOUR;
+        } else {
+            s.absolute_expires_at = t0 + HOUR;
+            s.idle_timeout_ms = i * MIN;
+        }
+        made.push(s);
+    }
+    for s in made.iter().rev() {
+        create(&b, s, t0).await;
+    }
+    let live = session(&b.tenant, Some("alice"), t0);
+    create(&b, &live, t0).await;
+
+    assert!(
+        store
+            .take_expired(&b.tenant, t0 + MIN - 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .take_expired(&b.tenant, t0 + 10 * MIN, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let now = t0 + 10 * MIN;
+    let first = store.take_expired(&b.tenant, now, 2).await.unwrap();
+    let second = store.take_expired(&b.tenant, now, 2).await.unwrap();
+    let third = store.take_expired(&b.tenant, now, 2).await.unwrap();
+    assert_eq!((first.len(), second.len(), third.len()), (2, 2, 1));
+    assert!(
+        store
+            .take_expired(&b.tenant, now, 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let all: Vec<_> = first.into_iter().chain(second).chain(third).collect();
+    for (e, s) in all.iter().zip(&made) {
+        assert_eq!(&e.record, s, "earliest deadline first");
+    }
+    let reasons: Vec<EndReason> = all.iter().map(|e| e.reason).collect();
+    use EndReason::{Expired, IdleTimeout};
+    assert_eq!(
+        reasons,
+        vec![Expired, IdleTimeout, Expired, IdleTimeout, Expired]
+    );
+    // Taken sessions left the user index; the live one stays.
+    assert_eq!(
+        store.list_user(&b.tenant, "alice", t0).await.unwrap(),
+        vec![live.clone()]
+    );
+    assert!(matches!(
+        store
+            .create(
+                &session(&b.tenant, Some("alice"), t0),
+                limit(2, LimitPolicy::Deny),
+                t0
+            )
+            .await
+            .unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    assert!(
+        store
+            .take_expired(&b.other_tenant(), t0 + 9 * HOUR, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "sweeping is per tenant"
+    );
+}
+
+async fn take_expired_concurrent_never_duplicates(b: Backend) {
+    let t0 = now_ms();
+    let mut made = HashSet::new();
+    for i in 0..40u64 {
+        let mut s = session(&b.tenant, i.is_multiple_of(2).then_some("alice"), t0);
+        s.absolute_expires_at = t0 + MIN + i;
+        create(&b, &s, t0).await;
+        made.insert(s.token_hash);
+    }
+    let now = t0 + 2 * MIN;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = b.handle(i);
+        let tenant = b.tenant.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = store.take_expired(&tenant, now, 3).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|e| e.record.token_hash));
+            }
+        }));
+    }
+    // Removers race the sweepers; neither may see a session the other took,
+    // and expired sessions are not removable.
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), 40, "no duplicates");
+    assert_eq!(all.into_iter().collect::<HashSet<_>>(), made);
+}
+
+// ---------------------------------------------------------------- kv
+
+async fn kv_get_set_delete(b: Backend) {
+    let (s, t) = (b.store(), b.tenant.as_str());
+    assert_eq!(s.kv_get(t, "p", "k").await.unwrap(), None);
+    s.kv_set(t, "p", "k", "v1", None).await.unwrap();
+    assert_eq!(s.kv_get(t, "p", "k").await.unwrap().as_deref(), Some("v1"));
+    s.kv_set(t, "p", "k", "v2 ünï \n {json}", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.handle(1).kv_get(t, "p", "k").await.unwrap().as_deref(),
+        Some("v2 ünï \n {json}")
+    );
+    s.kv_set(t, "p", "empty", "", None).await.unwrap();
+    assert_eq!(
+        s.kv_get(t, "p", "empty").await.unwrap().as_deref(),
+        Some("")
+    );
+    assert!(s.kv_delete(t, "p", "k").await.unwrap());
+    assert!(!s.kv_delete(t, "p", "k").await.unwrap());
+    assert_eq!(s.kv_get(t, "p", "k").await.unwrap(), None);
+    // A TTL of zero expires at once.
+    s.kv_set(t, "p", "zero", "x", Some(0)).await.unwrap();
+    assert_eq!(s.kv_get(t, "p", "zero").await.unwrap(), None);
+}
+
+async fn kv_ttl(b: Backend) {
+    let (s, t) = (b.store(), b.tenant.as_str());
+    s.kv_set(t, "p", "short", "1", Some(1)).await.unwrap();
+    s.kv_set(t, "p", "gone", "1", Some(1)).await.unwrap();
+    s.kv_set(t, "p", "long", "1", Some(3600)).await.unwrap();
+    s.kv_set(t, "p", "forever", "1", None).await.unwrap();
+    // Rewriting without a TTL makes the entry permanent again.
+    s.kv_set(t, "p", "kept", "1", Some(1)).await.unwrap();
+    s.kv_set(t, "p", "kept", "2", None).await.unwrap();
+    assert_eq!(
+        s.kv_get(t, "p", "short").await.unwrap().as_deref(),
+        Some("1")
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(s.kv_get(t, "p", "short").await.unwrap(), None);
+    assert!(
+        !s.kv_delete(t, "p", "gone").await.unwrap(),
+        "expired is absent"
+    );
+    assert_eq!(
+        s.kv_get(t, "p", "long").await.unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        s.kv_get(t, "p", "forever").await.unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        s.kv_get(t, "p", "kept").await.unwrap().as_deref(),
+        Some("2")
+    );
+    // An expired key can be written again.
+    s.kv_set(t, "p", "short", "again", None).await.unwrap();
+    assert_eq!(
+        s.kv_get(t, "p", "short").await.unwrap().as_deref(),
+        Some("again")
+    );
+}
+
+async fn kv_isolation(b: Backend) {
+    let s = b.store();
+    let (t1, t2) = (b.tenant.clone(), b.other_tenant());
+    s.kv_set(&t1, "p1", "k", "t1p1", None).await.unwrap();
+    s.kv_set(&t1, "p2", "k", "t1p2", None).await.unwrap();
+    s.kv_set(&t2, "p1", "k", "t2p1", None).await.unwrap();
+    // Separators inside names do not make keys collide.
+    s.kv_set(&t1, "a:b", "c", "plugin a:b", None).await.unwrap();
+    s.kv_set(&t1, "a", "b:c", "plugin a", None).await.unwrap();
+    assert_eq!(
+        s.kv_get(&t1, "p1", "k").await.unwrap().as_deref(),
+        Some("t1p1")
+    );
+    assert_eq!(
+        s.kv_get(&t1, "p2", "k").await.unwrap().as_deref(),
+        Some("t1p2")
+    );
+    assert_eq!(
+        s.kv_get(&t2, "p1", "k").await.unwrap().as_deref(),
+        Some("t2p1")
+    );
+    assert_eq!(s.kv_get(&t2, "p2", "k").await.unwrap(), None);
+    assert_eq!(
+        s.kv_get(&t1, "a:b", "c").await.unwrap().as_deref(),
+        Some("plugin a:b")
+    );
+    assert_eq!(
+        s.kv_get(&t1, "a", "b:c").await.unwrap().as_deref(),
+        Some("plugin a")
+    );
+    assert!(s.kv_delete(&t1, "p1", "k").await.unwrap());
+    assert_eq!(
+        s.kv_get(&t2, "p1", "k").await.unwrap().as_deref(),
+        Some("t2p1")
+    );
+    assert_eq!(
+        s.kv_get(&t1, "p2", "k").await.unwrap().as_deref(),
+        Some("t1p2")
+    );
+}
+
+// ---------------------------------------------------------------- audit
+
+async fn audit_append_and_page(b: Backend) {
+    let t0 = now_ms();
+    let s = b.store();
+    let page = s.audit_page(&b.tenant, None, 10).await.unwrap();
+    assert!(page.records.is_empty());
+    assert_eq!(page.next, None);
+
+    let mut ids = Vec::new();
+    for i in 0..25u64 {
+        let session = i.is_multiple_of(3).then(|| format!("pub-{i}"));
+        let id = b
+            .handle(i as usize)
+            .audit_append(
+                &b.tenant,
+                if i.is_multiple_of(2) {
+                    "audit-log"
+                } else {
+                    "geo"
+                },
+                session.as_deref(),
+                &json!({"i": i, "what": "login", "nested": {"list": []}}),
+                t0 + i / 4,
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for w in ids.windows(2) {
+        assert!(id_key(&w[0]) < id_key(&w[1]), "ids increase: {w:?}");
+    }
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = s.audit_page(&b.tenant, after.as_deref(), 10).await.unwrap();
+        pages += 1;
+        seen.extend(page.records);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 25);
+    for (i, r) in seen.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(r.id, ids[i as usize]);
+        assert_eq!(r.tenant, b.tenant);
+        assert_eq!(r.at, t0 + i / 4);
+        assert_eq!(
+            r.plugin,
+            if i.is_multiple_of(2) {
+                "audit-log"
+            } else {
+                "geo"
+            }
+        );
+        assert_eq!(r.session, i.is_multiple_of(3).then(|| format!("pub-{i}")));
+        assert_eq!(
+            r.record,
+            json!({"i": i, "what": "login", "nested": {"list": []}})
+        );
+    }
+
+    // A page that ends exactly at the end says it is the last.
+    let page = s.audit_page(&b.tenant, Some(&ids[14]), 10).await.unwrap();
+    assert_eq!(page.records.len(), 10);
+    assert_eq!(page.next, None);
+    let page = s.audit_page(&b.tenant, Some(&ids[24]), 10).await.unwrap();
+    assert!(page.records.is_empty());
+    assert_eq!(page.next, None);
+    let page = s.audit_page(&b.tenant, Some(&ids[3]), 1).await.unwrap();
+    assert_eq!(page.records[0].id, ids[4]);
+    assert_eq!(page.next.as_deref(), Some(ids[4].as_str()));
+
+    // Tenants have separate streams.
+    assert!(
+        s.audit_page(&b.other_tenant(), None, 10)
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    s.audit_append(&b.other_tenant(), "p", None, &json!({}), t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.audit_page(&b.other_tenant(), None, 10)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.audit_page(&b.tenant, None, 100)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        25
+    );
+}
+
+// ---------------------------------------------------------------- tenants
+
+async fn tenants_are_isolated(b: Backend) {
+    let t0 = now_ms();
+    let store = b.store();
+    let a = session(&b.tenant, Some("alice"), t0);
+    let mut other = a.clone();
+    other.tenant = b.other_tenant();
+    other.public_id = "other".into();
+    create(&b, &a, t0).await;
+    create(&b, &other, t0).await; // same token hash, other tenant
+    assert_eq!(
+        store.get(&b.tenant, &a.token_hash, t0).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store.get(&other.tenant, &a.token_hash, t0).await.unwrap(),
+        Some(other.clone())
+    );
+    assert_eq!(
+        store.remove(&b.tenant, &a.token_hash, t0).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        store.list_user(&other.tenant, "alice", t0).await.unwrap(),
+        vec![other.clone()]
+    );
+    let taken = store
+        .take_expired(&other.tenant, t0 + 9 * HOUR, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].record, other);
+}
+
+async fn odd_tenant_names(b: Backend) {
+    let t0 = now_ms();
+    let store = b.store();
+    let names = [
+        format!("{}{{x}}", b.tenant),
+        format!("}}{}:%", b.tenant),
+        format!("{}%7D", b.tenant),
+        String::new(),
+    ];
+    for name in &names {
+        let s = session(name, Some("a:b{c}"), t0);
+        create(&b, &s, t0).await;
+        assert_eq!(
+            store.get(name, &s.token_hash, t0).await.unwrap(),
+            Some(s.clone())
+        );
+        assert_eq!(
+            store.list_user(name, "a:b{c}", t0).await.unwrap(),
+            vec![s.clone()]
+        );
+        let touched = store
+            .touch(name, &s.token_hash, t0 + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut rotated = changed(&touched, 1);
+        rotated.token_hash = format!("{}r", s.token_hash);
+        assert!(matches!(
+            store
+                .update(&s.token_hash, &rotated, 2, t0 + 1)
+                .await
+                .unwrap(),
+            WriteOutcome::Written(_)
+        ));
+        store.kv_set(name, "p", "k", name, None).await.unwrap();
+        store
+            .audit_append(name, "p", None, &json!({"t": name}), t0)
+            .await
+            .unwrap();
+    }
+    for name in &names {
+        assert_eq!(
+            store.kv_get(name, "p", "k").await.unwrap().as_deref(),
+            Some(name.as_str())
+        );
+        let page = store.audit_page(name, None, 10).await.unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.records[0].record, json!({"t": name}));
+        assert_eq!(
+            store
+                .remove_user(name, "a:b{c}", t0 + 2)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
+
+// ---------------------------------------------------------------- Redis only
+
+/// Keys carry server-side expiry: sessions at deadline + grace, kv at the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_expire_server_side() {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&[server.url()]).await.unwrap();
+    let t0 = now_ms();
+    let s = session("ttl", Some("alice"), t0);
+    assert!(matches!(
+        store.create(&s, None, t0).await.unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    let key = format!("sessiond:{{ttl}}:s:{}", s.token_hash);
+    let pexpiretime: u64 = server
+        .command(&["PEXPIRETIME", &key])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pexpiretime, s.expires_at() + HOUR, "deadline + 1 h grace");
+    let user_key = "sessiond:{ttl}:u:alice";
+    let user_expiry: u64 = server
+        .command(&["PEXPIRETIME", user_key])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(user_expiry, pexpiretime);
+    store
+        .touch("ttl", &s.token_hash, t0 + MIN)
+        .await
+        .unwrap()
+        .unwrap();
+    let slid: u64 = server
+        .command(&["PEXPIRETIME", &key])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(slid, t0 + MIN + 30 * MIN + HOUR);
+    let slid_user: u64 = server
+        .command(&["PEXPIRETIME", user_key])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(slid_user, slid);
+
+    store.kv_set("ttl", "p", "k", "v", Some(60)).await.unwrap();
+    let pttl: i64 = server
+        .command(&["PTTL", "sessiond:{ttl}:kv:p:k"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((59_000..=60_000).contains(&pttl), "{pttl}");
+    store
+        .audit_append("ttl", "p", None, &json!({}), t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.command(&["TYPE", "sessiond:{ttl}:audit"]).unwrap(),
+        "stream"
+    );
+}
+
+/// A Redis that goes away gives `Unavailable` quickly; the store recovers
+/// when it comes back, and a persistent server keeps its sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_unavailable_and_recovers() {
+    let mut server = tokio::task::spawn_blocking(RedisServer::start_persistent)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&[server.url()]).await.unwrap();
+    let t0 = now_ms();
+    let s = session("down", None, t0);
+    store.create(&s, None, t0).await.unwrap();
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.kill();
+        server
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = store.get("down", &s.token_hash, t0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let err = store.ping().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.get("down", &s.token_hash, t0).await.unwrap(), Some(s));
+    drop(server);
+}
+
+/// Connecting to nothing fails quickly with `Unavailable`.
+#[tokio::test]
+async fn redis_unreachable_at_connect() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let err = RedisStore::connect(&[format!("redis://127.0.0.1:{port}")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
