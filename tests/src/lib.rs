@@ -4,8 +4,70 @@
 use std::path::PathBuf;
 
 pub mod redis_server;
+pub mod server;
 
 /// The path of a built guest component, such as `plugin("single_session")`.
 pub fn plugin(name: &str) -> PathBuf {
     PathBuf::from(env!("SESSIOND_PLUGIN_DIR")).join(format!("{name}.wasm"))
+}
+
+use std::sync::{Arc, OnceLock};
+
+use sessiond::runtime::{Capability, EngineSettings, LimitOverrides, OnError, PluginSpec, Runtime};
+use sessiond::store::SessionStore;
+use sessiond::store::memory::MemoryStore;
+
+/// A multi-threaded async runtime shared by the tests of one binary; plugin
+/// calls made from a test thread use its handle for host capabilities.
+pub fn tokio() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// Where tests cache precompiled components, shared by every test binary so
+/// that the Python plugin is compiled once per engine configuration.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sessiond-test-cache")
+}
+
+/// Engine settings for tests: a small instance pool and the shared cache.
+pub fn test_settings() -> EngineSettings {
+    EngineSettings {
+        cache_dir: Some(cache_dir()),
+        max_instances: 64,
+        ..EngineSettings::default()
+    }
+}
+
+/// A runtime over `store` with test settings.
+pub fn runtime(store: Arc<dyn SessionStore>) -> Runtime {
+    Runtime::new(test_settings(), store, tokio().handle().clone()).expect("runtime")
+}
+
+/// A runtime over a fresh memory store, returned with the store.
+pub fn memory_runtime() -> (Runtime, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    (runtime(store.clone()), store)
+}
+
+/// A plugin spec for the component `file` (a name under `target/plugins`).
+pub fn spec(name: &str, file: &str, grants: &[Capability], config: &[(&str, &str)]) -> PluginSpec {
+    PluginSpec {
+        name: name.to_string(),
+        path: plugin(file),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        grants: grants.to_vec(),
+        limits: LimitOverrides::default(),
+        on_error: OnError::Deny,
+        instance_reuse: true,
+    }
 }

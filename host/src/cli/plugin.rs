@@ -92,9 +92,22 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
 fn local_runtime(handle: tokio::runtime::Handle) -> Result<Runtime> {
     let settings = EngineSettings {
         max_instances: 4,
+        cache_dir: local_cache_dir(),
         ..EngineSettings::default()
     };
     Runtime::new(settings, Arc::new(MemoryStore::new()), handle)
+}
+
+/// Where the CLI caches precompiled components: `$SESSIOND_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/sessiond`, else `~/.cache/sessiond`.
+fn local_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SESSIOND_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("sessiond"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sessiond"))
 }
 
 fn check(file: PathBuf) -> Result<ExitCode> {

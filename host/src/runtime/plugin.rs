@@ -66,7 +66,8 @@ pub(crate) fn hook_name(h: Hook) -> &'static str {
 impl Description {
     pub(crate) fn from_wit(info: types::PluginInfo) -> Description {
         let mut hook_set = info.hooks;
-        hook_set.sort_by_key(|h| hook_name(*h));
+        // WIT order, so listings read like the contract.
+        hook_set.sort_by_key(|h| *h as u8);
         hook_set.dedup();
         Description {
             name: info.name,
