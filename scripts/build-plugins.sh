@@ -35,9 +35,17 @@ for app in "$root"/plugins/*/app.py; do
   dir=$(dirname "$app")
   name=$(basename "$dir")
   target="$out/$name.wasm"
-  newest=$(find "$dir" "$root/sdk/python" "$root/wit" -type f -newer "$target" 2>/dev/null | head -1 || true)
+  newest=$(find "$dir" "$root/sdk/python" "$root/wit" -type f -not -path "*/__pycache__/*" -newer "$target" 2>/dev/null | head -1 || true)
   if [ ! -e "$target" ] || [ -n "$newest" ]; then
-    (cd "$dir" && componentize-py -d "$root/wit" -w plugin componentize \
+    # componentize-py imports every interface of the world it builds against:
+    # a plugin with its own wit/ declares a world (local:NAME/plugin) that
+    # includes sessiond:plugin/base and adds only the capabilities it uses.
+    if [ -d "$dir/wit" ]; then
+      wit_args=(-d "$root/wit" -d "$dir/wit" -w "local:$name/plugin")
+    else
+      wit_args=(-d "$root/wit" -w plugin)
+    fi
+    (cd "$dir" && componentize-py "${wit_args[@]}" componentize \
         -p "$dir" -p "$root/sdk/python" app -o "$target.tmp" >&2)
     mv "$target.tmp" "$target"
   fi
