@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod plugin;
+mod serve;
 
 /// sessiond: a session runtime extended by sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -14,8 +15,12 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the REST API with the plugins of every tenant in the config.
+    Serve(serve::ServeArgs),
     /// Try a plugin locally, without a server.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -25,6 +30,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Plugin(cmd) => plugin::run(cmd),
     }
 }

@@ -104,6 +104,10 @@ pub struct EngineSettings {
     /// How often the epoch advances, in milliseconds: the resolution of
     /// deadlines.
     pub epoch_tick_ms: u64,
+    /// Bytes of each pooled linear memory kept resident between instances,
+    /// in KiB; only dirty pages are reset. Larger values make fresh
+    /// instances cheaper and cost resident memory per pool slot.
+    pub keep_resident_kib: u64,
     /// Idle warm instances kept per (tenant, plugin).
     pub max_idle_instances: usize,
     /// A warm instance is replaced after this many calls, bounding how long
@@ -121,6 +125,7 @@ impl Default for EngineSettings {
             max_memory_mib: 256,
             wasm_stack_kib: 512,
             epoch_tick_ms: 1,
+            keep_resident_kib: 2048,
             max_idle_instances: 8,
             recycle_after_calls: 10_000,
             default_limits: Limits::default(),

@@ -1,0 +1,162 @@
+//! The tenant's audit stream and plugins, and the health endpoints.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use utoipa::IntoParams;
+
+use super::auth::Caller;
+use super::error::{ApiResult, Problem};
+use super::extract::ApiQuery;
+use super::model::{AuditPageView, AuditView, DescribeView, Health, PluginList, PluginView};
+use crate::runtime::OnError;
+use crate::server::AppState;
+
+/// Records per audit page unless `limit` says otherwise.
+pub const DEFAULT_AUDIT_LIMIT: usize = 100;
+/// The most records per audit page.
+pub const MAX_AUDIT_LIMIT: usize = 1000;
+
+/// The query of `GET /v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Start after this record id (the `next` of the previous page).
+    pub after: Option<String>,
+    /// Records per page, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+fn is_stream_id(text: &str) -> bool {
+    match text.split_once('-') {
+        Some((ms, seq)) => {
+            !ms.is_empty()
+                && !seq.is_empty()
+                && ms.bytes().all(|b| b.is_ascii_digit())
+                && seq.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Read the tenant's audit stream.
+///
+/// Oldest first; pass a page's `next` as `after` to read on.
+#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit records", body = AuditPageView),
+        (status = 400, description = "Bad `after` or `limit`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn audit(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditPageView>> {
+    let limit = query.limit.unwrap_or(DEFAULT_AUDIT_LIMIT);
+    if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
+        return Err(Problem::bad_request(
+            "bad-query",
+            format!("limit must be between 1 and {MAX_AUDIT_LIMIT}"),
+        )
+        .with("field", "limit"));
+    }
+    let after = query.after.filter(|a| !a.is_empty());
+    if let Some(after) = &after
+        && !is_stream_id(after)
+    {
+        return Err(Problem::bad_request(
+            "bad-query",
+            "after must be a record id such as 1700000000000-0",
+        )
+        .with("field", "after"));
+    }
+    let page = state
+        .store
+        .audit_page(&tenant.name, after.as_deref(), limit)
+        .await?;
+    Ok(Json(AuditPageView {
+        records: page.records.into_iter().map(AuditView::from).collect(),
+        next: page.next,
+    }))
+}
+
+/// List the tenant's plugins.
+///
+/// In chain order, with what each component says about itself, the
+/// capabilities it imports and its call and failure counts since start.
+#[utoipa::path(get, path = "/v1/plugins", tag = "admin",
+    responses((status = 200, description = "The tenant's plugins", body = PluginList)),
+    security(("api_key" = [])))]
+pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
+    let plugins = tenant
+        .chain
+        .plugins()
+        .iter()
+        .map(|p| {
+            let (calls, failures) = p.stats.snapshot();
+            PluginView {
+                name: p.name.clone(),
+                describe: DescribeView {
+                    name: p.description.name.clone(),
+                    version: p.description.version.clone(),
+                },
+                hooks: sorted(p.description.hooks.iter().map(|h| h.to_string())),
+                capabilities: sorted(p.imports.iter().map(|c| c.as_str().to_string())),
+                on_error: match p.on_error {
+                    OnError::Deny => "deny".into(),
+                    OnError::Allow => "allow".into(),
+                },
+                calls,
+                failures: failures
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Value::from(v)))
+                    .collect::<Map<_, _>>(),
+            }
+        })
+        .collect();
+    Json(PluginList { plugins })
+}
+
+fn sorted(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = items.collect();
+    v.sort();
+    v
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the session store answers.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "The store does not answer", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Health>)> {
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    match ping {
+        Ok(Ok(())) => Ok((
+            StatusCode::OK,
+            Json(Health {
+                status: "ready".into(),
+            }),
+        )),
+        Ok(Err(e)) => {
+            tracing::warn!("readiness: the store does not answer: {e}");
+            Err(Problem::store_unavailable())
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the store did not answer within 2 s");
+            Err(Problem::store_unavailable())
+        }
+    }
+}

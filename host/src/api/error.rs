@@ -1,0 +1,287 @@
+//! Every error of the API as an RFC 9457 problem (`application/problem+json`).
+
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::runtime::PluginFailure;
+use crate::store::StoreError;
+
+/// The media type of problem responses.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The start of every problem `type` of this API; the rest is a short slug
+/// such as `session-limit`.
+pub const PROBLEM_TYPE_BASE: &str = "urn:sessiond:problem:";
+
+/// An RFC 9457 problem, with the extra members of this API (`plugin`,
+/// `field`, `kind`, ...). Boxed, so that `Result<_, Problem>` stays small;
+/// its fields are readable through `Deref`.
+#[derive(Debug, Clone)]
+pub struct Problem(Box<ProblemBody>);
+
+/// The members of a [`Problem`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody {
+    /// `urn:sessiond:problem:<slug>`, or `about:blank` for plain HTTP errors.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    #[schema(value_type = u16)]
+    #[serde(serialize_with = "status_code")]
+    pub status: StatusCode,
+    pub detail: String,
+    /// Extra members, such as `plugin`, `field`, `kind`, `current_version`.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extra: Map<String, Value>,
+    #[serde(skip)]
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn status_code<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+pub type ApiResult<T> = Result<T, Problem>;
+
+impl std::ops::Deref for Problem {
+    type Target = ProblemBody;
+
+    fn deref(&self) -> &ProblemBody {
+        &self.0
+    }
+}
+
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <ProblemBody as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Problem".into()
+    }
+}
+
+impl Problem {
+    /// A problem of type `urn:sessiond:problem:<slug>`.
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem(Box::new(ProblemBody {
+            type_uri: format!("{PROBLEM_TYPE_BASE}{slug}"),
+            title: title.into(),
+            status,
+            detail: detail.into(),
+            extra: Map::new(),
+            headers: Vec::new(),
+        }))
+    }
+
+    /// A plain HTTP error: type `about:blank`, the status phrase as title.
+    pub fn plain(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem(Box::new(ProblemBody {
+            type_uri: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status,
+            detail: detail.into(),
+            extra: Map::new(),
+            headers: Vec::new(),
+        }))
+    }
+
+    /// Adds an extra member.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Problem {
+        self.0.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Problem {
+        self.0.headers.push((name, value));
+        self
+    }
+
+    /// The member `type` without the base, for tests and logs.
+    pub fn slug(&self) -> &str {
+        self.type_uri
+            .strip_prefix(PROBLEM_TYPE_BASE)
+            .unwrap_or(&self.type_uri)
+    }
+
+    // ------------------------------------------------------------ catalogue
+
+    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, slug, "Bad request", detail)
+    }
+
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            detail,
+        )
+        .with("field", field)
+    }
+
+    pub fn bad_session_id() -> Problem {
+        Problem::bad_request(
+            "bad-session-id",
+            "session id must be 43 base64url characters",
+        )
+    }
+
+    pub fn session_not_found() -> Problem {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "session-not-found",
+            "Session not found",
+            "no live session has this id: it never existed, ended or expired",
+        )
+    }
+
+    pub fn unauthorized(detail: &str, invalid_token: bool) -> Problem {
+        let challenge = if invalid_token {
+            "Bearer realm=\"sessiond\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"sessiond\""
+        };
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
+        .header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        )
+    }
+
+    pub fn precondition_failed(current_version: u64) -> Problem {
+        Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "Precondition failed",
+            format!(
+                "If-Match does not match the session's current version (ETag \"{current_version}\")"
+            ),
+        )
+        .with("current_version", current_version)
+    }
+
+    pub fn write_conflict(attempts: usize) -> Problem {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "write-conflict",
+            "Too many concurrent writes",
+            format!("the session changed under each of {attempts} attempts; retry later"),
+        )
+    }
+
+    pub fn session_limit(user: &str, active: u32, max: u32) -> Problem {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "session-limit",
+            "Session limit reached",
+            format!("user {user:?} already has {active} active session(s); at most {max} allowed"),
+        )
+        .with("user", user)
+        .with("active", active)
+        .with("max", max)
+    }
+
+    /// A plugin vetoed the request (or failed under `on_error = "deny"`).
+    pub fn plugin_denied(plugin: &str, message: &str, failure: Option<&PluginFailure>) -> Problem {
+        let mut p = Problem::new(
+            StatusCode::FORBIDDEN,
+            "plugin-denied",
+            "Denied by a plugin",
+            message,
+        )
+        .with("plugin", plugin);
+        if let Some(f) = failure {
+            p = p.with("kind", f.kind.as_str());
+        }
+        p
+    }
+
+    /// A plugin failed where no verdict was asked: 422 for the plugin's own
+    /// error, 502 for a trap or a limit.
+    pub fn plugin_failed(failure: &PluginFailure) -> Problem {
+        let (status, title) = if failure.kind.is_trap_or_limit() {
+            (StatusCode::BAD_GATEWAY, "Plugin trapped or hit a limit")
+        } else {
+            (StatusCode::UNPROCESSABLE_ENTITY, "Plugin error")
+        };
+        Problem::new(status, "plugin-failed", title, failure.message.clone())
+            .with("plugin", failure.plugin.clone())
+            .with("kind", failure.kind.as_str())
+    }
+
+    pub fn payload_too_large(limit: usize) -> Problem {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+        .with("limit", limit)
+    }
+
+    pub fn store_unavailable() -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Session store unavailable",
+            "the session store cannot be reached; retry later",
+        )
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
+    /// A server-side failure: the details go to the log, not to the client.
+    pub fn internal(what: impl std::fmt::Display) -> Problem {
+        tracing::error!("internal error: {what}");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the server failed to handle the request; the details are in its log",
+        )
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        match e {
+            StoreError::Unavailable(reason) => {
+                tracing::warn!("session store unavailable: {reason}");
+                Problem::store_unavailable()
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let problem = *self.0;
+        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (problem.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        for (name, value) in problem.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}

@@ -1,0 +1,341 @@
+//! Request extractors whose every rejection is a problem: JSON bodies (with
+//! the offending field named), path and query parameters, session ids and
+//! `If-Match`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_TYPE, IF_MATCH};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::Problem;
+use super::ids;
+use crate::server::AppState;
+
+/// A JSON request body. Accepts `application/json` and any
+/// `application/*+json` (such as `application/merge-patch+json`), or no
+/// content type at all.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+/// A JSON body that may be left out: an empty body reads as `T::default()`.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let bytes = read_json_bytes(req, state).await?;
+        if is_blank(&bytes) {
+            return Err(Problem::bad_request(
+                "malformed-json",
+                "the request body is empty; send a JSON value",
+            ));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let bytes = read_json_bytes(req, state).await?;
+        if is_blank(&bytes) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Whether a `Content-Type` value is JSON.
+pub fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn read_json_bytes(req: Request, state: &AppState) -> Result<Bytes, Problem> {
+    if let Some(value) = req.headers().get(CONTENT_TYPE) {
+        let ok = value.to_str().map(is_json_media_type).unwrap_or(false);
+        if !ok {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as application/json (or application/merge-patch+json for PATCH)",
+            ));
+        }
+    }
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e| bytes_rejection(e, state.server.max_body_bytes))
+}
+
+fn bytes_rejection(e: BytesRejection, limit: usize) -> Problem {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::payload_too_large(limit)
+    } else {
+        Problem::bad_request("unreadable-body", format!("cannot read the body: {e}"))
+    }
+}
+
+/// Parses JSON, naming the field a type error is in.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        json_problem(&path, &inner)
+    })?;
+    de.end().map_err(|e| json_problem(".", &e))?;
+    Ok(value)
+}
+
+fn json_problem(path: &str, e: &serde_json::Error) -> Problem {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
+        }
+        Category::Data => {
+            let message = e.to_string();
+            // "unknown field `x`, ..." and "missing field `x`" name the field.
+            let named = ["unknown field `", "missing field `"]
+                .iter()
+                .find_map(|prefix| message.strip_prefix(prefix))
+                .and_then(|rest| rest.split('`').next());
+            let field = match (named, path) {
+                (Some(name), "." | "") => name.to_string(),
+                // Unknown fields are already in the path; missing ones are not.
+                (Some(name), p) if p == name || p.ends_with(&format!(".{name}")) => p.to_string(),
+                (Some(name), parent) => format!("{parent}.{name}"),
+                (None, ".") => String::new(),
+                (None, p) => p.to_string(),
+            };
+            if field.is_empty() {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "Invalid request body",
+                    message,
+                )
+            } else {
+                let detail = format!("{field}: {message}");
+                Problem::invalid_field(&field, detail)
+            }
+        }
+    }
+}
+
+/// A path parameter whose rejection is a problem.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| Problem::bad_request("bad-path", e.body_text()))
+    }
+}
+
+/// A query string whose rejection is a problem.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| Problem::bad_request("bad-query", e.body_text()))
+    }
+}
+
+/// The store key of a session id, or 400 when it is not shaped like one.
+pub fn session_key(id: &str) -> Result<String, Problem> {
+    if ids::is_token(id) {
+        Ok(ids::token_hash(id))
+    } else {
+        Err(Problem::bad_session_id())
+    }
+}
+
+/// The `If-Match` precondition of a write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IfMatch {
+    /// No header (or `*`, which any existing session matches).
+    #[default]
+    Any,
+    /// The entity tags listed; strong comparison, so weak tags never match.
+    Tags(Vec<String>),
+}
+
+impl IfMatch {
+    /// Whether a precondition was given that a version can fail.
+    pub fn is_given(&self) -> bool {
+        matches!(self, IfMatch::Tags(_))
+    }
+
+    /// 412 unless the session's `version` matches.
+    pub fn check(&self, version: u64) -> Result<(), Problem> {
+        match self {
+            IfMatch::Any => Ok(()),
+            IfMatch::Tags(tags) => {
+                let current = format!("\"{version}\"");
+                if tags.contains(&current) {
+                    Ok(())
+                } else {
+                    Err(Problem::precondition_failed(version))
+                }
+            }
+        }
+    }
+
+    /// Parses every `If-Match` header.
+    pub fn parse<'a>(values: impl Iterator<Item = &'a str>) -> Result<IfMatch, Problem> {
+        let mut tags = Vec::new();
+        let mut any = false;
+        let mut seen = false;
+        for value in values {
+            for item in value.split(',') {
+                let item = item.trim();
+                if item.is_empty() {
+                    continue;
+                }
+                seen = true;
+                if item == "*" {
+                    any = true;
+                } else if item.len() >= 2
+                    && (item.starts_with('"') || item.starts_with("W/\""))
+                    && item.ends_with('"')
+                {
+                    tags.push(item.to_string());
+                } else {
+                    return Err(Problem::bad_request(
+                        "bad-if-match",
+                        format!("If-Match must list entity tags such as \"3\"; got {item:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(if any || !seen {
+            IfMatch::Any
+        } else {
+            IfMatch::Tags(tags)
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let mut values = Vec::new();
+        for v in parts.headers.get_all(IF_MATCH) {
+            values.push(v.to_str().map_err(|_| {
+                Problem::bad_request("bad-if-match", "If-Match is not visible ASCII")
+            })?);
+        }
+        IfMatch::parse(values.into_iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let p = parse_json::<Body>(b"{\"name\": 5}").unwrap_err();
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.extra["field"], "name");
+        let p = parse_json::<Body>(b"{\"name\": \"x\", \"extra\": 1}").unwrap_err();
+        assert_eq!(p.extra["field"], "extra");
+        let p = parse_json::<Body>(b"{\"name\": \"x\", \"inner\": {\"n\": -1}}").unwrap_err();
+        assert_eq!(p.extra["field"], "inner.n");
+        let p = parse_json::<Body>(b"{}").unwrap_err();
+        assert_eq!(p.extra["field"], "name");
+        let p = parse_json::<Body>(b"{\"name\": \"x\", \"inner\": {}}").unwrap_err();
+        assert_eq!(p.extra["field"], "inner.n");
+        let p =
+            parse_json::<Body>(b"{\"name\": \"x\", \"inner\": {\"n\": 1, \"m\": 2}}").unwrap_err();
+        assert_eq!(p.extra["field"], "inner.m");
+        let p = parse_json::<Body>(b"[]").unwrap_err();
+        assert!(!p.extra.contains_key("field"));
+        let p = parse_json::<Body>(b"{\"name\": ").unwrap_err();
+        assert_eq!(p.status, StatusCode::BAD_REQUEST);
+        assert_eq!(p.slug(), "malformed-json");
+        let p = parse_json::<Body>(b"{\"name\": \"x\"} trailing").unwrap_err();
+        assert_eq!(p.slug(), "malformed-json");
+    }
+
+    #[test]
+    fn if_match() {
+        let m = IfMatch::parse(["\"3\", \"4\""].into_iter()).unwrap();
+        assert!(m.check(4).is_ok());
+        assert_eq!(
+            m.check(5).unwrap_err().status,
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(IfMatch::parse(["*"].into_iter()).unwrap(), IfMatch::Any);
+        assert!(
+            IfMatch::parse(["W/\"3\""].into_iter())
+                .unwrap()
+                .check(3)
+                .is_err()
+        );
+        assert!(IfMatch::parse(["3"].into_iter()).is_err());
+        assert_eq!(IfMatch::parse(std::iter::empty()).unwrap(), IfMatch::Any);
+    }
+
+    #[test]
+    fn media_types() {
+        assert!(is_json_media_type("application/json; charset=utf-8"));
+        assert!(is_json_media_type("application/merge-patch+json"));
+        assert!(!is_json_media_type("text/plain"));
+        assert!(!is_json_media_type("application/x-www-form-urlencoded"));
+    }
+}

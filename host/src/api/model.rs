@@ -1,0 +1,255 @@
+//! What the API answers with: sessions, summaries, audit records. Times are
+//! RFC 3339 UTC strings with a `*_ms` twin (milliseconds since the epoch).
+//! A session's private parts (`token_hash`, plugin state) never appear.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use crate::session::{AuditRecord, Millis, SessionRecord, SessionSummary};
+
+/// `ms` since the epoch as RFC 3339 UTC (`2025-01-31T12:00:00.123Z`).
+pub fn rfc3339(ms: Millis) -> String {
+    i128::from(ms)
+        .checked_mul(1_000_000)
+        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".into())
+}
+
+/// A session as the API shows it (as in Zato's `Session.get`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionView {
+    /// The session token: its id in this API and its secret. Only in the
+    /// answers of create and authenticate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The public id, as plugins, logs and audit records show it. It stays
+    /// the same when the token rotates.
+    pub public_id: String,
+    pub user: Option<String>,
+    pub roles: Vec<String>,
+    /// The data shared with the plugins (a JSON object).
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    pub created_at: String,
+    pub created_at_ms: Millis,
+    pub last_seen_at: String,
+    pub last_seen_at_ms: Millis,
+    /// When the session ends at the latest: the earlier of both deadlines.
+    pub expires_at: String,
+    pub expires_at_ms: Millis,
+    /// The end of the absolute lifetime.
+    pub absolute_expires_at: String,
+    pub absolute_expires_at_ms: Millis,
+    /// When the idle timeout ends it, if nothing touches it.
+    pub idle_expires_at: String,
+    pub idle_expires_at_ms: Millis,
+    pub idle_timeout_seconds: u64,
+    /// Where the session was created from.
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub device: Option<String>,
+    /// Grows by one with every change; the ETag is `"<version>"`.
+    pub version: u64,
+}
+
+impl SessionView {
+    pub fn of(record: &SessionRecord, token: Option<&str>) -> SessionView {
+        SessionView {
+            id: token.map(String::from),
+            public_id: record.public_id.clone(),
+            user: record.user.clone(),
+            roles: record.roles.clone(),
+            data: record.data.clone(),
+            created_at: rfc3339(record.created_at),
+            created_at_ms: record.created_at,
+            last_seen_at: rfc3339(record.last_seen_at),
+            last_seen_at_ms: record.last_seen_at,
+            expires_at: rfc3339(record.expires_at()),
+            expires_at_ms: record.expires_at(),
+            absolute_expires_at: rfc3339(record.absolute_expires_at),
+            absolute_expires_at_ms: record.absolute_expires_at,
+            idle_expires_at: rfc3339(record.idle_expires_at()),
+            idle_expires_at_ms: record.idle_expires_at(),
+            idle_timeout_seconds: record.idle_timeout_ms / 1000,
+            remote_addr: record.client.remote_addr.clone(),
+            user_agent: record.client.user_agent.clone(),
+            device: record.client.device.clone(),
+            version: record.version,
+        }
+    }
+}
+
+/// The ETag of a session version.
+pub fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// A JSON response with an ETag for the session at `version`.
+pub fn with_etag(status: StatusCode, version: u64, body: &impl Serialize) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::ETAG, etag(version));
+    response
+}
+
+/// A session response: JSON body plus ETag.
+pub fn session_response(
+    status: StatusCode,
+    record: &SessionRecord,
+    token: Option<&str>,
+) -> Response {
+    with_etag(status, record.version, &SessionView::of(record, token))
+}
+
+/// One of a user's active sessions, as the `on-list-active` chain left it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SummaryView {
+    pub public_id: String,
+    pub roles: Vec<String>,
+    pub created_at: String,
+    pub created_at_ms: Millis,
+    pub last_seen_at: String,
+    pub last_seen_at_ms: Millis,
+    pub expires_at: String,
+    pub expires_at_ms: Millis,
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub device: Option<String>,
+    /// What plugins added to the listing.
+    #[schema(value_type = Object)]
+    pub annotations: Map<String, Value>,
+}
+
+impl From<SessionSummary> for SummaryView {
+    fn from(s: SessionSummary) -> SummaryView {
+        SummaryView {
+            public_id: s.id,
+            roles: s.roles,
+            created_at: rfc3339(s.created_at),
+            created_at_ms: s.created_at,
+            last_seen_at: rfc3339(s.last_seen_at),
+            last_seen_at_ms: s.last_seen_at,
+            expires_at: rfc3339(s.expires_at),
+            expires_at_ms: s.expires_at,
+            remote_addr: s.client.remote_addr,
+            user_agent: s.client.user_agent,
+            device: s.client.device,
+            annotations: s.annotations,
+        }
+    }
+}
+
+/// A user's active sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SummaryView>,
+}
+
+/// How many sessions a revocation ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ended {
+    pub ended: usize,
+}
+
+/// A plugin's answer to a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageReply {
+    /// What the plugin answered (any JSON).
+    #[schema(value_type = Object)]
+    pub reply: Value,
+    /// The plugin that answered.
+    pub plugin: String,
+    /// The session's version after the message.
+    pub version: u64,
+}
+
+/// One record of the tenant's audit stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    /// The record's position in the stream; pass it as `after` to read on.
+    pub id: String,
+    pub at: String,
+    pub at_ms: Millis,
+    pub plugin: String,
+    /// The public id of the session the record is about, if any.
+    pub session: Option<String>,
+    /// What the plugin wrote (a JSON object).
+    #[schema(value_type = Object)]
+    pub record: Value,
+}
+
+impl From<AuditRecord> for AuditView {
+    fn from(r: AuditRecord) -> AuditView {
+        AuditView {
+            id: r.id,
+            at: rfc3339(r.at),
+            at_ms: r.at,
+            plugin: r.plugin,
+            session: r.session,
+            record: r.record,
+        }
+    }
+}
+
+/// A page of the audit stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPageView {
+    pub records: Vec<AuditView>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// One plugin of the tenant's chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    /// The plugin's name in the chain.
+    pub name: String,
+    /// What the component's `describe` says.
+    pub describe: DescribeView,
+    pub hooks: Vec<String>,
+    /// The capabilities the component imports.
+    pub capabilities: Vec<String>,
+    /// `deny` (fail closed) or `allow` (fail open).
+    pub on_error: String,
+    /// Calls made since the server started.
+    pub calls: u64,
+    /// Failures by kind (`trap`, `fuel-exhausted`, ...).
+    #[schema(value_type = Object)]
+    pub failures: Map<String, Value>,
+}
+
+/// A component's own name and version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DescribeView {
+    pub name: String,
+    pub version: String,
+}
+
+/// The tenant's plugins, in chain order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    pub plugins: Vec<PluginView>,
+}
+
+/// A health answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_521_044_875_123), "2018-03-14T16:27:55.123Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,103 @@
+//! One hook call through the real runtime with every limit armed: Rust and
+//! Python plugins, on a warm (reused) instance and on a fresh instance.
+//!
+//! `just bench` (or `cargo bench -p sessiond-tests --bench hooks`).
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sessiond::runtime::cli_support::view;
+use sessiond::runtime::{Capability, LoadedPlugin};
+use sessiond::session::{ClientInfo, SessionRecord, now_ms};
+use sessiond_tests::{memory_runtime, spec};
+
+fn record(user: Option<&str>) -> SessionRecord {
+    let now = now_ms();
+    SessionRecord {
+        token_hash: "ab".repeat(32),
+        public_id: "bench-session".into(),
+        tenant: "bench".into(),
+        user: user.map(str::to_string),
+        roles: vec!["Operator".into()],
+        created_at: now,
+        last_seen_at: now,
+        absolute_expires_at: now + 3_600_000,
+        idle_timeout_ms: 900_000,
+        version: 1,
+        client: ClientInfo {
+            remote_addr: Some("10.1.2.3".into()),
+            user_agent: Some("bench/1.0".into()),
+            device: Some("desktop".into()),
+        },
+        data: serde_json::from_str(r#"{"theme": "dark", "pageViews": 3}"#).unwrap(),
+        plugin_state: Default::default(),
+    }
+}
+
+fn start(p: &LoadedPlugin, r: &SessionRecord) {
+    let s = view(r, &p.name);
+    let call = p.on_session_start(&s, &s.client);
+    assert!(call.result.is_ok(), "{:?}", call.result);
+}
+
+fn event(p: &LoadedPlugin, r: &SessionRecord) {
+    let s = view(r, &p.name);
+    let call = p.on_event(&s, "noop", "{}");
+    assert!(call.result.is_ok(), "{:?}", call.result);
+}
+
+fn hooks(c: &mut Criterion) {
+    let (rt, _store) = memory_runtime();
+    let load = |name: &str, file: &str, grants: &[Capability], reuse: bool| -> Arc<LoadedPlugin> {
+        let mut s = spec(name, file, grants, &[]);
+        s.instance_reuse = reuse;
+        rt.load("bench", &s).expect("load")
+    };
+    let anon = record(None);
+    let alice = record(Some("alice"));
+
+    let mut g = c.benchmark_group("hook");
+    g.sample_size(200);
+
+    // Rust: single-session's on-session-start. Anonymous: no host call;
+    // with a user: one `sessions.list-active` host call to the store.
+    let rust_warm = load(
+        "single-session",
+        "single_session",
+        &[Capability::Sessions],
+        true,
+    );
+    g.bench_function("rust/warm/start-anonymous", |b| {
+        b.iter(|| start(&rust_warm, &anon))
+    });
+    g.bench_function("rust/warm/start-with-host-call", |b| {
+        b.iter(|| start(&rust_warm, &alice))
+    });
+    let rust_cold = load(
+        "single-session",
+        "single_session",
+        &[Capability::Sessions],
+        false,
+    );
+    g.bench_function("rust/fresh/start-anonymous", |b| {
+        b.iter(|| start(&rust_cold, &anon))
+    });
+
+    // Python: perspective's on-event for an event it ignores (the smallest
+    // hook), and its full on-session-start (clock, kv, log, JSON).
+    let grants = [Capability::Kv, Capability::Audit];
+    let py_warm = load("perspective", "perspective", &grants, true);
+    g.bench_function("python/warm/event-noop", |b| {
+        b.iter(|| event(&py_warm, &anon))
+    });
+    g.bench_function("python/warm/start", |b| b.iter(|| start(&py_warm, &alice)));
+    let py_cold = load("perspective", "perspective", &grants, false);
+    g.sample_size(30);
+    g.bench_function("python/fresh/event-noop", |b| {
+        b.iter(|| event(&py_cold, &anon))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hooks);
+criterion_main!(benches);
