@@ -92,6 +92,14 @@ fn hooks(c: &mut Criterion) {
     });
     g.bench_function("python/warm/start", |b| b.iter(|| start(&py_warm, &alice)));
     let py_cold = load("perspective", "perspective", &grants, false);
+    // A Python component outside the repo (no SDK), for comparisons:
+    // SESSIOND_BENCH_EXTRA=/path/to/plugin.wasm (it must implement on-event).
+    if let Some(path) = std::env::var_os("SESSIOND_BENCH_EXTRA") {
+        let mut s = spec("extra", "perspective", &[], &[]);
+        s.path = path.into();
+        let extra = rt.load("bench", &s).expect("load the extra component");
+        g.bench_function("extra/warm/event-noop", |b| b.iter(|| event(&extra, &anon)));
+    }
     g.sample_size(30);
     g.bench_function("python/fresh/event-noop", |b| {
         b.iter(|| event(&py_cold, &anon))

@@ -161,9 +161,70 @@ pub struct Session {
     pub version: u64,
     /// Where the session came from.
     pub client: ClientInfo,
-    data: Value,
-    state: Value,
+    // Kept as the JSON text the host sent and parsed on first use: most
+    // hooks never read the data or the state, and parsing is the most
+    // expensive part of receiving a session.
+    data: LazyJson,
+    state: LazyJson,
 }
+
+/// JSON text parsed at most once, when first read.
+#[derive(Debug, Clone)]
+struct LazyJson {
+    text: String,
+    value: std::cell::OnceCell<std::result::Result<Value, String>>,
+}
+
+impl LazyJson {
+    fn text(text: String) -> Self {
+        LazyJson {
+            text,
+            value: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn value(value: Value) -> Self {
+        let cell = std::cell::OnceCell::new();
+        let text = value.to_string();
+        let _ = cell.set(Ok(value));
+        LazyJson { text, value: cell }
+    }
+
+    /// The parsed value, or the parse error naming `what`.
+    fn get(&self, what: &str) -> Result<&Value> {
+        self.value
+            .get_or_init(|| serde_json::from_str(&self.text).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|error| Error::new(format!("the host sent invalid JSON for {what}: {error}")))
+    }
+
+    /// Deserializes straight from the text, without an intermediate `Value`.
+    fn parse<T: DeserializeOwned>(&self, what: &str) -> Result<T> {
+        if let Some(Ok(value)) = self.value.get() {
+            return from_value(what, value);
+        }
+        match serde_json::from_str(&self.text) {
+            Ok(v) => Ok(v),
+            Err(_) => from_value(what, self.get(what)?),
+        }
+    }
+
+    fn is_empty_object(&self) -> bool {
+        let t = self.text.trim();
+        t == "{}" || self.get("").map(is_empty_object).unwrap_or(false)
+    }
+}
+
+impl PartialEq for LazyJson {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.get(""), other.get("")) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.text == other.text,
+        }
+    }
+}
+
+static NULL: Value = Value::Null;
 
 impl Session {
     /// A session with this id and tenant, no user, no roles, zero times and
@@ -180,8 +241,8 @@ impl Session {
             expires_at: 0,
             version: 0,
             client: ClientInfo::default(),
-            data: empty_object(),
-            state: empty_object(),
+            data: LazyJson::value(empty_object()),
+            state: LazyJson::value(empty_object()),
         }
     }
 
@@ -193,13 +254,13 @@ impl Session {
 
     /// This session with `data` as its shared data (for tests).
     pub fn with_data(mut self, data: Value) -> Self {
-        self.data = data;
+        self.data = LazyJson::value(data);
         self
     }
 
     /// This session with `state` as this plugin's state (for tests).
     pub fn with_state(mut self, state: Value) -> Self {
-        self.state = state;
+        self.state = LazyJson::value(state);
         self
     }
 
@@ -211,18 +272,19 @@ impl Session {
     /// The shared data (a JSON object), deserialized as a `T`. The error
     /// says what did not match.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T> {
-        from_value("the session data", &self.data)
+        self.data.parse("the session data")
     }
 
     /// One key of the shared data, deserialized as a `T`; `Ok(None)` if the
     /// key is absent or null.
     pub fn data_field<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        field("the session data", &self.data, key)
+        field("the session data", self.data.get("the session data")?, key)
     }
 
-    /// The shared data, as raw JSON (an object).
+    /// The shared data, as raw JSON (an object; `null` in the impossible
+    /// case that the host sent invalid JSON, which [`Session::data`] reports).
     pub fn data_value(&self) -> &Value {
-        &self.data
+        self.data.get("the session data").unwrap_or(&NULL)
     }
 
     /// This plugin's private state for the session, deserialized as a `T`.
@@ -231,7 +293,7 @@ impl Session {
     /// [`Changes::state`]): use [`Session::state_or_default`] when the hook
     /// may run before that.
     pub fn state<T: DeserializeOwned>(&self) -> Result<T> {
-        from_value("the plugin state", &self.state)
+        self.state.parse("the plugin state")
     }
 
     /// Like [`Session::state`], but `T::default()` while the state is still
@@ -247,18 +309,19 @@ impl Session {
     /// Whether this plugin has set its state for this session (it is not the
     /// initial empty object).
     pub fn has_state(&self) -> bool {
-        !is_empty_object(&self.state)
+        !self.state.is_empty_object()
     }
 
-    /// This plugin's private state, as raw JSON (an object).
+    /// This plugin's private state, as raw JSON (an object; `null` if the
+    /// host sent invalid JSON, which [`Session::state`] reports).
     pub fn state_value(&self) -> &Value {
-        &self.state
+        self.state.get("the plugin state").unwrap_or(&NULL)
     }
 
     pub(crate) fn from_wit(session: wit::Session) -> Result<Self> {
         Ok(Session {
-            data: parse_json("the session data", &session.data)?,
-            state: parse_json("the plugin state", &session.state)?,
+            data: LazyJson::text(session.data),
+            state: LazyJson::text(session.state),
             id: session.id,
             tenant: session.tenant,
             user: session.user,
@@ -868,8 +931,10 @@ mod tests {
     }
 
     #[test]
-    fn session_from_wit_rejects_bad_json() {
-        let error = Session::from_wit(wit_session("{", "{}")).unwrap_err();
+    fn session_from_wit_reports_bad_json_when_read() {
+        let session = Session::from_wit(wit_session("{", "{}")).unwrap();
+        assert!(!session.has_state());
+        let error = session.data::<Value>().unwrap_err();
         assert!(
             error
                 .message()
