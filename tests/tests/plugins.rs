@@ -1,0 +1,349 @@
+//! The example plugins, each through the real runtime and a real store: the
+//! ports of the seeds behave as the seeds do.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sessiond::runtime::{Capability, Chain, Decision, MessageOutcome};
+use sessiond::session::{ClientInfo, EndReason, SessionRecord, now_ms};
+use sessiond::store::SessionStore;
+use sessiond::store::memory::MemoryStore;
+use sessiond_tests::{memory_runtime, spec, tokio};
+
+const DAY_MS: u64 = 86_400_000;
+
+fn session(tenant: &str, user: Option<&str>, roles: &[&str], device: &str) -> SessionRecord {
+    let now = now_ms();
+    SessionRecord {
+        token_hash: format!("{:064x}", rand_u64()),
+        public_id: format!("pub-{}", rand_u64()),
+        tenant: tenant.into(),
+        user: user.map(str::to_string),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        created_at: now - 5_000,
+        last_seen_at: now,
+        absolute_expires_at: now + 3_600_000,
+        idle_timeout_ms: 900_000,
+        version: 1,
+        client: ClientInfo {
+            remote_addr: Some("192.0.2.10".into()),
+            user_agent: Some("Firefox 139.0".into()),
+            device: Some(device.into()),
+        },
+        data: Default::default(),
+        plugin_state: Default::default(),
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::Instant::now())
+}
+
+fn allowed(d: Decision) -> SessionRecord {
+    match d {
+        Decision::Allow(r) => *r,
+        other => panic!("expected allow, got {other:?}"),
+    }
+}
+
+fn audit_records(store: &MemoryStore, tenant: &str) -> Vec<Value> {
+    let page = tokio()
+        .block_on(store.audit_page(tenant, None, 1000))
+        .unwrap();
+    page.records.into_iter().map(|r| r.record).collect()
+}
+
+#[test]
+fn single_session_denies_a_second_session_of_the_same_user() {
+    let (rt, store) = memory_runtime();
+    let p = rt
+        .load(
+            "t1",
+            &spec(
+                "single-session",
+                "single_session",
+                &[Capability::Sessions],
+                &[],
+            ),
+        )
+        .unwrap();
+    let chain = Chain::new(vec![p], DAY_MS);
+    // No active session yet: allowed.
+    let first =
+        allowed(chain.session_start(session("t1", Some("alice"), &[], "desktop"), now_ms()));
+    tokio()
+        .block_on(store.create(&first, None, now_ms()))
+        .unwrap();
+    // Alice now has one: denied with Janssen's message.
+    match chain.session_start(session("t1", Some("alice"), &[], "desktop"), now_ms()) {
+        Decision::Deny {
+            plugin,
+            message,
+            failure,
+        } => {
+            assert_eq!(plugin, "single-session");
+            assert_eq!(message, "Please, end active session first!");
+            assert!(failure.is_none());
+        }
+        other => panic!("expected a deny, got {other:?}"),
+    }
+    // Another user and an anonymous session are not affected.
+    allowed(chain.session_start(session("t1", Some("bob"), &[], "desktop"), now_ms()));
+    allowed(chain.session_start(session("t1", None, &[], "desktop"), now_ms()));
+}
+
+#[test]
+fn audit_log_records_start_events_and_end_with_duration_and_details() {
+    let (rt, store) = memory_runtime();
+    let p = rt
+        .load(
+            "t2",
+            &spec("audit-log", "audit_log", &[Capability::Audit], &[]),
+        )
+        .unwrap();
+    let chain = Chain::new(vec![p], DAY_MS);
+    let now = now_ms();
+    let r = allowed(chain.session_start(session("t2", Some("alice"), &["user"], "desktop"), now));
+    let r = allowed(chain.event(r, "page", &json!({"url": "/home"}), now));
+    let end = chain.session_end(&r, EndReason::IdleTimeout, "end-42", now + 1_000);
+    assert!(end.failures.is_empty(), "{:?}", end.failures);
+
+    let records = audit_records(&store, "t2");
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["session_started", "session_event", "session_ended"]);
+    let ended = &records[2];
+    assert_eq!(ended["reason"], "idle-timeout");
+    assert_eq!(ended["end_id"], "end-42");
+    assert_eq!(ended["duration_ms"], json!(now + 1_000 - r.created_at));
+    let details = ended["details"].as_str().unwrap();
+    assert!(
+        details.contains("events=1") && details.contains("user=alice"),
+        "{details}"
+    );
+    // SPS's format: sorted key=value pairs joined by commas.
+    let keys: Vec<&str> = details
+        .split(',')
+        .map(|kv| kv.split('=').next().unwrap())
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+}
+
+fn perspective(store: &Arc<MemoryStore>, rt: &sessiond::runtime::Runtime, tenant: &str) -> Chain {
+    let _ = store;
+    let p = rt
+        .load(
+            tenant,
+            &spec(
+                "perspective",
+                "perspective",
+                &[Capability::Kv, Capability::Audit],
+                &[],
+            ),
+        )
+        .unwrap();
+    Chain::new(vec![p], DAY_MS)
+}
+
+#[test]
+fn perspective_startup_sets_view_mode_login_time_and_counters() {
+    let (rt, store) = memory_runtime();
+    let chain = perspective(&store, &rt, "t3");
+    let mobile =
+        allowed(chain.session_start(session("t3", Some("op"), &["Operator"], "mobile"), now_ms()));
+    assert_eq!(mobile.data["viewMode"], "compact");
+    assert_eq!(mobile.data["pageViews"], 0);
+    assert!(mobile.data["loginTime"].as_u64().unwrap() > 0);
+    let desktop = allowed(chain.session_start(session("t3", None, &[], "desktop"), now_ms()));
+    assert_eq!(desktop.data["viewMode"], "full");
+}
+
+#[test]
+fn perspective_page_views_count_and_enforce_roles() {
+    let (rt, store) = memory_runtime();
+    let chain = perspective(&store, &rt, "t4");
+    let r = allowed(chain.session_start(
+        session("t4", Some("op"), &["Operator"], "desktop"),
+        now_ms(),
+    ));
+    let r = allowed(chain.event(r, "page-view", &json!({"page": "/control/line1"}), now_ms()));
+    let r = allowed(chain.event(r, "page-view", &json!({"page": "/home"}), now_ms()));
+    assert_eq!(r.data["pageViews"], 2);
+    match chain.event(r, "page-view", &json!({"page": "/admin/users"}), now_ms()) {
+        Decision::Deny {
+            message, plugin, ..
+        } => {
+            assert_eq!(message, "unauthorized");
+            assert_eq!(plugin, "perspective");
+        }
+        other => panic!("an Operator must not open /admin: {other:?}"),
+    }
+}
+
+#[test]
+fn perspective_preferences_go_to_kv_and_come_back_at_startup() {
+    let (rt, store) = memory_runtime();
+    let chain = perspective(&store, &rt, "t5");
+    let r = allowed(chain.session_start(
+        session("t5", Some("eng"), &["Engineer"], "desktop"),
+        now_ms(),
+    ));
+    let r = match chain.message(
+        r,
+        "updatePreference",
+        &json!({"name": "theme", "value": "dark"}),
+        now_ms(),
+    ) {
+        MessageOutcome::Reply {
+            reply,
+            record,
+            plugin,
+        } => {
+            assert_eq!(plugin, "perspective");
+            assert_eq!(reply, json!({"status": "updated", "preference": "theme"}));
+            *record
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(r.data["preferences"]["theme"], "dark");
+    let stored = tokio()
+        .block_on(store.kv_get("t5", "perspective", "prefs:eng"))
+        .unwrap()
+        .expect("preferences are stored in kv");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stored).unwrap()["theme"],
+        "dark"
+    );
+    // A new session of the same user starts with them.
+    let next = allowed(chain.session_start(
+        session("t5", Some("eng"), &["Engineer"], "desktop"),
+        now_ms(),
+    ));
+    assert_eq!(next.data["preferences"]["theme"], "dark");
+    // refreshData answers; an unknown handler is a plugin error.
+    match chain.message(
+        next.clone(),
+        "refreshData",
+        &json!({"type": "alarms"}),
+        now_ms(),
+    ) {
+        MessageOutcome::Reply { reply, .. } => assert_eq!(reply["status"], "refreshed"),
+        other => panic!("{other:?}"),
+    }
+    match chain.message(next, "noSuchHandler", &json!({}), now_ms()) {
+        MessageOutcome::Failed(f) => assert_eq!(f.plugin, "perspective"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn perspective_shutdown_writes_a_metrics_record() {
+    let (rt, store) = memory_runtime();
+    let chain = perspective(&store, &rt, "t6");
+    let r = allowed(chain.session_start(
+        session("t6", Some("sup"), &["Supervisor"], "desktop"),
+        now_ms(),
+    ));
+    let r = allowed(chain.event(r, "page-view", &json!({"page": "/reports/daily"}), now_ms()));
+    let end = chain.session_end(&r, EndReason::Logout, "end-7", now_ms());
+    assert!(end.failures.is_empty(), "{:?}", end.failures);
+    let metrics: Vec<Value> = audit_records(&store, "t6")
+        .into_iter()
+        .filter(|r| r["metric"] == "session")
+        .collect();
+    assert_eq!(metrics.len(), 1, "one metrics record");
+    assert_eq!(metrics[0]["page_views"], 1);
+    assert_eq!(metrics[0]["username"], "sup");
+    assert_eq!(metrics[0]["reason"], "logout");
+    assert!(metrics[0]["duration_ms"].as_u64().is_some());
+    // The same end id again (a host that crashed mid-hook) writes nothing new.
+    chain.session_end(&r, EndReason::Logout, "end-7", now_ms());
+    let again = audit_records(&store, "t6")
+        .into_iter()
+        .filter(|r| r["metric"] == "session")
+        .count();
+    assert_eq!(again, 1);
+}
+
+#[test]
+fn a_chain_stops_at_a_deny_and_composes_changes_in_order() {
+    let (rt, store) = memory_runtime();
+    let single = rt
+        .load(
+            "t7",
+            &spec(
+                "single-session",
+                "single_session",
+                &[Capability::Sessions],
+                &[],
+            ),
+        )
+        .unwrap();
+    let persp = rt
+        .load(
+            "t7",
+            &spec(
+                "perspective",
+                "perspective",
+                &[Capability::Kv, Capability::Audit],
+                &[],
+            ),
+        )
+        .unwrap();
+    let audit = rt
+        .load(
+            "t7",
+            &spec("audit-log", "audit_log", &[Capability::Audit], &[]),
+        )
+        .unwrap();
+    let chain = Chain::new(vec![single, persp, audit], DAY_MS);
+    let first = allowed(chain.session_start(
+        session("t7", Some("ann"), &["Operator"], "mobile"),
+        now_ms(),
+    ));
+    // perspective's data and audit-log's state both landed.
+    assert_eq!(first.data["viewMode"], "compact");
+    assert!(first.plugin_state.contains_key("audit-log"));
+    assert!(first.plugin_state.contains_key("perspective"));
+    tokio()
+        .block_on(store.create(&first, None, now_ms()))
+        .unwrap();
+    let before = audit_records(&store, "t7").len();
+    // single-session denies first: the plugins after it do not run.
+    assert!(matches!(
+        chain.session_start(
+            session("t7", Some("ann"), &["Operator"], "mobile"),
+            now_ms()
+        ),
+        Decision::Deny { .. }
+    ));
+    assert_eq!(
+        audit_records(&store, "t7").len(),
+        before,
+        "no plugin ran after the deny"
+    );
+}
+
+#[test]
+fn a_plugin_without_a_granted_capability_does_not_load() {
+    let (rt, _) = memory_runtime();
+    let err = rt
+        .load("t8", &spec("single-session", "single_session", &[], &[]))
+        .expect_err("sessions is not granted");
+    assert_eq!(
+        err.to_string(),
+        "the component imports the `sessions` capability, which the config does not grant it"
+    );
+    let err = rt
+        .load(
+            "t8",
+            &spec("perspective", "perspective", &[Capability::Kv], &[]),
+        )
+        .expect_err("audit is not granted");
+    assert!(err.to_string().contains("`audit`"), "{err}");
+}
