@@ -91,6 +91,13 @@ fn single_session_denies_a_second_session_of_the_same_user() {
     // Another user and an anonymous session are not affected.
     allowed(chain.session_start(session("t1", Some("bob"), &[], "desktop"), now_ms()));
     allowed(chain.session_start(session("t1", None, &[], "desktop"), now_ms()));
+    // Starting anonymous and authenticating as alice is denied the same way.
+    let mut anon = allowed(chain.session_start(session("t1", None, &[], "desktop"), now_ms()));
+    anon.user = Some("alice".into());
+    match chain.event(anon, "authenticated", &json!({"user": "alice"}), now_ms()) {
+        Decision::Deny { message, .. } => assert_eq!(message, "Please, end active session first!"),
+        other => panic!("authenticating into a second session must be denied: {other:?}"),
+    }
 }
 
 #[test]

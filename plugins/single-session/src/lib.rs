@@ -12,7 +12,9 @@
 //! - `max_sessions` (integer >= 1, default 1): deny when the user's active
 //!   sessions are at least this many.
 
-use sessiond_sdk::{ClientInfo, Config, Hook, Plugin, Result, Session, Verdict, log, sessions};
+use sessiond_sdk::{
+    ClientInfo, Config, Hook, Plugin, Result, Session, Value, Verdict, log, sessions,
+};
 
 /// The message a denied caller gets, as in Janssen's script.
 pub const DENY_MESSAGE: &str = "Please, end active session first!";
@@ -31,7 +33,7 @@ impl Default for SingleSession {
 impl Plugin for SingleSession {
     const NAME: &'static str = "single-session";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const HOOKS: &'static [Hook] = &[Hook::SessionStart];
+    const HOOKS: &'static [Hook] = &[Hook::SessionStart, Hook::Event];
 
     fn init(&mut self, config: &Config) -> Result<()> {
         self.max_sessions = config.parse_or("max_sessions", 1)?;
@@ -42,14 +44,35 @@ impl Plugin for SingleSession {
     }
 
     fn on_session_start(&mut self, session: Session, _client: ClientInfo) -> Result<Verdict> {
+        self.check(&session)
+    }
+
+    /// An anonymous session that authenticates becomes one more session of
+    /// its user: the same check applies, or the veto could be bypassed by
+    /// starting anonymous.
+    fn on_event(&mut self, session: Session, name: String, _payload: Value) -> Result<Verdict> {
+        if name == "authenticated" {
+            return self.check(&session);
+        }
+        Ok(Verdict::allow_unchanged())
+    }
+}
+
+impl SingleSession {
+    /// Denies when the session's user already has `max_sessions` other
+    /// active sessions (the session being created or authenticated is not
+    /// counted).
+    fn check(&self, session: &Session) -> Result<Verdict> {
         let Some(user) = session.user.as_deref() else {
             return Ok(Verdict::allow_unchanged());
         };
-        // The session being created is not in the list yet.
-        let active = sessions::list_active(user)?.len();
+        let active = sessions::list_active(user)?
+            .iter()
+            .filter(|s| s.id != session.id)
+            .count();
         if active >= self.max_sessions {
             log::info!(
-                "denied a new session for user {user:?}: {active} active, at most {} allowed",
+                "denied a session for user {user:?}: {active} active, at most {} allowed",
                 self.max_sessions
             );
             return Ok(Verdict::deny(DENY_MESSAGE));
@@ -86,6 +109,24 @@ mod tests {
         let logs = testing::take_logs();
         assert_eq!(logs.len(), 1);
         assert!(logs[0].1.contains("\"alice\": 1 active"), "{logs:?}");
+    }
+
+    #[test]
+    fn authenticating_into_a_user_with_a_session_is_denied() {
+        let mut plugin = SingleSession::default();
+        plugin.init(&Config::default()).unwrap();
+        testing::set_active_sessions("carol", vec![SessionSummary::new("s-1")]);
+        let now_carol = Session::new("s-9", "t").with_user("carol");
+        let verdict = plugin
+            .on_event(now_carol, "authenticated".into(), Value::Null)
+            .unwrap();
+        assert_eq!(verdict, Verdict::deny(DENY_MESSAGE));
+        // Re-authenticating the one session the user has is fine.
+        let same = Session::new("s-1", "t").with_user("carol");
+        let verdict = plugin
+            .on_event(same, "authenticated".into(), Value::Null)
+            .unwrap();
+        assert!(!verdict.is_deny());
     }
 
     #[test]
