@@ -8,6 +8,8 @@ run: plugins
 # runtime tests against the real plugins, and the HTTP integration tests.
 test: setup
     cargo test --workspace
+    cd sdk/python && python3 -m unittest -q
+    cd plugins/perspective && python3 -m unittest -q
 
 # Formatting and lints, for the host workspace and the guest workspaces.
 lint: setup
