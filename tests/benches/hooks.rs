@@ -99,6 +99,10 @@ fn hooks(c: &mut Criterion) {
         s.path = path.into();
         let extra = rt.load("bench", &s).expect("load the extra component");
         g.bench_function("extra/warm/event-noop", |b| b.iter(|| event(&extra, &anon)));
+        // The same component on a hook that carries no session record.
+        g.bench_function("extra/warm/list-active-empty", |b| {
+            b.iter(|| assert!(extra.on_list_active("alice", &[]).result.is_ok()))
+        });
     }
     g.sample_size(30);
     g.bench_function("python/fresh/event-noop", |b| {
