@@ -17,6 +17,8 @@ lint: setup
     cargo clippy --workspace --all-targets -- -D warnings
     cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
     cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --target-dir target/wasm --workspace -- -D warnings
+    cargo fmt --manifest-path tests/fixtures/Cargo.toml --all -- --check
+    cargo clippy --manifest-path tests/fixtures/Cargo.toml --target wasm32-wasip2 --target-dir target/wasm --workspace -- -D warnings
 
 # What CI runs.
 ci: lint test
