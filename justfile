@@ -34,3 +34,9 @@ setup:
 # Criterion benchmarks of hook calls through the real runtime.
 bench: plugins
     cargo bench -p sessiond-tests --bench hooks
+
+# Bounded (10 s per run); the table also goes to target/load/report.md; knobs
+# (DURATION, CONNECTIONS, PLUGINS, ...) in docs/load.md.
+# HTTP load on Redis with wrk, with and without the example plugins, against the redis-benchmark floor.
+load: setup
+    scripts/load.sh

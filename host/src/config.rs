@@ -255,7 +255,13 @@ impl Default for TenantConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessmanConfig {
+    /// Serve `/sessman/*` to this tenant's API keys.
     pub enabled: bool,
+    /// Serve `/sessman/*` requests that carry no API key as this tenant's.
+    /// The published sessman JavaScript `Session` class cannot send its key
+    /// (it reads `self.options.auth`), so it only works unmodified with this.
+    /// At most one tenant may set it, and only with `enabled`.
+    pub allow_unauthenticated: bool,
 }
 
 /// Why the configuration could not be used.
@@ -458,6 +464,7 @@ impl Config {
             );
         }
         let mut key_owner: BTreeMap<[u8; 32], &str> = BTreeMap::new();
+        let mut unauthenticated_sessman: Option<&str> = None;
         for (name, t) in &self.tenants {
             let field = |key: &str| format!("tenants.{name}.{key}");
             if name.is_empty() || name.chars().any(char::is_control) {
@@ -513,6 +520,23 @@ impl Config {
                     field("max_sessions_per_user"),
                     "must be at least 1 (leave it out for no limit)".into(),
                 );
+            }
+            if t.sessman.allow_unauthenticated {
+                if !t.sessman.enabled {
+                    return invalid(
+                        field("sessman.allow_unauthenticated"),
+                        "needs sessman.enabled = true".into(),
+                    );
+                }
+                if let Some(other) = unauthenticated_sessman.replace(name) {
+                    return invalid(
+                        field("sessman.allow_unauthenticated"),
+                        format!(
+                            "tenant {other:?} already sets it: requests without a key \
+                             can belong to one tenant only"
+                        ),
+                    );
+                }
             }
             let mut names = BTreeSet::new();
             for (i, p) in t.plugins.iter().enumerate() {
@@ -583,6 +607,7 @@ mod tests {
         assert_eq!(demo.ttl_seconds, 3600);
         assert_eq!(demo.limit_policy, LimitPolicy::Deny);
         assert!(!demo.sessman.enabled);
+        assert!(!demo.sessman.allow_unauthenticated);
         assert_eq!(
             demo.plugins[0].path,
             Path::new("/etc/sessiond/plugins/a.wasm")
@@ -629,6 +654,23 @@ mod tests {
                 "store.urls",
             ),
             (String::new(), "tenants"),
+            (
+                format!(
+                    "{}[tenants.demo.sessman]\nallow_unauthenticated = true\n",
+                    minimal()
+                ),
+                "tenants.demo.sessman.allow_unauthenticated",
+            ),
+            (
+                format!(
+                    "{}[tenants.demo.sessman]\nenabled = true\nallow_unauthenticated = true\n\
+                     [tenants.other]\napi_keys = [\"sha256:{}\"]\n\
+                     [tenants.other.sessman]\nenabled = true\nallow_unauthenticated = true\n",
+                    minimal(),
+                    "1".repeat(64)
+                ),
+                "tenants.other.sessman.allow_unauthenticated",
+            ),
         ];
         for (text, field) in cases {
             let err = parse(&text).unwrap_err().to_string();
@@ -638,6 +680,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("neither a CIDR"), "{err}");
+    }
+
+    #[test]
+    fn sessman_without_a_key_for_one_tenant() {
+        let config = parse(&format!(
+            "{}[tenants.demo.sessman]\nenabled = true\nallow_unauthenticated = true\n\
+             [tenants.other]\napi_keys = [\"sha256:{}\"]\n\
+             [tenants.other.sessman]\nenabled = true\n",
+            minimal(),
+            "1".repeat(64)
+        ))
+        .unwrap();
+        assert!(config.tenants["demo"].sessman.allow_unauthenticated);
+        assert!(config.tenants["other"].sessman.enabled);
+        assert!(!config.tenants["other"].sessman.allow_unauthenticated);
     }
 
     #[test]

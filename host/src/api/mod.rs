@@ -1,5 +1,5 @@
-//! The REST API (axum). [`router`] merges one sub-router per area, so more
-//! (such as a `/sessman` compatibility router) can be merged in the same way.
+//! The REST API (axum). [`router`] merges one sub-router per area, including
+//! the `/sessman` compatibility router ([`sessman`]).
 //!
 //! Every error is an RFC 9457 problem, including unknown routes (404), wrong
 //! methods (405) and bodies that are too large (413). Request logs show the
@@ -25,6 +25,7 @@ pub mod ids;
 pub mod model;
 pub mod openapi;
 pub mod sessions;
+pub mod sessman;
 pub mod users;
 
 pub use error::Problem;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions_router())
         .merge(users_router())
         .merge(admin_router())
+        .merge(sessman::router())
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(max_body))

@@ -1,0 +1,389 @@
+//! `/sessman/*`: compatibility with the "sessman" session manager, so that
+//! its published JavaScript `Session` class works against sessiond
+//! unmodified. See `docs/sessman.md`.
+//!
+//! - `POST /sessman/new?user=U` (or `userid=U`) creates a session for `U`
+//!   with the body's `data`, through the very handler of `POST /v1/sessions`
+//!   (`on-session-start` chain, per-user limit, audit...).
+//! - `POST /sessman/update?session_id=T` (or `sessionid=T`) replaces the
+//!   session's data wholesale with the body's `data`: the merge patch from
+//!   the stored data to the new data goes through `on-session-update` as a
+//!   `PATCH` would, with the same compare-and-set retries. Every update slides
+//!   the idle deadline, as every sessman update resets the expiry. Without
+//!   `data` (empty body, `{}` or `{"data": null}`) the data stay as they are
+//!   and only the deadline slides.
+//! - `GET` or `POST /sessman/get?sessionid=T&userid=U` answers the session
+//!   only if it is live and belongs to `U` (404 otherwise, as for an unknown
+//!   one). Reading does not slide the idle deadline.
+//!
+//! Bodies are read as JSON `{"data": {...}}` whatever their content type:
+//! the class sends `Content-type: text/javascript`. Other members are
+//! ignored. Every success is `200 {"session_id", "user", "data",
+//! "expires_at", "expires_at_ms"}` (`session_id` is the token, as `id` in
+//! `/v1`); every error is a problem, which the class sees as "not ok".
+//!
+//! Callers: a bearer API key acts for its tenant, which must set
+//! `[tenants.<name>.sessman] enabled = true` (403 otherwise). A request
+//! without `Authorization` acts for the one tenant that sets
+//! `allow_unauthenticated = true` (401 when none does): the published class
+//! can never send its key, since it reads `self.options.auth`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::auth::Caller;
+use super::client::Client;
+use super::error::{ApiResult, Problem};
+use super::extract::{ApiQuery, IfMatch, OptionalJsonBody, parse_json, session_key};
+use super::model::rfc3339;
+use super::sessions::{self, CreateSession, allowed, blocking, write_session};
+use crate::server::{AppState, TenantState};
+use crate::session::{Millis, SessionRecord, now_ms};
+
+/// `/sessman/new`, `/sessman/update` and `/sessman/get`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessman/new", post(new_session))
+        .route("/sessman/update", post(update_session))
+        .route("/sessman/get", get(get_session).post(get_session))
+}
+
+// ---------------------------------------------------------------- caller
+
+/// The tenant a sessman request acts for (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SessmanCaller(pub Arc<TenantState>);
+
+impl FromRequestParts<AppState> for SessmanCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        if parts.headers.contains_key(AUTHORIZATION) {
+            let Caller(tenant) = Caller::from_request_parts(parts, state).await?;
+            if !tenant.config.sessman.enabled {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "sessman-disabled",
+                    "Sessman API not enabled",
+                    "this API key's tenant does not enable the /sessman API \
+                     ([tenants.<name>.sessman] enabled = true)",
+                ));
+            }
+            return Ok(SessmanCaller(tenant));
+        }
+        state
+            .tenants
+            .values()
+            .find(|t| t.config.sessman.enabled && t.config.sessman.allow_unauthenticated)
+            .cloned()
+            .map(SessmanCaller)
+            .ok_or_else(|| {
+                Problem::unauthorized("send an API key as `Authorization: Bearer <key>`", false)
+            })
+    }
+}
+
+// ---------------------------------------------------------------- input
+
+/// The `data` of a sessman body, read as JSON whatever the content type.
+/// `None` for an empty body, a body without `data`, or `"data": null`.
+#[derive(Debug)]
+pub struct SessmanData(pub Option<Map<String, Value>>);
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    data: Option<Map<String, Value>>,
+}
+
+impl FromRequest<AppState> for SessmanData {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let limit = state.server.max_body_bytes;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::payload_too_large(limit)
+            } else {
+                Problem::bad_request("unreadable-body", format!("cannot read the body: {e}"))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(SessmanData(None));
+        }
+        // A struct would also read from an array: check the shape first.
+        let value: Value = parse_json(&bytes)?;
+        if !value.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Invalid request body",
+                "the body must be a JSON object such as {\"data\": {...}}",
+            ));
+        }
+        let envelope: Envelope = parse_json(&bytes)?;
+        Ok(SessmanData(envelope.data))
+    }
+}
+
+/// `/sessman/new`'s query.
+#[derive(Debug, Deserialize)]
+struct NewQuery {
+    user: Option<String>,
+    userid: Option<String>,
+}
+
+/// `/sessman/update`'s query.
+#[derive(Debug, Deserialize)]
+struct UpdateQuery {
+    session_id: Option<String>,
+    sessionid: Option<String>,
+}
+
+/// `/sessman/get`'s query.
+#[derive(Debug, Deserialize)]
+struct GetQuery {
+    sessionid: Option<String>,
+    session_id: Option<String>,
+    userid: Option<String>,
+    user: Option<String>,
+}
+
+/// The value of a query parameter that has two accepted names.
+fn either(
+    name: &str,
+    value: Option<String>,
+    alias: &str,
+    other: Option<String>,
+) -> ApiResult<String> {
+    match (value, other) {
+        (Some(a), Some(b)) if a != b => Err(Problem::bad_request(
+            "bad-query",
+            format!("the query gives both {name} and {alias}, with different values"),
+        )),
+        (Some(a), _) | (None, Some(a)) => Ok(a),
+        (None, None) => Err(Problem::bad_request(
+            "bad-query",
+            format!("the query needs {name}=... (or {alias}=...)"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------- output
+
+/// What every sessman success answers.
+#[derive(Debug, Serialize, Deserialize)]
+struct Reply {
+    session_id: String,
+    user: Option<String>,
+    data: Map<String, Value>,
+    expires_at: String,
+    expires_at_ms: Millis,
+}
+
+impl Reply {
+    fn of(record: &SessionRecord, token: &str) -> Reply {
+        Reply {
+            session_id: token.to_string(),
+            user: record.user.clone(),
+            data: record.data.clone(),
+            expires_at: rfc3339(record.expires_at()),
+            expires_at_ms: record.expires_at(),
+        }
+    }
+}
+
+/// The members of `POST /v1/sessions`'s answer that a sessman reply uses.
+#[derive(Debug, Deserialize)]
+struct Created {
+    id: String,
+    user: Option<String>,
+    data: Map<String, Value>,
+    expires_at: String,
+    expires_at_ms: Millis,
+}
+
+fn ok(reply: &Reply) -> Response {
+    (StatusCode::OK, axum::Json(reply)).into_response()
+}
+
+/// The RFC 7386 merge patch that turns `old` into `new`. Merge patches
+/// cannot set a member to null, so null members of `new` end up absent.
+pub fn merge_diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut patch = Map::new();
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    for (key, value) in new {
+        match (old.get(key), value) {
+            (Some(Value::Object(before)), Value::Object(after)) => {
+                let inner = merge_diff(before, after);
+                if !inner.is_empty() {
+                    patch.insert(key.clone(), Value::Object(inner));
+                }
+            }
+            (Some(before), after) if before == after => {}
+            (_, after) => {
+                patch.insert(key.clone(), after.clone());
+            }
+        }
+    }
+    patch
+}
+
+// ---------------------------------------------------------------- handlers
+
+/// `POST /sessman/new?user=U`: `POST /v1/sessions` with `{"user": U, "data"}`.
+async fn new_session(
+    State(state): State<AppState>,
+    SessmanCaller(tenant): SessmanCaller,
+    client: Client,
+    ApiQuery(query): ApiQuery<NewQuery>,
+    SessmanData(data): SessmanData,
+) -> ApiResult<Response> {
+    let user = either("user", query.user, "userid", query.userid)?;
+    let body = CreateSession {
+        user: Some(user),
+        data: data.unwrap_or_default(),
+        ..CreateSession::default()
+    };
+    let response =
+        sessions::create_session(State(state), Caller(tenant), client, OptionalJsonBody(body))
+            .await?;
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| Problem::internal(format!("reading a created session: {e}")))?;
+    let created: Created = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::internal(format!("reading a created session: {e}")))?;
+    Ok(ok(&Reply {
+        session_id: created.id,
+        user: created.user,
+        data: created.data,
+        expires_at: created.expires_at,
+        expires_at_ms: created.expires_at_ms,
+    }))
+}
+
+/// `POST /sessman/update?session_id=T`: replaces the data (see the module
+/// docs) and slides the idle deadline.
+async fn update_session(
+    State(state): State<AppState>,
+    SessmanCaller(tenant): SessmanCaller,
+    ApiQuery(query): ApiQuery<UpdateQuery>,
+    SessmanData(data): SessmanData,
+) -> ApiResult<Response> {
+    let token = either("session_id", query.session_id, "sessionid", query.sessionid)?;
+    let key = session_key(&token)?;
+    let data = Arc::new(data);
+    let (record, ()) = write_session(&state, &tenant, &key, &IfMatch::Any, |current, now| {
+        let (state, tenant, data) = (state.clone(), tenant.clone(), data.clone());
+        async move {
+            let patch = match data.as_ref() {
+                Some(new) => merge_diff(&current.data, new),
+                None => Map::new(),
+            };
+            let patch = Value::Object(patch);
+            let decision = blocking(move || {
+                tenant
+                    .chain
+                    .session_update(current, Some(&patch), None, now)
+            })
+            .await?;
+            Ok((allowed(&state, decision).await?, ()))
+        }
+    })
+    .await?;
+    Ok(ok(&Reply::of(&record, &token)))
+}
+
+/// `GET|POST /sessman/get?sessionid=T&userid=U`: the session, if it is live
+/// and `U`'s.
+async fn get_session(
+    State(state): State<AppState>,
+    SessmanCaller(tenant): SessmanCaller,
+    ApiQuery(query): ApiQuery<GetQuery>,
+) -> ApiResult<Response> {
+    let token = either("sessionid", query.sessionid, "session_id", query.session_id)?;
+    let user = either("userid", query.userid, "user", query.user)?;
+    let key = session_key(&token)?;
+    match state.store.get(&tenant.name, &key, now_ms()).await? {
+        Some(record) if record.user.as_deref() == Some(user.as_str()) => {
+            Ok(ok(&Reply::of(&record, &token)))
+        }
+        _ => Err(Problem::session_not_found()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn merge_diff_turns_old_into_new() {
+        let cases = [
+            (json!({}), json!({"a": 1})),
+            (json!({"a": 1, "b": 2}), json!({"b": 3})),
+            (
+                json!({"a": {"x": 1, "y": [1, 2]}, "c": "s"}),
+                json!({"a": {"y": [2], "z": {"q": true}}, "c": "s"}),
+            ),
+            (json!({"a": {"x": 1}}), json!({"a": 5})),
+            (json!({"a": 5}), json!({"a": {"x": 1}})),
+            (json!({"a": 1}), json!({})),
+            (json!({"a": [null, 1]}), json!({"a": [null, 2]})),
+        ];
+        for (old, new) in cases {
+            let patch = Value::Object(merge_diff(&object(old.clone()), &object(new.clone())));
+            let mut merged = old.clone();
+            json_patch::merge(&mut merged, &patch);
+            assert_eq!(merged, new, "{old} -> {new} via {patch}");
+        }
+        let same = object(json!({"a": {"b": 1}, "c": [1]}));
+        assert!(merge_diff(&same, &same).is_empty());
+    }
+
+    #[test]
+    fn null_members_cannot_be_stored_by_a_merge_patch() {
+        let old = object(json!({"a": 1}));
+        let new = object(json!({"a": null, "b": {"c": null, "d": 1}}));
+        let mut merged = Value::Object(old.clone());
+        json_patch::merge(&mut merged, &Value::Object(merge_diff(&old, &new)));
+        assert_eq!(merged, json!({"b": {"d": 1}}));
+    }
+
+    #[test]
+    fn aliases() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(either("user", s("a"), "userid", None).unwrap(), "a");
+        assert_eq!(either("user", None, "userid", s("b")).unwrap(), "b");
+        assert_eq!(either("user", s("a"), "userid", s("a")).unwrap(), "a");
+        assert_eq!(
+            either("user", s("a"), "userid", s("b")).unwrap_err().slug(),
+            "bad-query"
+        );
+        assert_eq!(
+            either("user", None, "userid", None).unwrap_err().slug(),
+            "bad-query"
+        );
+    }
+}
