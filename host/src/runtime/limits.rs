@@ -108,7 +108,9 @@ pub struct EngineSettings {
     /// in KiB; only dirty pages are reset. Larger values make fresh
     /// instances cheaper and cost resident memory per pool slot.
     pub keep_resident_kib: u64,
-    /// Idle warm instances kept per (tenant, plugin).
+    /// Idle warm instances kept per (tenant, plugin). Size it to the number
+    /// of hook calls that run at once: below that, busy periods keep
+    /// creating and discarding instances (about 1 ms each for Python).
     pub max_idle_instances: usize,
     /// A warm instance is replaced after this many calls, bounding how long
     /// state can build up inside one instance.
@@ -126,7 +128,7 @@ impl Default for EngineSettings {
             wasm_stack_kib: 512,
             epoch_tick_ms: 1,
             keep_resident_kib: 2048,
-            max_idle_instances: 8,
+            max_idle_instances: 64,
             recycle_after_calls: 10_000,
             default_limits: Limits::default(),
         }
