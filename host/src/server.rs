@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::config::{Backend, Config, ServerConfig, SweeperConfig, TenantConfig};
+use crate::runtime::Hook;
 use crate::runtime::{Chain, Runtime};
 use crate::session::{EndReason, Millis, SessionRecord, now_ms};
 use crate::store::memory::MemoryStore;
@@ -104,6 +105,9 @@ impl AppState {
             let ended_at = now_ms();
             tracing::info!(tenant = %tenant.name, session = %record.public_id,
                 reason = reason.as_str(), end_id = %end_id, "session ended");
+            if !tenant.chain.has(Hook::SessionEnd) {
+                return;
+            }
             let task = tokio::task::spawn_blocking(move || {
                 tenant.chain.session_end(&record, reason, &end_id, ended_at)
             });

@@ -26,6 +26,7 @@ use super::error::{ApiResult, Problem};
 use super::extract::{ApiPath, IfMatch, JsonBody, OptionalJsonBody, session_key};
 use super::ids;
 use super::model::{MessageReply, SessionView, session_response, with_etag};
+use crate::runtime::Hook;
 use crate::runtime::{Decision, MessageOutcome};
 use crate::server::{AppState, TenantState};
 use crate::session::{EndReason, Millis, SessionRecord, now_ms};
@@ -89,9 +90,16 @@ pub const AUTHENTICATED_EVENT: &str = "authenticated";
 // ---------------------------------------------------------------- helpers
 
 /// Runs `f` (a plugin chain) on a blocking thread.
+///
+/// When no plugin of the chain implements the hook (`needed` is false) the
+/// chain has nothing to run: it is called inline, saving a thread hop.
 pub(crate) async fn blocking<T: Send + 'static>(
+    needed: bool,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> ApiResult<T> {
+    if !needed {
+        return Ok(f());
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Problem::internal(format!("a plugin task failed: {e}")))
@@ -285,7 +293,11 @@ pub async fn create_session(
         plugin_state: Default::default(),
     };
     let chain_tenant = tenant.clone();
-    let decision = blocking(move || chain_tenant.chain.session_start(record, now)).await?;
+    let needed = tenant.chain.has(Hook::SessionStart);
+    let decision = blocking(needed, move || {
+        chain_tenant.chain.session_start(record, now)
+    })
+    .await?;
     let mut record = allowed(&state, decision).await?;
     // Plugins change data, roles, their state and the lifetime; nothing else.
     record.version = 1;
@@ -369,7 +381,8 @@ pub async fn patch_session(
     let (record, ()) = write_session(&state, &tenant, &key, &if_match, |current, now| {
         let (state, tenant, patch) = (state.clone(), tenant.clone(), patch.clone());
         async move {
-            let decision = blocking(move || {
+            let needed = tenant.chain.has(Hook::SessionUpdate);
+            let decision = blocking(needed, move || {
                 tenant
                     .chain
                     .session_update(current, Some(&patch), None, now)
@@ -503,7 +516,8 @@ pub async fn authenticate_session(
             }
             let payload = json!({"user": user, "roles": next.roles});
             let chain_tenant = tenant.clone();
-            let decision = blocking(move || {
+            let needed = tenant.chain.has(Hook::Event);
+            let decision = blocking(needed, move || {
                 chain_tenant
                     .chain
                     .event(next, AUTHENTICATED_EVENT, &payload, now)
@@ -605,7 +619,8 @@ pub async fn post_event(
     let (record, ()) = write_session(&state, &tenant, &key, &if_match, |current, now| {
         let (state, tenant, event) = (state.clone(), tenant.clone(), event.clone());
         async move {
-            let decision = blocking(move || {
+            let needed = tenant.chain.has(Hook::Event);
+            let decision = blocking(needed, move || {
                 tenant
                     .chain
                     .event(current, &event.name, &event.payload, now)
@@ -652,9 +667,11 @@ pub async fn post_message(
             let (state, tenant) = (state.clone(), tenant.clone());
             let (payload, handler) = (payload.clone(), handler.clone());
             async move {
-                let outcome =
-                    blocking(move || tenant.chain.message(current, &handler, &payload, now))
-                        .await?;
+                let needed = tenant.chain.has(Hook::Message);
+                let outcome = blocking(needed, move || {
+                    tenant.chain.message(current, &handler, &payload, now)
+                })
+                .await?;
                 match outcome {
                     MessageOutcome::Reply {
                         plugin,

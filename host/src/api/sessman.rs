@@ -47,6 +47,7 @@ use super::error::{ApiResult, Problem};
 use super::extract::{ApiQuery, IfMatch, OptionalJsonBody, parse_json, session_key};
 use super::model::rfc3339;
 use super::sessions::{self, CreateSession, allowed, blocking, write_session};
+use crate::runtime::Hook;
 use crate::server::{AppState, TenantState};
 use crate::session::{Millis, SessionRecord, now_ms};
 
@@ -295,7 +296,8 @@ async fn update_session(
                 None => Map::new(),
             };
             let patch = Value::Object(patch);
-            let decision = blocking(move || {
+            let needed = tenant.chain.has(Hook::SessionUpdate);
+            let decision = blocking(needed, move || {
                 tenant
                     .chain
                     .session_update(current, Some(&patch), None, now)

@@ -32,7 +32,7 @@ pub use engine::CacheUse;
 pub use error::{FailureKind, PluginFailure};
 pub use host::LogLine;
 pub use limits::{EngineSettings, LimitOverrides, Limits};
-pub use plugin::{Call, CallReport, Description, LoadedPlugin, OnError, PluginStats};
+pub use plugin::{Call, CallReport, Description, Hook, LoadedPlugin, OnError, PluginStats};
 
 use bindings::PluginPre;
 use engine::SharedEngine;
