@@ -746,6 +746,9 @@ async fn health_and_openapi_need_no_key() {
         "/v1/plugins",
         "/healthz",
         "/readyz",
+        "/sessman/new",
+        "/sessman/update",
+        "/sessman/get",
     ] {
         assert!(paths.contains(p), "{p} missing from {paths:?}");
     }

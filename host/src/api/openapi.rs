@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, error, model, sessions, users};
+use super::{admin, error, model, sessions, sessman, users};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -26,9 +26,13 @@ use super::{admin, error, model, sessions, users};
         admin::plugins,
         admin::healthz,
         admin::readyz,
+        sessman::new_session,
+        sessman::update_session,
+        sessman::get_session,
     ),
     components(schemas(
         error::Problem,
+        sessman::Reply,
         model::SessionView,
         model::SummaryView,
         model::SessionList,

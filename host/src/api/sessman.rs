@@ -139,21 +139,21 @@ impl FromRequest<AppState> for SessmanData {
 
 /// `/sessman/new`'s query.
 #[derive(Debug, Deserialize)]
-struct NewQuery {
+pub(crate) struct NewQuery {
     user: Option<String>,
     userid: Option<String>,
 }
 
 /// `/sessman/update`'s query.
 #[derive(Debug, Deserialize)]
-struct UpdateQuery {
+pub(crate) struct UpdateQuery {
     session_id: Option<String>,
     sessionid: Option<String>,
 }
 
 /// `/sessman/get`'s query.
 #[derive(Debug, Deserialize)]
-struct GetQuery {
+pub(crate) struct GetQuery {
     sessionid: Option<String>,
     session_id: Option<String>,
     userid: Option<String>,
@@ -183,10 +183,13 @@ fn either(
 // ---------------------------------------------------------------- output
 
 /// What every sessman success answers.
-#[derive(Debug, Serialize, Deserialize)]
-struct Reply {
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SessmanReply)]
+pub(crate) struct Reply {
+    /// The session id (the secret token).
     session_id: String,
     user: Option<String>,
+    #[schema(value_type = Object)]
     data: Map<String, Value>,
     expires_at: String,
     expires_at_ms: Millis,
@@ -247,7 +250,17 @@ pub fn merge_diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<Str
 // ---------------------------------------------------------------- handlers
 
 /// `POST /sessman/new?user=U`: `POST /v1/sessions` with `{"user": U, "data"}`.
-async fn new_session(
+#[utoipa::path(post, path = "/sessman/new", tag = "sessman",
+    description = "Creates a session for the user with the data, like POST /v1/sessions.",
+    params(("user" = Option<String>, Query, description = "The user (also accepted as userid)")),
+    request_body(content = String, description = "A JSON object {\"data\": {...}} with any content type (the sessman class sends text/javascript)", content_type = "text/javascript"),
+    responses(
+        (status = 200, description = "The session", body = Reply),
+        (status = 401, description = "No key, and no tenant accepts keyless sessman calls", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such live session (of that user)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A plugin denied", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn new_session(
     State(state): State<AppState>,
     SessmanCaller(tenant): SessmanCaller,
     client: Client,
@@ -279,7 +292,16 @@ async fn new_session(
 
 /// `POST /sessman/update?session_id=T`: replaces the data (see the module
 /// docs) and slides the idle deadline.
-async fn update_session(
+#[utoipa::path(post, path = "/sessman/update", tag = "sessman",
+    description = "Replaces the session data and resets the expiry.",
+    params(("session_id" = Option<String>, Query, description = "The session id (also accepted as sessionid)")),
+    request_body(content = String, description = "A JSON object {\"data\": {...}} with any content type (the sessman class sends text/javascript)", content_type = "text/javascript"),
+    responses(
+        (status = 200, description = "The session", body = Reply),
+        (status = 401, description = "No key, and no tenant accepts keyless sessman calls", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such live session (of that user)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn update_session(
     State(state): State<AppState>,
     SessmanCaller(tenant): SessmanCaller,
     ApiQuery(query): ApiQuery<UpdateQuery>,
@@ -312,7 +334,16 @@ async fn update_session(
 
 /// `GET|POST /sessman/get?sessionid=T&userid=U`: the session, if it is live
 /// and `U`'s.
-async fn get_session(
+#[utoipa::path(post, path = "/sessman/get", tag = "sessman",
+    description = "The session, if it is live and belongs to userid.",
+    params(("sessionid" = Option<String>, Query, description = "The session id"), ("userid" = Option<String>, Query, description = "The session's user")),
+    request_body(content = String, description = "A JSON object {\"data\": {...}} with any content type (the sessman class sends text/javascript)", content_type = "text/javascript"),
+    responses(
+        (status = 200, description = "The session", body = Reply),
+        (status = 401, description = "No key, and no tenant accepts keyless sessman calls", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such live session (of that user)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get_session(
     State(state): State<AppState>,
     SessmanCaller(tenant): SessmanCaller,
     ApiQuery(query): ApiQuery<GetQuery>,
