@@ -71,3 +71,22 @@ pub fn spec(name: &str, file: &str, grants: &[Capability], config: &[(&str, &str
         instance_reuse: true,
     }
 }
+
+/// Runs each named async test function (taking a
+/// [`server::StoreKind`]) once per store: a `memory` and a `redis` test in a
+/// module named after the function.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn memory() {
+                super::$name($crate::server::StoreKind::Memory).await
+            }
+            #[tokio::test]
+            async fn redis() {
+                super::$name($crate::server::StoreKind::Redis).await
+            }
+        }
+    )*};
+}

@@ -8,20 +8,7 @@ use reqwest::Method;
 use serde_json::json;
 use sessiond_tests::server::{StoreKind, TestServer, key_hash};
 
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn memory() {
-                super::$name(sessiond_tests::server::StoreKind::Memory).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                super::$name(sessiond_tests::server::StoreKind::Redis).await
-            }
-        }
-    )*};
-}
+use sessiond_tests::both_stores;
 
 both_stores!(messages_reach_plugins, audit_is_paginated);
 

@@ -9,20 +9,7 @@ use sessiond_tests::server::{Api, StoreKind, TestServer, eventually, key_hash};
 
 const KEY: &str = "test-key-expiry";
 
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn memory() {
-                super::$name(sessiond_tests::server::StoreKind::Memory).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                super::$name(sessiond_tests::server::StoreKind::Redis).await
-            }
-        }
-    )*};
-}
+use sessiond_tests::both_stores;
 
 both_stores!(
     lifetime_ends_with_reason_expired,

@@ -7,20 +7,7 @@ use sessiond_tests::server::{Api, StoreKind, TestServer, key_hash};
 
 const KEY: &str = "test-key-limits";
 
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn memory() {
-                super::$name(sessiond_tests::server::StoreKind::Memory).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                super::$name(sessiond_tests::server::StoreKind::Redis).await
-            }
-        }
-    )*};
-}
+use sessiond_tests::both_stores;
 
 both_stores!(
     single_session_plugin_denies_a_second_session,

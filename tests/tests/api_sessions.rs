@@ -9,21 +9,7 @@ use sessiond_tests::server::{StoreKind, TestServer, key_hash};
 
 const KEY: &str = "test-key-sessions";
 
-/// Runs each named async test once per store.
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn memory() {
-                super::$name(sessiond_tests::server::StoreKind::Memory).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                super::$name(sessiond_tests::server::StoreKind::Redis).await
-            }
-        }
-    )*};
-}
+use sessiond_tests::both_stores;
 
 both_stores!(
     lifecycle,

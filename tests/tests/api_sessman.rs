@@ -18,20 +18,7 @@ const KEYED: &str = "test-key-sessman-keyed";
 /// The key of `plain`: no sessman.
 const PLAIN: &str = "test-key-sessman-plain";
 
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn memory() {
-                super::$name(sessiond_tests::server::StoreKind::Memory).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                super::$name(sessiond_tests::server::StoreKind::Redis).await
-            }
-        }
-    )*};
-}
+use sessiond_tests::both_stores;
 
 both_stores!(
     the_unmodified_class_round_trips,

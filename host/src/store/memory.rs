@@ -262,12 +262,7 @@ impl SessionStore for MemoryStore {
         expected_version: u64,
         now: Millis,
     ) -> StoreResult<WriteOutcome> {
-        if record.version != expected_version.wrapping_add(1) {
-            return Err(StoreError::Backend(format!(
-                "record version {} is not expected version {expected_version} + 1",
-                record.version
-            )));
-        }
+        super::check_next_version(record, expected_version)?;
         let tenant = self.tenant(&record.tenant);
         let mut t = lock(&tenant);
         let Some(current) = t.live(token_hash, now) else {

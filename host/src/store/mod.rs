@@ -87,6 +87,18 @@ pub struct AuditPage {
     pub next: Option<String>,
 }
 
+/// Checks [`SessionStore::update`]'s precondition that the new record is
+/// exactly one version after the expected one.
+pub(crate) fn check_next_version(record: &SessionRecord, expected_version: u64) -> StoreResult<()> {
+    if record.version != expected_version.wrapping_add(1) {
+        return Err(StoreError::Backend(format!(
+            "record version {} is not expected version {expected_version} + 1",
+            record.version
+        )));
+    }
+    Ok(())
+}
+
 /// Session storage. Every method is atomic: concurrent callers on any number
 /// of hosts see each operation happen entirely or not at all. Sessions are
 /// keyed by `(tenant, token_hash)`; a session past its deadline is never

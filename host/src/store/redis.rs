@@ -624,12 +624,7 @@ impl SessionStore for RedisStore {
         expected_version: u64,
         now: Millis,
     ) -> StoreResult<WriteOutcome> {
-        if record.version != expected_version.wrapping_add(1) {
-            return Err(StoreError::Backend(format!(
-                "record version {} is not expected version {expected_version} + 1",
-                record.version
-            )));
-        }
+        super::check_next_version(record, expected_version)?;
         let base = self.base(&record.tenant);
         let mut inv = SCRIPTS.update.prepare_invoke();
         inv.key(format!("{base}s:{token_hash}"))
