@@ -291,6 +291,8 @@ fn run_limits_exit_2_and_name_the_limit() {
     ]);
     assert_eq!(code, 2, "{out:#}");
     assert_eq!(out["outcome"], "trap");
+    let output = out["failure"]["output"].as_str().unwrap_or_default();
+    assert!(output.contains("panicked on purpose"), "{out:#}");
 }
 
 #[test]

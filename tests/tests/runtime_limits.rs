@@ -187,6 +187,12 @@ fn panic_is_a_trap_with_a_named_backtrace() {
         bt.contains("hostile"),
         "backtrace names the plugin's functions:\n{bt}"
     );
+    // What the guest wrote to stderr (the panic message) comes with it.
+    let output = f.output.expect("the panic message is kept");
+    assert!(
+        output.contains("hostile fixture panicked on purpose"),
+        "{output}"
+    );
     assert_still_serving(&rt);
 }
 

@@ -355,6 +355,9 @@ fn call_hook(
     out.insert("fuel_consumed".into(), json!(report.fuel_consumed));
     out.insert("wall_us".into(), json!(report.wall_us));
     out.insert("peak_memory_bytes".into(), json!(report.peak_memory_bytes));
+    if !report.output.is_empty() {
+        out.insert("output".into(), json!(report.output));
+    }
     let code = match outcome {
         "allow" | "ok" | "accept" | "rewrite" => 0,
         "deny" | "reject" | "error" => 1,

@@ -196,6 +196,7 @@ impl Chain {
                         kind: FailureKind::InvalidOutput,
                         message,
                         backtrace: None,
+                        output: None,
                     },
                 )
             }
@@ -298,6 +299,7 @@ impl Chain {
                 kind: FailureKind::InvalidOutput,
                 message,
                 backtrace: None,
+                output: None,
             })
     }
 
@@ -319,6 +321,7 @@ fn invalid(p: &LoadedPlugin, message: String) -> PluginFailure {
         kind: FailureKind::InvalidOutput,
         message,
         backtrace: None,
+        output: None,
     }
 }
 

@@ -72,6 +72,10 @@ pub struct PluginFailure {
     /// keeps them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backtrace: Option<String>,
+    /// The end of what the plugin wrote to stdout and stderr during the call
+    /// (a panic message, a Python traceback), when it wrote anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// Errors that abort a call from inside a host function; they become traps
@@ -128,5 +132,6 @@ pub(crate) fn classify(plugin: &str, err: &wasmtime::Error) -> PluginFailure {
         kind,
         message,
         backtrace,
+        output: None,
     }
 }

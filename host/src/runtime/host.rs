@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::sessiond::plugin::{audit, clock, kv, log, sessions, types};
 use super::error::HostTrap;
 use super::limits::Limits;
+use super::output::TailPipe;
 use crate::session::{SessionSummary, now_ms};
 use crate::store::SessionStore;
 
@@ -149,6 +150,8 @@ impl CallState {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The plugin's stdout and stderr, newest bytes only.
+    pub output: TailPipe,
     pub limiter: MemoryLimiter,
     pub call: CallState,
     pub env: Arc<PluginEnv>,
@@ -158,8 +161,12 @@ impl HostState {
     pub fn new(env: Arc<PluginEnv>, memory_cap: u64) -> HostState {
         // WASI is linked because guest toolchains import it, but it grants
         // nothing: no preopened directories, no environment, no arguments,
-        // no network. Standard output and error are discarded.
+        // no network. Standard output and error go to a small buffer that
+        // reports and failures carry.
+        let output = TailPipe::default();
         let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -167,6 +174,7 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
+            output,
             limiter: MemoryLimiter {
                 cap: memory_cap,
                 total: 0,

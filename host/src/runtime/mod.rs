@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+mod output;
 mod plugin;
 
 use std::collections::HashMap;

@@ -95,6 +95,9 @@ pub struct CallReport {
     pub peak_memory_bytes: u64,
     /// Whether a new instance was created for this call.
     pub fresh_instance: bool,
+    /// The end of what the plugin wrote to stdout and stderr.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
     pub logs: Vec<LogLine>,
     pub audit: Vec<Value>,
 }
@@ -221,7 +224,10 @@ impl LoadedPlugin {
         // Fuel is always enabled on this engine, so setting it cannot fail.
         let _ = store.set_fuel(self.limits.fuel);
         store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_ms));
-        store.data_mut().call.arm(&self.limits, session, input);
+        let data = store.data_mut();
+        data.call.arm(&self.limits, session, input);
+        // Output of an earlier call or of instantiation is not this call's.
+        let _ = data.output.take();
     }
 
     /// Instantiates the component without calling `init` and returns what
@@ -270,6 +276,7 @@ impl LoadedPlugin {
                 kind: FailureKind::Instantiate,
                 message: format!("init failed: {message}"),
                 backtrace: None,
+                output: None,
             }),
             Err(e) => {
                 let mut f = classify(&self.name, &e);
@@ -319,6 +326,7 @@ impl LoadedPlugin {
             kind,
             message,
             backtrace: None,
+            output: None,
         };
         if input_bytes > self.limits.max_input_bytes {
             let f = fail(
@@ -364,6 +372,7 @@ impl LoadedPlugin {
         report.peak_memory_bytes = data.limiter.total;
         report.logs = std::mem::take(&mut data.call.logs);
         report.audit = std::mem::take(&mut data.call.audit);
+        report.output = data.output.take();
 
         let result = match outcome {
             Err(trap) => Err(classify(&self.name, &trap)),
@@ -383,6 +392,12 @@ impl LoadedPlugin {
                 }
             }
         };
+        let result = result.map_err(|mut f| {
+            if !report.output.is_empty() {
+                f.output = Some(report.output.clone());
+            }
+            f
+        });
         match &result {
             // A trapped or over-limit instance is never reused.
             Err(f) if f.kind.is_trap_or_limit() => drop(warm),
