@@ -1,8 +1,6 @@
 //! The example plugins, each through the real runtime and a real store: the
 //! ports of the seeds behave as the seeds do.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use sessiond::runtime::{Capability, Chain, Decision, MessageOutcome};
 use sessiond::session::{ClientInfo, EndReason, SessionRecord, now_ms};
@@ -141,8 +139,7 @@ fn audit_log_records_start_events_and_end_with_duration_and_details() {
     assert_eq!(keys, sorted);
 }
 
-fn perspective(store: &Arc<MemoryStore>, rt: &sessiond::runtime::Runtime, tenant: &str) -> Chain {
-    let _ = store;
+fn perspective(rt: &sessiond::runtime::Runtime, tenant: &str) -> Chain {
     let p = rt
         .load(
             tenant,
@@ -159,8 +156,8 @@ fn perspective(store: &Arc<MemoryStore>, rt: &sessiond::runtime::Runtime, tenant
 
 #[test]
 fn perspective_startup_sets_view_mode_login_time_and_counters() {
-    let (rt, store) = memory_runtime();
-    let chain = perspective(&store, &rt, "t3");
+    let (rt, _) = memory_runtime();
+    let chain = perspective(&rt, "t3");
     let mobile =
         allowed(chain.session_start(session("t3", Some("op"), &["Operator"], "mobile"), now_ms()));
     assert_eq!(mobile.data["viewMode"], "compact");
@@ -172,8 +169,8 @@ fn perspective_startup_sets_view_mode_login_time_and_counters() {
 
 #[test]
 fn perspective_page_views_count_and_enforce_roles() {
-    let (rt, store) = memory_runtime();
-    let chain = perspective(&store, &rt, "t4");
+    let (rt, _) = memory_runtime();
+    let chain = perspective(&rt, "t4");
     let r = allowed(chain.session_start(
         session("t4", Some("op"), &["Operator"], "desktop"),
         now_ms(),
@@ -195,7 +192,7 @@ fn perspective_page_views_count_and_enforce_roles() {
 #[test]
 fn perspective_preferences_go_to_kv_and_come_back_at_startup() {
     let (rt, store) = memory_runtime();
-    let chain = perspective(&store, &rt, "t5");
+    let chain = perspective(&rt, "t5");
     let r = allowed(chain.session_start(
         session("t5", Some("eng"), &["Engineer"], "desktop"),
         now_ms(),
@@ -251,7 +248,7 @@ fn perspective_preferences_go_to_kv_and_come_back_at_startup() {
 #[test]
 fn perspective_shutdown_writes_a_metrics_record() {
     let (rt, store) = memory_runtime();
-    let chain = perspective(&store, &rt, "t6");
+    let chain = perspective(&rt, "t6");
     let r = allowed(chain.session_start(
         session("t6", Some("sup"), &["Supervisor"], "desktop"),
         now_ms(),

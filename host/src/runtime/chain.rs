@@ -82,10 +82,12 @@ impl Chain {
     /// Runs `on-session-start` over a session about to be created.
     pub fn session_start(&self, mut record: SessionRecord, now: Millis) -> Decision {
         let client = to_wit_client(&record.client);
+        let mut data = data_json(&record);
         for p in self.with(Hook::SessionStart) {
-            let call = p.on_session_start(&view(&record, &p.name), &client);
+            let call = p.on_session_start(&view_with(&record, &p.name, data.clone()), &client);
             match self.verdict(p, call, &mut record, now) {
-                Ok(()) => {}
+                Ok(false) => {}
+                Ok(true) => data = data_json(&record),
                 Err(deny) => return deny,
             }
         }
@@ -101,10 +103,13 @@ impl Chain {
         now: Millis,
     ) -> Decision {
         let payload = payload.to_string();
+        let mut data = data_json(&record);
         for p in self.with(Hook::Event) {
-            let call = p.on_event(&view(&record, &p.name), name, &payload);
-            if let Err(deny) = self.verdict(p, call, &mut record, now) {
-                return deny;
+            let call = p.on_event(&view_with(&record, &p.name, data.clone()), name, &payload);
+            match self.verdict(p, call, &mut record, now) {
+                Ok(false) => {}
+                Ok(true) => data = data_json(&record),
+                Err(deny) => return deny,
             }
         }
         Decision::Allow(Box::new(record))
@@ -116,19 +121,21 @@ impl Chain {
         call: Call<types::Verdict>,
         record: &mut SessionRecord,
         now: Millis,
-    ) -> Result<(), Decision> {
-        let applied = call.result.and_then(|v| match v {
-            types::Verdict::Allow(changes) => self.apply(p, record, changes, now).map(|_| None),
-            types::Verdict::Deny(message) => Ok(Some(message)),
-        });
-        match applied {
-            Ok(None) => Ok(()),
-            Ok(Some(message)) => Err(Decision::Deny {
+    ) -> Result<bool, Decision> {
+        match call.result {
+            Ok(types::Verdict::Allow(changes)) => {
+                let patched = changes.data_patch.is_some();
+                match self.apply(p, record, changes, now) {
+                    Ok(()) => Ok(patched),
+                    Err(failure) => self.on_failure(p, failure).map(|()| false),
+                }
+            }
+            Ok(types::Verdict::Deny(message)) => Err(Decision::Deny {
                 plugin: p.name.clone(),
                 message,
                 failure: None,
             }),
-            Err(failure) => self.on_failure(p, failure),
+            Err(failure) => self.on_failure(p, failure).map(|()| false),
         }
     }
 
@@ -164,8 +171,10 @@ impl Chain {
         };
         // The plugin that last rewrote the change, whose state it may set.
         let mut author: Option<&Arc<LoadedPlugin>> = None;
+        // The record only changes after the loop: serialize its data once.
+        let data = data_json(&record);
         for p in self.with(Hook::SessionUpdate) {
-            let call = p.on_session_update(&view(&record, &p.name), &proposed);
+            let call = p.on_session_update(&view_with(&record, &p.name, data.clone()), &proposed);
             match call.result {
                 Ok(types::UpdateVerdict::Accept) => {}
                 Ok(types::UpdateVerdict::Rewrite(changes)) => {
@@ -221,8 +230,12 @@ impl Chain {
     ) -> EndOutcome {
         let end = end_info(reason, end_id, ended_at);
         let mut outcome = EndOutcome::default();
+        let data = data_json(record);
         for p in self.with(Hook::SessionEnd) {
-            if let Err(f) = p.on_session_end(&view(record, &p.name), &end).result {
+            if let Err(f) = p
+                .on_session_end(&view_with(record, &p.name, data.clone()), &end)
+                .result
+            {
                 tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = f.kind.as_str(),
                     session = %record.public_id, "on-session-end failed: {}", f.message);
                 outcome.failures.push(f);
@@ -242,8 +255,15 @@ impl Chain {
     ) -> MessageOutcome {
         let payload = payload.to_string();
         let mut last_failure = None;
+        // Only the answering plugin's changes are applied, after which the
+        // loop ends: the data is serialized once.
+        let data = data_json(&record);
         for p in self.with(Hook::Message) {
-            let call = p.on_message(&view(&record, &p.name), handler, &payload);
+            let call = p.on_message(
+                &view_with(&record, &p.name, data.clone()),
+                handler,
+                &payload,
+            );
             let answered = call.result.and_then(|r| {
                 let reply: Value = serde_json::from_str(&r.reply)
                     .map_err(|e| invalid(p, format!("the reply is not valid JSON: {e}")))?;
@@ -394,6 +414,17 @@ pub(crate) fn apply_changes(
 
 /// The session as plugin `plugin` sees it: with its own state only.
 pub fn view(record: &SessionRecord, plugin: &str) -> types::Session {
+    view_with(record, plugin, data_json(record))
+}
+
+/// The shared data as the JSON text plugins receive.
+fn data_json(record: &SessionRecord) -> String {
+    serde_json::to_string(&record.data).unwrap_or_else(|_| "{}".into())
+}
+
+/// [`view`] with the data already serialized: a chain serializes it once,
+/// and again only after a plugin changed it.
+fn view_with(record: &SessionRecord, plugin: &str, data: String) -> types::Session {
     types::Session {
         id: record.public_id.clone(),
         tenant: record.tenant.clone(),
@@ -404,7 +435,7 @@ pub fn view(record: &SessionRecord, plugin: &str) -> types::Session {
         expires_at: record.expires_at(),
         version: record.version,
         client: to_wit_client(&record.client),
-        data: serde_json::to_string(&record.data).unwrap_or_else(|_| "{}".into()),
+        data,
         state: record
             .plugin_state
             .get(plugin)

@@ -11,16 +11,7 @@ use crate::session::{EndReason, Millis, SessionSummary};
 pub use super::chain::view;
 pub use types::Verdict;
 
-/// Every hook name, in WIT order.
-pub const HOOK_NAMES: [&str; 6] = [
-    "on-session-start",
-    "on-session-update",
-    "on-session-end",
-    "on-event",
-    "on-message",
-    "on-list-active",
-];
-
+pub use super::plugin::HOOK_NAMES;
 /// JSON of a text field that should hold JSON (the text itself if not).
 fn json_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))

@@ -248,27 +248,18 @@ impl Runtime {
     pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
         let bytes = Self::read(path)?;
         let compiled = self.compile(&bytes)?;
-        let spec = PluginSpec {
-            name: "check".into(),
-            path: path.to_path_buf(),
-            config: Default::default(),
-            grants: Capability::ALL.to_vec(),
-            limits: LimitOverrides::default(),
-            on_error: OnError::Deny,
-            instance_reuse: true,
-        };
         let env = Arc::new(PluginEnv {
             tenant: "check".into(),
-            plugin: spec.name.clone(),
+            plugin: "check".into(),
             store: self.store.clone(),
             handle: self.handle.clone(),
         });
         let description = LoadedPlugin::describe_only(plugin::LoadParts {
-            name: spec.name.clone(),
+            name: "check".into(),
             tenant: "check".into(),
             imports: compiled.imports.clone(),
             limits: self.engine.settings.default_limits,
-            on_error: spec.on_error,
+            on_error: OnError::Deny,
             reuse: false,
             config: Vec::new(),
             pre: compiled.pre.clone(),

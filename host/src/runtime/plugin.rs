@@ -52,15 +52,18 @@ pub struct Description {
     pub(crate) hook_set: Vec<Hook>,
 }
 
+/// Every hook's WIT name, in WIT order (the order of [`Hook`]).
+pub const HOOK_NAMES: [&str; 6] = [
+    "on-session-start",
+    "on-session-update",
+    "on-session-end",
+    "on-event",
+    "on-message",
+    "on-list-active",
+];
+
 pub(crate) fn hook_name(h: Hook) -> &'static str {
-    match h {
-        Hook::SessionStart => "on-session-start",
-        Hook::SessionUpdate => "on-session-update",
-        Hook::SessionEnd => "on-session-end",
-        Hook::Event => "on-event",
-        Hook::Message => "on-message",
-        Hook::ListActive => "on-list-active",
-    }
+    HOOK_NAMES[h as usize]
 }
 
 impl Description {
