@@ -274,6 +274,24 @@ calibrate() {
   done
 }
 
+# DELETE answers once the end is queued; the end hooks run right after on
+# the end worker. Waits (at most 5 minutes) until the tenant's end queue is
+# empty, so the hooks do not run into the calibration, and reports how long
+# the backlog took.
+drain_ends() {
+  local config=$1 started left
+  started=$(date +%s.%N)
+  for _ in $(seq 3000); do
+    left=$(curl -fsS -H "Authorization: Bearer $KEY" "$base/v1/ends" |
+      python3 -c 'import json,sys; q=json.load(sys.stdin); print(q["waiting"] + q["claimed"])')
+    [ "$left" = 0 ] && break
+    sleep 0.1
+  done
+  printf '%s	%s	%s
+' "$config" "$left" \
+    "$(python3 -c "import time; print(round(time.time() - $started, 1))")" >>"$work/drain.tsv"
+}
+
 # run_config NAME WITH_PLUGINS
 run_config() {
   local name=$1 with_plugins=$2 port
@@ -294,6 +312,7 @@ run_config() {
   cat "$work/ids".* >>"$work/$name.ids"
   say "$name: $(wc -l <"$work/$name.ids") session ids for delete"
   measure "$name" delete LOAD_IDS="$work/$name.ids"
+  drain_ends "$name"
   calibrate "$name"
   stop_server
 }
@@ -380,3 +399,8 @@ print("|---|---:|---:|---|")
 print(f"| create with plugins / create without | {r1:.2f} | >= 0.8 | {'met' if r1 >= 0.8 else 'NOT met'} |")
 print(f"| create without plugins / floor | {r2:.2f} | >= 0.4 | {'met' if r2 >= 0.4 else 'NOT met'} |")
 EOF
+# DELETE answers before the end hooks run: how long the backlog of end hooks
+# the delete run queued took to finish after it.
+while IFS=$'\t' read -r config left secs; do
+  echo "end-hook backlog after the delete run ($config): queue empty ${secs} s later (jobs left: $left)"
+done <"$work/drain.tsv" | tee -a "$root/target/load/report.md"

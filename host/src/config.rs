@@ -43,6 +43,14 @@ pub mod defaults {
     pub const SWEEP_INTERVAL_MS: u64 = 1_000;
     /// `sweeper.batch`.
     pub const SWEEP_BATCH: usize = 100;
+    /// `ends.poll_interval_ms`.
+    pub const ENDS_POLL_INTERVAL_MS: u64 = 200;
+    /// `ends.batch`.
+    pub const ENDS_BATCH: usize = 64;
+    /// `ends.reclaim_after_ms`: 30 seconds.
+    pub const ENDS_RECLAIM_AFTER_MS: u64 = 30_000;
+    /// `ends.shutdown_drain_ms`: 10 seconds.
+    pub const ENDS_SHUTDOWN_DRAIN_MS: u64 = 10_000;
     /// `tenants.<name>.ttl_seconds`: one hour.
     pub const TTL_SECONDS: u64 = 3_600;
     /// `tenants.<name>.max_ttl_seconds`: one day.
@@ -67,6 +75,8 @@ pub struct Config {
     pub runtime: EngineSettings,
     #[serde(default)]
     pub sweeper: SweeperConfig,
+    #[serde(default)]
+    pub ends: EndsConfig,
     /// Tenants by name.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -210,6 +220,39 @@ impl Default for SweeperConfig {
         SweeperConfig {
             interval_ms: defaults::SWEEP_INTERVAL_MS,
             batch: defaults::SWEEP_BATCH,
+        }
+    }
+}
+
+/// `[ends]`: the end-job worker that runs `on-session-end` hooks from the
+/// store's durable end queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndsConfig {
+    /// How often the queue is polled when nothing local wakes the worker.
+    pub poll_interval_ms: u64,
+    /// Most jobs claimed in one go.
+    pub batch: usize,
+    /// How long a job may stay claimed without being finished before another
+    /// host takes it over (the claiming host is presumed dead). Longer than
+    /// any end chain can take; shorter means faster recovery after a crash.
+    pub reclaim_after_ms: u64,
+    /// On shutdown, how long to keep running queued jobs before stopping.
+    pub shutdown_drain_ms: u64,
+    /// This host's consumer name in the queue; unique per process. Default:
+    /// `<hostname>-<pid>-<random>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+}
+
+impl Default for EndsConfig {
+    fn default() -> Self {
+        EndsConfig {
+            poll_interval_ms: defaults::ENDS_POLL_INTERVAL_MS,
+            batch: defaults::ENDS_BATCH,
+            reclaim_after_ms: defaults::ENDS_RECLAIM_AFTER_MS,
+            shutdown_drain_ms: defaults::ENDS_SHUTDOWN_DRAIN_MS,
+            consumer: None,
         }
     }
 }
@@ -456,6 +499,26 @@ impl Config {
         }
         if self.sweeper.batch == 0 {
             return invalid("sweeper.batch".into(), "must be at least 1".into());
+        }
+        if self.ends.poll_interval_ms == 0 {
+            return invalid("ends.poll_interval_ms".into(), "must be at least 1".into());
+        }
+        if self.ends.batch == 0 {
+            return invalid("ends.batch".into(), "must be at least 1".into());
+        }
+        if self.ends.reclaim_after_ms < 1_000 {
+            return invalid(
+                "ends.reclaim_after_ms".into(),
+                "must be at least 1000: a job still running must not be taken over".into(),
+            );
+        }
+        if let Some(c) = &self.ends.consumer
+            && (c.is_empty() || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+        {
+            return invalid(
+                "ends.consumer".into(),
+                format!("{c:?} must be non-empty, without spaces or control characters"),
+            );
         }
         if self.tenants.is_empty() {
             return invalid(

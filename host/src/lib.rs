@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod ends;
 pub mod runtime;
 pub mod server;
 pub mod session;

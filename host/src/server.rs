@@ -2,8 +2,9 @@
 //! from a [`Config`], then serves the API until shut down.
 //!
 //! Shutdown (the `shutdown` future of [`serve`]) stops accepting connections,
-//! lets in-flight requests finish, stops the sweeper between two sweeps and
-//! waits for every end hook still running, then returns.
+//! lets in-flight requests finish, stops the sweeper between two sweeps, then
+//! lets the end worker drain the end queue (bounded by
+//! `ends.shutdown_drain_ms`) and finish every job it claimed, then returns.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,9 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::config::{Backend, Config, ServerConfig, SweeperConfig, TenantConfig};
+use crate::ends::EndWorker;
 use crate::runtime::Hook;
 use crate::runtime::{Chain, Runtime};
-use crate::session::{EndReason, Millis, SessionRecord, now_ms};
+use crate::session::{EndReason, Millis, SessionRecord};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{SessionStore, UserLimit};
@@ -54,6 +56,12 @@ impl TenantState {
     pub fn idle_timeout_ms(&self) -> Millis {
         self.config.idle_timeout_seconds.saturating_mul(1000)
     }
+
+    /// Whether ending one of this tenant's sessions queues an end job: only
+    /// when some plugin implements `on-session-end`.
+    pub fn queues_ends(&self) -> bool {
+        self.chain.has(Hook::SessionEnd)
+    }
 }
 
 /// What every request handler shares.
@@ -64,8 +72,10 @@ pub struct Shared {
     /// SHA-256 of each configured API key, with its tenant.
     pub api_keys: Vec<([u8; 32], Arc<TenantState>)>,
     pub server: ServerConfig,
-    /// End hooks in flight; shutdown waits for them.
+    /// Background work tied to requests; shutdown waits for it.
     pub tasks: TaskTracker,
+    /// This host's end worker.
+    pub ends: Arc<EndWorker>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -90,46 +100,16 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Runs `on-session-end` for a session that this caller took out of the
-    /// store (so exactly once), on a blocking thread, tracked for shutdown.
-    /// The returned handle may be awaited or dropped: the hook runs anyway.
-    pub fn end_session(
-        &self,
-        tenant: &Arc<TenantState>,
-        record: SessionRecord,
-        reason: EndReason,
-    ) -> tokio::task::JoinHandle<()> {
-        let tenant = tenant.clone();
-        self.tasks.spawn(async move {
-            let end_id = api::ids::new_end_id();
-            let ended_at = now_ms();
+    /// Records that the store ended `records` (and, for a tenant with end
+    /// hooks, queued their end jobs in the same step): logs each and wakes
+    /// the end worker, which runs the hooks.
+    pub fn ended(&self, tenant: &TenantState, records: &[SessionRecord], reason: EndReason) {
+        for record in records {
             tracing::info!(tenant = %tenant.name, session = %record.public_id,
-                reason = reason.as_str(), end_id = %end_id, "session ended");
-            if !tenant.chain.has(Hook::SessionEnd) {
-                return;
-            }
-            let task = tokio::task::spawn_blocking(move || {
-                tenant.chain.session_end(&record, reason, &end_id, ended_at)
-            });
-            if let Err(e) = task.await {
-                tracing::error!("an on-session-end task failed: {e}");
-            }
-        })
-    }
-
-    /// Ends several sessions and waits until every end hook has run.
-    pub async fn end_sessions(
-        &self,
-        tenant: &Arc<TenantState>,
-        records: Vec<SessionRecord>,
-        reason: EndReason,
-    ) {
-        let handles: Vec<_> = records
-            .into_iter()
-            .map(|r| self.end_session(tenant, r, reason))
-            .collect();
-        for h in handles {
-            let _ = h.await;
+                reason = reason.as_str(), "session ended");
+        }
+        if !records.is_empty() && tenant.queues_ends() {
+            self.ends.wake();
         }
     }
 }
@@ -186,10 +166,21 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             plugins.push(plugin);
         }
         let max_lifetime = tenant_config.max_ttl_seconds.saturating_mul(1000);
+        let chain = Chain::new(plugins, max_lifetime);
+        // A job still running must never be taken over by another host.
+        let end_chain_ms = chain.worst_case_ms(Hook::SessionEnd);
+        if config.ends.reclaim_after_ms <= end_chain_ms.saturating_mul(2) {
+            anyhow::bail!(
+                "ends.reclaim_after_ms ({}) must be more than twice the longest end chain: \
+                 tenant {name:?}'s on-session-end plugins may take {end_chain_ms} ms \
+                 (the sum of their deadline_ms)",
+                config.ends.reclaim_after_ms
+            );
+        }
         let tenant = Arc::new(TenantState {
             name: name.clone(),
             config: tenant_config.clone(),
-            chain: Chain::new(plugins, max_lifetime),
+            chain,
         });
         for key in &tenant_config.api_keys {
             let hash = crate::config::parse_api_key_hash(key)
@@ -205,6 +196,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         api_keys,
         server: config.server.clone(),
         tasks: TaskTracker::new(),
+        ends: Arc::new(EndWorker::new(config.ends.clone())),
     }));
     Ok(Server {
         state,
@@ -213,6 +205,18 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
 }
 
 impl Server {
+    /// Starts the sweeper and the end worker; `stop` stops both.
+    fn start_background(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(crate::sweeper::run(
+                self.state.clone(),
+                self.sweeper.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(crate::ends::run(self.state.clone(), stop.clone())),
+        ]
+    }
+
     /// The shared state (for tests and embedding).
     pub fn state(&self) -> &AppState {
         &self.state
@@ -225,13 +229,9 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Server { state, sweeper } = self;
-        let stop_sweeper = CancellationToken::new();
-        let sweeper_task = tokio::spawn(crate::sweeper::run(
-            state.clone(),
-            sweeper,
-            stop_sweeper.clone(),
-        ));
+        let stop_background = CancellationToken::new();
+        let background = self.start_background(&stop_background);
+        let state = self.state;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, tenants = state.tenants.len(), "sessiond listening");
         }
@@ -243,9 +243,11 @@ impl Server {
         .with_graceful_shutdown(shutdown)
         .await;
         tracing::info!("no longer accepting requests; finishing end hooks");
-        stop_sweeper.cancel();
-        if let Err(e) = sweeper_task.await {
-            tracing::error!("the sweeper failed: {e}");
+        stop_background.cancel();
+        for task in background {
+            if let Err(e) = task.await {
+                tracing::error!("a background task failed: {e}");
+            }
         }
         state.tasks.close();
         state.tasks.wait().await;

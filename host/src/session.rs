@@ -100,7 +100,7 @@ impl SessionRecord {
 }
 
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndReason {
     Logout,
@@ -119,6 +119,19 @@ impl EndReason {
             EndReason::Revoked => "revoked",
             EndReason::Evicted => "evicted",
         }
+    }
+
+    /// The reason named by [`EndReason::as_str`]'s text.
+    pub fn parse(text: &str) -> Option<EndReason> {
+        [
+            EndReason::Logout,
+            EndReason::Expired,
+            EndReason::IdleTimeout,
+            EndReason::Revoked,
+            EndReason::Evicted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
     }
 }
 

@@ -2,10 +2,9 @@
 //!
 //! Every `sweeper.interval_ms` it takes each tenant's expired sessions out of
 //! the store (`take_expired`, atomic: each session is taken by exactly one
-//! caller, on any number of hosts) and runs their `on-session-end` hooks with
-//! the reason the store gives (`expired` or `idle-timeout`). Batches are
-//! finished before the next one is taken, and cancelling stops it only
-//! between two sweeps, so a session it took always gets its end hook.
+//! caller, on any number of hosts), which in the same step queues their end
+//! jobs with the reason `expired` or `idle-timeout`; the end worker
+//! ([`crate::ends`]) runs the hooks.
 
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ pub async fn sweep_once(state: &AppState, batch: usize) -> usize {
         loop {
             let taken = match state
                 .store
-                .take_expired(&tenant.name, now_ms(), batch)
+                .take_expired(&tenant.name, now_ms(), batch, tenant.queues_ends())
                 .await
             {
                 Ok(taken) => taken,
@@ -48,12 +47,12 @@ pub async fn sweep_once(state: &AppState, batch: usize) -> usize {
             };
             let full = taken.len() >= batch;
             ended += taken.len();
-            let handles: Vec<_> = taken
-                .into_iter()
-                .map(|e| state.end_session(tenant, e.record, e.reason))
-                .collect();
-            for h in handles {
-                let _ = h.await;
+            for expired in &taken {
+                state.ended(
+                    tenant,
+                    std::slice::from_ref(&expired.record),
+                    expired.reason,
+                );
             }
             if !full {
                 break;

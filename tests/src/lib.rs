@@ -1,8 +1,10 @@
 //! The test harness: paths of the guest components built by `build.rs`, a
-//! throwaway `redis-server`, and a sessiond server on a free port.
+//! throwaway `redis-server`, a sessiond server on a free port, and whole
+//! sessiond host processes.
 
 use std::path::PathBuf;
 
+pub mod hosts;
 pub mod redis_server;
 pub mod server;
 

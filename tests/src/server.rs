@@ -298,6 +298,16 @@ impl Reply {
 }
 
 impl Api {
+    /// A client for the server at `base` (`http://host:port`) that sends
+    /// `key`, if any, as its bearer API key.
+    pub fn new(base: &str, key: Option<&str>) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            key: key.map(str::to_string),
+        }
+    }
+
     /// A request with the API key.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base));
@@ -371,6 +381,46 @@ impl Api {
             .into_iter()
             .filter(|r| r["session"] == public_id && r["record"]["type"] == kind)
             .collect()
+    }
+
+    /// The `session_ended` audit records (audit-log plugin) of a session,
+    /// once at least one exists: end hooks run on the end worker shortly
+    /// after the API call that ended the session. Waits 10 s at most, then a
+    /// further 300 ms so that a second record (which must not come) could
+    /// show.
+    pub async fn end_records(&self, public_id: &str) -> Vec<Value> {
+        let found = eventually(Duration::from_secs(10), || async {
+            let ended = self.audit_of(public_id, "session_ended").await;
+            (!ended.is_empty()).then_some(ended)
+        })
+        .await
+        .unwrap_or_else(|| panic!("session {public_id} was never ended"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = self.audit_of(public_id, "session_ended").await;
+        assert_eq!(again.len(), found.len(), "a late second end: {again:?}");
+        again
+    }
+
+    /// The reasons of [`Api::end_records`].
+    pub async fn end_reasons(&self, public_id: &str) -> Vec<String> {
+        self.end_records(public_id)
+            .await
+            .iter()
+            .map(|r| {
+                r["record"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Panics if the session has an end record after 300 ms (time enough for
+    /// the end worker to have run a hook that was queued).
+    pub async fn assert_not_ended(&self, public_id: &str) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ended = self.audit_of(public_id, "session_ended").await;
+        assert!(ended.is_empty(), "session {public_id} ended: {ended:?}");
     }
 }
 

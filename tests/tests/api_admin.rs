@@ -10,7 +10,11 @@ use sessiond_tests::server::{StoreKind, TestServer, key_hash};
 
 use sessiond_tests::both_stores;
 
-both_stores!(messages_reach_plugins, audit_is_paginated);
+both_stores!(
+    messages_reach_plugins,
+    audit_is_paginated,
+    end_queue_is_reported
+);
 
 /// A tenant `name` (API key `key-<name>`) whose chain is the hostile fixture
 /// in `mode` (with `extra` spec lines), then audit-log.
@@ -122,6 +126,36 @@ async fn messages_reach_plugins(store: StoreKind) {
     assert_eq!(p["plugin"], "hostile");
     assert_eq!(p["kind"], "plugin-error");
     assert!(strict.audit_all().await.is_empty());
+}
+
+async fn end_queue_is_reported(store: StoreKind) {
+    let server = TestServer::start(store, &hostile_tenant("ok", "ok", ""));
+    let api = server.api("key-ok");
+    let before = api.get("/v1/ends").await.expect(200).body;
+    assert_eq!(before["waiting"], 0);
+    assert_eq!(before["claimed"], 0);
+    assert_eq!(before["ran"], 0);
+    assert!(!before["consumer"].as_str().unwrap().is_empty());
+    for _ in 0..3 {
+        let s = api.create(&json!({"user": "ivy"})).await;
+        assert_eq!(s["user"], "ivy");
+    }
+    api.delete("/v1/users/ivy/sessions").await.expect(200);
+    let after = sessiond_tests::server::eventually(Duration::from_secs(10), || async {
+        let q = api.get("/v1/ends").await.expect(200).body;
+        (q["ran"] == 3).then_some(q)
+    })
+    .await
+    .expect("the end worker ran the three end jobs");
+    assert_eq!(after["waiting"], 0);
+    assert_eq!(after["claimed"], 0);
+    assert_eq!(after["reclaimed"], 0);
+    assert_eq!(after["consumer"], before["consumer"]);
+    server
+        .anonymous()
+        .get("/v1/ends")
+        .await
+        .problem(401, "unauthorized");
 }
 
 async fn audit_is_paginated(store: StoreKind) {
@@ -293,6 +327,21 @@ async fn a_plugin_that_does_not_load_stops_startup() {
         .to_string();
     assert!(
         err.contains("plugin \"gone\"") && err.contains("missing.wasm"),
+        "{err}"
+    );
+
+    // A reclaim time an end hook could outlast.
+    let text = format!(
+        "[ends]\nreclaim_after_ms = 1000\n[tenants.acme]\napi_keys = [\"{}\"]\n\
+         [[tenants.acme.plugins]]\nname = \"audit-log\"\npath = \"{{plugins}}/audit_log.wasm\"\n\
+         grants = [\"audit\"]\nlimits = {{ deadline_ms = 600 }}\n",
+        key_hash("k")
+    );
+    let err = TestServer::try_start(StoreKind::Memory, &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ends.reclaim_after_ms (1000)") && err.contains("600 ms"),
         "{err}"
     );
 

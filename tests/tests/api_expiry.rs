@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sessiond_tests::server::{Api, StoreKind, TestServer, eventually, key_hash};
+use sessiond_tests::server::{StoreKind, TestServer, eventually, key_hash};
 
 const KEY: &str = "test-key-expiry";
 
@@ -34,29 +34,6 @@ grants = ["audit"]
 "#,
         hash = key_hash(KEY)
     )
-}
-
-/// The reasons of the end records of a session, once at least one exists.
-async fn end_reasons(api: &Api, public_id: &str) -> Vec<String> {
-    let found = eventually(Duration::from_secs(10), || async {
-        let ended = api.audit_of(public_id, "session_ended").await;
-        (!ended.is_empty()).then_some(ended)
-    })
-    .await
-    .expect("the session was never ended");
-    // Give a second end (which must not come) the chance to show.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = api.audit_of(public_id, "session_ended").await;
-    assert_eq!(again.len(), found.len());
-    again
-        .iter()
-        .map(|r| {
-            r["record"]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
 }
 
 async fn lifetime_ends_with_reason_expired(store: StoreKind) {
@@ -99,7 +76,7 @@ async fn lifetime_ends_with_reason_expired(store: StoreKind) {
         .await
         .problem(404, "session-not-found");
 
-    assert_eq!(end_reasons(&api, &public_id).await, ["expired"]);
+    assert_eq!(api.end_reasons(&public_id).await, ["expired"]);
 }
 
 async fn idleness_ends_with_reason_idle_timeout(store: StoreKind) {
@@ -139,7 +116,7 @@ async fn idleness_ends_with_reason_idle_timeout(store: StoreKind) {
     })
     .await;
     assert!(gone.is_some(), "the idle session was not ended");
-    assert_eq!(end_reasons(&api, &public_id).await, ["idle-timeout"]);
+    assert_eq!(api.end_reasons(&public_id).await, ["idle-timeout"]);
 }
 
 fn crate_now() -> u64 {

@@ -177,7 +177,7 @@ async fn lifecycle(store: StoreKind) {
     api.post_empty(&format!("/v1/sessions/{id}/touch"))
         .await
         .problem(404, "session-not-found");
-    let ended = api.audit_of(&public_id, "session_ended").await;
+    let ended = api.end_records(&public_id).await;
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0]["record"]["reason"], "logout");
     assert_eq!(ended[0]["record"]["user"], "alice");
@@ -205,7 +205,7 @@ async fn lifecycle(store: StoreKind) {
     }
     statuses.sort();
     assert_eq!(statuses, [204, 404, 404, 404, 404, 404, 404, 404]);
-    assert_eq!(api.audit_of(&public_id, "session_ended").await.len(), 1);
+    assert_eq!(api.end_records(&public_id).await.len(), 1);
     server.stop().expect("graceful shutdown");
 }
 

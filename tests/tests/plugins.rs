@@ -71,7 +71,7 @@ fn single_session_denies_a_second_session_of_the_same_user() {
     let first =
         allowed(chain.session_start(session("t1", Some("alice"), &[], "desktop"), now_ms()));
     tokio()
-        .block_on(store.create(&first, None, now_ms()))
+        .block_on(store.create(&first, None, false, now_ms()))
         .unwrap();
     // Alice now has one: denied with Janssen's message.
     match chain.session_start(session("t1", Some("alice"), &[], "desktop"), now_ms()) {
@@ -315,7 +315,7 @@ fn a_chain_stops_at_a_deny_and_composes_changes_in_order() {
     assert!(first.plugin_state.contains_key("audit-log"));
     assert!(first.plugin_state.contains_key("perspective"));
     tokio()
-        .block_on(store.create(&first, None, now_ms()))
+        .block_on(store.create(&first, None, false, now_ms()))
         .unwrap();
     let before = audit_records(&store, "t7").len();
     // single-session denies first: the plugins after it do not run.

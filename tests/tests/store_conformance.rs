@@ -17,7 +17,8 @@ use sessiond::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    CreateOutcome, LimitPolicy, SessionStore, StoreError, UserLimit, WriteOutcome,
+    CreateOutcome, EndJob, EndQueueStats, LimitPolicy, SessionStore, StoreError, UserLimit,
+    WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 
@@ -145,6 +146,10 @@ suite!(
     audit_append_and_page,
     tenants_are_isolated,
     odd_tenant_names,
+    ends_queued_by_every_ending,
+    ends_each_claimed_once_under_concurrency,
+    ends_abandoned_are_reclaimed,
+    audit_append_once,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -187,7 +192,7 @@ fn session(tenant: &str, user: Option<&str>, t0: Millis) -> SessionRecord {
 }
 
 async fn create(b: &Backend, record: &SessionRecord, t0: Millis) {
-    match b.store().create(record, None, t0).await.unwrap() {
+    match b.store().create(record, None, true, t0).await.unwrap() {
         CreateOutcome::Created { evicted } => assert!(evicted.is_empty()),
         other => panic!("create without a limit answered {other:?}"),
     }
@@ -266,7 +271,7 @@ async fn create_existing_token_hash_fails(b: Backend) {
     create(&b, &first, t0).await;
     let mut second = session(&b.tenant, Some("bob"), t0);
     second.token_hash = first.token_hash.clone();
-    let err = b.store().create(&second, None, t0).await.unwrap_err();
+    let err = b.store().create(&second, None, true, t0).await.unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert_eq!(
         b.store()
@@ -309,7 +314,7 @@ async fn absolute_expiry_hides_session(b: Backend) {
     // Not removed by the reads: the sweeper still gets it, once.
     let taken = b
         .store()
-        .take_expired(&b.tenant, t0 + 2 * MIN, 10)
+        .take_expired(&b.tenant, t0 + 2 * MIN, 10, true)
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -317,7 +322,7 @@ async fn absolute_expiry_hides_session(b: Backend) {
     assert_eq!(taken[0].reason, EndReason::Expired);
     assert!(
         b.store()
-            .take_expired(&b.tenant, t0 + 2 * MIN, 10)
+            .take_expired(&b.tenant, t0 + 2 * MIN, 10, true)
             .await
             .unwrap()
             .is_empty()
@@ -341,7 +346,7 @@ async fn idle_expiry_hides_session(b: Backend) {
     );
     let taken = b
         .store()
-        .take_expired(&b.tenant, t0 + 31 * MIN, 10)
+        .take_expired(&b.tenant, t0 + 31 * MIN, 10, true)
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -458,7 +463,7 @@ async fn update_rotates_token(b: Backend) {
     assert_eq!(listed, expected, "the user index follows the rotation");
     assert_eq!(
         store
-            .remove(&b.tenant, &s.token_hash, t0 + MIN)
+            .remove(&b.tenant, &s.token_hash, EndReason::Logout, true, t0 + MIN)
             .await
             .unwrap(),
         None
@@ -497,7 +502,7 @@ async fn update_rotates_token(b: Backend) {
 
     // The deadline index follows too: the sweeper returns the new key only.
     let taken = store
-        .take_expired(&b.tenant, t0 + 9 * HOUR, 10)
+        .take_expired(&b.tenant, t0 + 9 * HOUR, 10, true)
         .await
         .unwrap();
     let mut taken: Vec<String> = taken.into_iter().map(|e| e.record.token_hash).collect();
@@ -530,7 +535,7 @@ async fn update_changes_user(b: Backend) {
     let next = session(&b.tenant, Some("alice"), t0);
     assert_eq!(
         store
-            .create(&next, limit(1, LimitPolicy::Deny), t0)
+            .create(&next, limit(1, LimitPolicy::Deny), true, t0)
             .await
             .unwrap(),
         CreateOutcome::LimitReached { active: 1 }
@@ -571,7 +576,7 @@ async fn update_changes_user(b: Backend) {
     );
     assert!(
         store
-            .remove_user(&b.tenant, "bob", t0)
+            .remove_user(&b.tenant, "bob", EndReason::Revoked, true, t0)
             .await
             .unwrap()
             .is_empty()
@@ -611,7 +616,7 @@ async fn touch_slides_idle_deadline(b: Backend) {
     );
     assert!(
         store
-            .take_expired(&b.tenant, t0 + 15 * MIN, 10)
+            .take_expired(&b.tenant, t0 + 15 * MIN, 10, true)
             .await
             .unwrap()
             .is_empty(),
@@ -654,7 +659,7 @@ async fn touch_slides_idle_deadline(b: Backend) {
     );
 
     let taken = store
-        .take_expired(&b.tenant, t0 + 20 * MIN, 10)
+        .take_expired(&b.tenant, t0 + 20 * MIN, 10, true)
         .await
         .unwrap();
     let reasons: HashSet<(String, EndReason)> = taken
@@ -679,7 +684,10 @@ async fn remove_exactly_once(b: Backend) {
         let store = b.handle(i);
         let (tenant, hash) = (b.tenant.clone(), s.token_hash.clone());
         tasks.push(tokio::spawn(async move {
-            store.remove(&tenant, &hash, t0).await.unwrap()
+            store
+                .remove(&tenant, &hash, EndReason::Logout, true, t0)
+                .await
+                .unwrap()
         }));
     }
     let mut got = Vec::new();
@@ -690,7 +698,10 @@ async fn remove_exactly_once(b: Backend) {
     let store = b.store();
     assert_eq!(store.get(&b.tenant, &s.token_hash, t0).await.unwrap(), None);
     assert_eq!(
-        store.remove(&b.tenant, &s.token_hash, t0).await.unwrap(),
+        store
+            .remove(&b.tenant, &s.token_hash, EndReason::Logout, true, t0)
+            .await
+            .unwrap(),
         None
     );
     assert!(
@@ -702,7 +713,7 @@ async fn remove_exactly_once(b: Backend) {
     );
     assert!(
         store
-            .take_expired(&b.tenant, t0 + 9 * HOUR, 10)
+            .take_expired(&b.tenant, t0 + 9 * HOUR, 10, true)
             .await
             .unwrap()
             .is_empty()
@@ -718,19 +729,23 @@ async fn remove_of_expired_leaves_it_to_sweeper(b: Backend) {
     let late = t0 + 9 * HOUR;
     assert_eq!(
         b.store()
-            .remove(&b.tenant, &s.token_hash, late)
+            .remove(&b.tenant, &s.token_hash, EndReason::Logout, true, late)
             .await
             .unwrap(),
         None
     );
     assert!(
         b.store()
-            .remove_user(&b.tenant, "alice", late)
+            .remove_user(&b.tenant, "alice", EndReason::Revoked, true, late)
             .await
             .unwrap()
             .is_empty()
     );
-    let taken = b.store().take_expired(&b.tenant, late, 10).await.unwrap();
+    let taken = b
+        .store()
+        .take_expired(&b.tenant, late, 10, true)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].record, s);
 }
@@ -745,7 +760,7 @@ async fn limit_deny_exact_under_concurrency(b: Backend) {
         let s = session(&b.tenant, Some("alice"), t0);
         tasks.push(tokio::spawn(async move {
             let outcome = store
-                .create(&s, limit(5, LimitPolicy::Deny), t0)
+                .create(&s, limit(5, LimitPolicy::Deny), true, t0)
                 .await
                 .unwrap();
             (s, outcome)
@@ -773,7 +788,7 @@ async fn limit_deny_exact_under_concurrency(b: Backend) {
     // Refused sessions were not written at all.
     assert_eq!(
         b.store()
-            .take_expired(&b.tenant, t0 + 9 * HOUR, 100)
+            .take_expired(&b.tenant, t0 + 9 * HOUR, 100, true)
             .await
             .unwrap()
             .len(),
@@ -783,7 +798,7 @@ async fn limit_deny_exact_under_concurrency(b: Backend) {
     let anon = session(&b.tenant, None, t0);
     assert!(matches!(
         b.store()
-            .create(&anon, limit(5, LimitPolicy::Deny), t0)
+            .create(&anon, limit(5, LimitPolicy::Deny), true, t0)
             .await
             .unwrap(),
         CreateOutcome::Created { .. }
@@ -798,36 +813,51 @@ async fn limit_counts_only_live_sessions(b: Backend) {
     let live = session(&b.tenant, Some("alice"), t0);
     let deny = limit(2, LimitPolicy::Deny);
     assert!(matches!(
-        store.create(&old, deny, t0).await.unwrap(),
+        store.create(&old, deny, true, t0).await.unwrap(),
         CreateOutcome::Created { .. }
     ));
     assert!(matches!(
-        store.create(&live, deny, t0).await.unwrap(),
+        store.create(&live, deny, true, t0).await.unwrap(),
         CreateOutcome::Created { .. }
     ));
     let third = session(&b.tenant, Some("alice"), t0);
     assert_eq!(
-        store.create(&third, deny, t0 + 30 * SEC).await.unwrap(),
+        store
+            .create(&third, deny, true, t0 + 30 * SEC)
+            .await
+            .unwrap(),
         CreateOutcome::LimitReached { active: 2 }
     );
     // Once `old` is past its deadline it no longer counts, swept or not.
     assert!(matches!(
-        store.create(&third, deny, t0 + 2 * MIN).await.unwrap(),
+        store
+            .create(&third, deny, true, t0 + 2 * MIN)
+            .await
+            .unwrap(),
         CreateOutcome::Created { .. }
     ));
     // Removed sessions do not count either.
     store
-        .remove(&b.tenant, &live.token_hash, t0 + 2 * MIN)
+        .remove(
+            &b.tenant,
+            &live.token_hash,
+            EndReason::Logout,
+            true,
+            t0 + 2 * MIN,
+        )
         .await
         .unwrap()
         .unwrap();
     let fourth = session(&b.tenant, Some("alice"), t0);
     assert!(matches!(
-        store.create(&fourth, deny, t0 + 2 * MIN).await.unwrap(),
+        store
+            .create(&fourth, deny, true, t0 + 2 * MIN)
+            .await
+            .unwrap(),
         CreateOutcome::Created { .. }
     ));
     let taken = store
-        .take_expired(&b.tenant, t0 + 2 * MIN, 10)
+        .take_expired(&b.tenant, t0 + 2 * MIN, 10, true)
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -844,7 +874,7 @@ async fn limit_evict_lru(b: Backend) {
         s.created_at = t0 + i;
         s.last_seen_at = t0 + i;
         assert_eq!(
-            store.create(&s, evict, t0 + i).await.unwrap(),
+            store.create(&s, evict, true, t0 + i).await.unwrap(),
             CreateOutcome::Created { evicted: vec![] }
         );
         made.push(s);
@@ -858,7 +888,7 @@ async fn limit_evict_lru(b: Backend) {
     let mut fourth = session(&b.tenant, Some("alice"), t0 + 20);
     fourth.last_seen_at = t0 + 20;
     assert_eq!(
-        store.create(&fourth, evict, t0 + 20).await.unwrap(),
+        store.create(&fourth, evict, true, t0 + 20).await.unwrap(),
         CreateOutcome::Created {
             evicted: vec![made[1].clone()]
         }
@@ -874,7 +904,7 @@ async fn limit_evict_lru(b: Backend) {
     assert_eq!(listed, vec![first, made[2].clone(), fourth.clone()]);
     // The evicted session is gone for the sweeper as well.
     let taken = store
-        .take_expired(&b.tenant, t0 + 9 * HOUR, 10)
+        .take_expired(&b.tenant, t0 + 9 * HOUR, 10, true)
         .await
         .unwrap();
     assert_eq!(taken.len(), 3);
@@ -889,7 +919,7 @@ async fn limit_evict_lru(b: Backend) {
     for i in 0..3 {
         let s = session(&b.tenant, Some("bob"), t0 + i);
         store
-            .create(&s, limit(3, LimitPolicy::EvictLru), t0)
+            .create(&s, limit(3, LimitPolicy::EvictLru), true, t0)
             .await
             .unwrap();
         again.push(s);
@@ -897,7 +927,7 @@ async fn limit_evict_lru(b: Backend) {
     let newest = session(&b.tenant, Some("bob"), t0 + 5);
     assert_eq!(
         store
-            .create(&newest, limit(1, LimitPolicy::EvictLru), t0)
+            .create(&newest, limit(1, LimitPolicy::EvictLru), true, t0)
             .await
             .unwrap(),
         CreateOutcome::Created { evicted: again }
@@ -916,7 +946,7 @@ async fn limit_evict_lru_under_concurrency(b: Backend) {
         let s = session(&b.tenant, Some("alice"), t0);
         tasks.push(tokio::spawn(async move {
             store
-                .create(&s, limit(3, LimitPolicy::EvictLru), t0)
+                .create(&s, limit(3, LimitPolicy::EvictLru), true, t0)
                 .await
                 .unwrap()
         }));
@@ -944,7 +974,10 @@ async fn limit_zero(b: Backend) {
     for policy in [LimitPolicy::Deny, LimitPolicy::EvictLru] {
         let s = session(&b.tenant, Some("alice"), t0);
         assert_eq!(
-            b.store().create(&s, limit(0, policy), t0).await.unwrap(),
+            b.store()
+                .create(&s, limit(0, policy), true, t0)
+                .await
+                .unwrap(),
             CreateOutcome::LimitReached { active: 0 }
         );
         assert_eq!(
@@ -1025,7 +1058,10 @@ async fn remove_user_exactly_once(b: Backend) {
         let store = b.handle(i);
         let tenant = b.tenant.clone();
         tasks.push(tokio::spawn(async move {
-            store.remove_user(&tenant, "alice", now).await.unwrap()
+            store
+                .remove_user(&tenant, "alice", EndReason::Revoked, true, now)
+                .await
+                .unwrap()
         }));
     }
     let mut removed = Vec::new();
@@ -1060,7 +1096,7 @@ async fn remove_user_exactly_once(b: Backend) {
             .unwrap()
             .is_some()
     );
-    let taken = store.take_expired(&b.tenant, now, 10).await.unwrap();
+    let taken = store.take_expired(&b.tenant, now, 10, true).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].record, expired);
 }
@@ -1091,26 +1127,26 @@ async fn take_expired_reasons_order_and_max(b: Backend) {
 
     assert!(
         store
-            .take_expired(&b.tenant, t0 + MIN - 1, 10)
+            .take_expired(&b.tenant, t0 + MIN - 1, 10, true)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .take_expired(&b.tenant, t0 + 10 * MIN, 0)
+            .take_expired(&b.tenant, t0 + 10 * MIN, 0, true)
             .await
             .unwrap()
             .is_empty()
     );
     let now = t0 + 10 * MIN;
-    let first = store.take_expired(&b.tenant, now, 2).await.unwrap();
-    let second = store.take_expired(&b.tenant, now, 2).await.unwrap();
-    let third = store.take_expired(&b.tenant, now, 2).await.unwrap();
+    let first = store.take_expired(&b.tenant, now, 2, true).await.unwrap();
+    let second = store.take_expired(&b.tenant, now, 2, true).await.unwrap();
+    let third = store.take_expired(&b.tenant, now, 2, true).await.unwrap();
     assert_eq!((first.len(), second.len(), third.len()), (2, 2, 1));
     assert!(
         store
-            .take_expired(&b.tenant, now, 2)
+            .take_expired(&b.tenant, now, 2, true)
             .await
             .unwrap()
             .is_empty()
@@ -1135,6 +1171,7 @@ async fn take_expired_reasons_order_and_max(b: Backend) {
             .create(
                 &session(&b.tenant, Some("alice"), t0),
                 limit(2, LimitPolicy::Deny),
+                true,
                 t0
             )
             .await
@@ -1143,7 +1180,7 @@ async fn take_expired_reasons_order_and_max(b: Backend) {
     ));
     assert!(
         store
-            .take_expired(&b.other_tenant(), t0 + 9 * HOUR, 10)
+            .take_expired(&b.other_tenant(), t0 + 9 * HOUR, 10, true)
             .await
             .unwrap()
             .is_empty(),
@@ -1168,7 +1205,7 @@ async fn take_expired_concurrent_never_duplicates(b: Backend) {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             loop {
-                let batch = store.take_expired(&tenant, now, 3).await.unwrap();
+                let batch = store.take_expired(&tenant, now, 3, true).await.unwrap();
                 if batch.is_empty() {
                     return got;
                 }
@@ -1316,6 +1353,7 @@ async fn audit_append_and_page(b: Backend) {
                 },
                 session.as_deref(),
                 &json!({"i": i, "what": "login", "nested": {"list": []}}),
+                None,
                 t0 + i / 4,
             )
             .await
@@ -1379,7 +1417,7 @@ async fn audit_append_and_page(b: Backend) {
             .records
             .is_empty()
     );
-    s.audit_append(&b.other_tenant(), "p", None, &json!({}), t0)
+    s.audit_append(&b.other_tenant(), "p", None, &json!({}), None, t0)
         .await
         .unwrap();
     assert_eq!(
@@ -1420,7 +1458,10 @@ async fn tenants_are_isolated(b: Backend) {
         Some(other.clone())
     );
     assert_eq!(
-        store.remove(&b.tenant, &a.token_hash, t0).await.unwrap(),
+        store
+            .remove(&b.tenant, &a.token_hash, EndReason::Logout, true, t0)
+            .await
+            .unwrap(),
         Some(a)
     );
     assert_eq!(
@@ -1428,7 +1469,7 @@ async fn tenants_are_isolated(b: Backend) {
         vec![other.clone()]
     );
     let taken = store
-        .take_expired(&other.tenant, t0 + 9 * HOUR, 10)
+        .take_expired(&other.tenant, t0 + 9 * HOUR, 10, true)
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -1471,7 +1512,7 @@ async fn odd_tenant_names(b: Backend) {
         ));
         store.kv_set(name, "p", "k", name, None).await.unwrap();
         store
-            .audit_append(name, "p", None, &json!({"t": name}), t0)
+            .audit_append(name, "p", None, &json!({"t": name}), None, t0)
             .await
             .unwrap();
     }
@@ -1485,13 +1526,320 @@ async fn odd_tenant_names(b: Backend) {
         assert_eq!(page.records[0].record, json!({"t": name}));
         assert_eq!(
             store
-                .remove_user(name, "a:b{c}", t0 + 2)
+                .remove_user(name, "a:b{c}", EndReason::Revoked, true, t0 + 2)
                 .await
                 .unwrap()
                 .len(),
             1
         );
     }
+}
+
+// ---------------------------------------------------------------- end queue
+
+/// Claims every job there is for `consumer` (batches of 5).
+async fn claim_all(store: &dyn SessionStore, tenant: &str, consumer: &str) -> Vec<EndJob> {
+    let mut jobs = Vec::new();
+    loop {
+        let batch = store
+            .claim_ends(tenant, consumer, 5, HOUR, now_ms())
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            return jobs;
+        }
+        jobs.extend(batch);
+    }
+}
+
+async fn ends_queued_by_every_ending(b: Backend) {
+    let t0 = now_ms();
+    let s = b.store();
+    let logout = session(&b.tenant, Some("ann"), t0);
+    create(&b, &logout, t0).await;
+    let revoked: Vec<_> = (0..2)
+        .map(|_| session(&b.tenant, Some("ben"), t0))
+        .collect();
+    for r in &revoked {
+        create(&b, r, t0).await;
+    }
+    let mut expired = session(&b.tenant, None, t0);
+    expired.absolute_expires_at = t0 + SEC;
+    create(&b, &expired, t0).await;
+    let mut idle = session(&b.tenant, None, t0);
+    idle.idle_timeout_ms = SEC;
+    create(&b, &idle, t0).await;
+    let evicted = session(&b.tenant, Some("cid"), t0);
+    create(&b, &evicted, t0).await;
+    // Ended without asking for a job: none is queued.
+    let quiet = session(&b.tenant, None, t0);
+    create(&b, &quiet, t0).await;
+    assert_eq!(
+        s.end_queue(&b.tenant).await.unwrap(),
+        EndQueueStats::default()
+    );
+
+    s.remove(&b.tenant, &logout.token_hash, EndReason::Logout, true, t0)
+        .await
+        .unwrap()
+        .expect("live");
+    s.remove(&b.tenant, &quiet.token_hash, EndReason::Logout, false, t0)
+        .await
+        .unwrap()
+        .expect("live");
+    assert_eq!(
+        s.remove_user(&b.tenant, "ben", EndReason::Revoked, true, t0)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let newer = session(&b.tenant, Some("cid"), t0 + 1);
+    match s
+        .create(&newer, limit(1, LimitPolicy::EvictLru), true, t0 + 1)
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Created { evicted: e } => {
+            assert_eq!(e.len(), 1);
+            assert_eq!(e[0], evicted);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.take_expired(&b.tenant, t0 + 2 * SEC, 10, true)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.end_queue(&b.tenant).await.unwrap(),
+        EndQueueStats {
+            waiting: 6,
+            claimed: 0
+        }
+    );
+
+    let jobs = claim_all(s, &b.tenant, "host-a").await;
+    assert_eq!(
+        s.end_queue(&b.tenant).await.unwrap(),
+        EndQueueStats {
+            waiting: 0,
+            claimed: 6
+        }
+    );
+    let mut got: Vec<(String, EndReason)> = jobs
+        .iter()
+        .map(|j| (j.record.public_id.clone(), j.reason))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (logout.public_id.clone(), EndReason::Logout),
+        (revoked[0].public_id.clone(), EndReason::Revoked),
+        (revoked[1].public_id.clone(), EndReason::Revoked),
+        (evicted.public_id.clone(), EndReason::Evicted),
+        (expired.public_id.clone(), EndReason::Expired),
+        (idle.public_id.clone(), EndReason::IdleTimeout),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let logout_job = jobs.iter().find(|j| j.reason == EndReason::Logout).unwrap();
+    assert_eq!(
+        logout_job.record, logout,
+        "the job carries the session as it ended"
+    );
+    assert_eq!(logout_job.ended_at, t0);
+    let end_ids: HashSet<&str> = jobs.iter().map(|j| j.end_id.as_str()).collect();
+    assert_eq!(end_ids.len(), 6, "end ids are distinct");
+    assert!(jobs.iter().all(|j| !j.reclaimed));
+    assert!(
+        jobs.iter()
+            .all(|j| j.end_id.starts_with(&j.record.public_id))
+    );
+
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    s.ack_ends(&b.tenant, &ids).await.unwrap();
+    assert_eq!(
+        s.end_queue(&b.tenant).await.unwrap(),
+        EndQueueStats::default()
+    );
+    assert!(claim_all(s, &b.tenant, "host-b").await.is_empty());
+    // Acknowledging again (or unknown ids) is harmless.
+    s.ack_ends(&b.tenant, &ids).await.unwrap();
+    assert!(
+        claim_all(s, &b.other_tenant(), "host-a").await.is_empty(),
+        "queues are per tenant"
+    );
+}
+
+async fn ends_each_claimed_once_under_concurrency(b: Backend) {
+    let t0 = now_ms();
+    let mut public = Vec::new();
+    for _ in 0..60 {
+        let r = session(&b.tenant, None, t0);
+        create(&b, &r, t0).await;
+        b.store()
+            .remove(&b.tenant, &r.token_hash, EndReason::Logout, true, t0)
+            .await
+            .unwrap();
+        public.push(r.public_id);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = b.handle(i);
+        let tenant = b.tenant.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let jobs = store
+                    .claim_ends(&tenant, &format!("host-{i}"), 3, HOUR, now_ms())
+                    .await
+                    .unwrap();
+                if jobs.is_empty() {
+                    return mine;
+                }
+                mine.extend(jobs.into_iter().map(|j| j.record.public_id));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+    claimed.sort();
+    public.sort();
+    assert_eq!(claimed, public, "every job claimed by exactly one consumer");
+}
+
+async fn ends_abandoned_are_reclaimed(b: Backend) {
+    let t0 = now_ms();
+    let s = b.store();
+    for _ in 0..3 {
+        let r = session(&b.tenant, None, t0);
+        create(&b, &r, t0).await;
+        s.remove(&b.tenant, &r.token_hash, EndReason::Logout, true, t0)
+            .await
+            .unwrap();
+    }
+    let dead = s
+        .claim_ends(&b.tenant, "dead-host", 10, HOUR, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 3);
+    // Still held by the dead host: not handed out before the reclaim time.
+    assert!(
+        b.handle(1)
+            .claim_ends(&b.tenant, "live-host", 10, HOUR, now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let taken = b
+        .handle(1)
+        .claim_ends(&b.tenant, "live-host", 2, 50, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2, "at most max");
+    let rest = b
+        .handle(2)
+        .claim_ends(&b.tenant, "live-host", 10, 50, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    let mut again: Vec<EndJob> = taken.into_iter().chain(rest).collect();
+    assert!(again.iter().all(|j| j.reclaimed));
+    again.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut first = dead.clone();
+    first.sort_by(|x, y| x.id.cmp(&y.id));
+    for (a, d) in again.iter().zip(&first) {
+        assert_eq!((&a.id, &a.end_id, &a.record), (&d.id, &d.end_id, &d.record));
+    }
+    assert_eq!(
+        s.end_queue(&b.tenant).await.unwrap(),
+        EndQueueStats {
+            waiting: 0,
+            claimed: 3
+        }
+    );
+    let ids: Vec<String> = again.iter().map(|j| j.id.clone()).collect();
+    s.ack_ends(&b.tenant, &ids).await.unwrap();
+    assert_eq!(
+        s.end_queue(&b.tenant).await.unwrap(),
+        EndQueueStats::default()
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(
+        s.claim_ends(&b.tenant, "late", 10, 50, now_ms())
+            .await
+            .unwrap()
+            .is_empty(),
+        "acknowledged jobs never come back"
+    );
+}
+
+async fn audit_append_once(b: Backend) {
+    let t0 = now_ms();
+    let s = b.store();
+    let record = json!({"type": "session_ended"});
+    let first = s
+        .audit_append(
+            &b.tenant,
+            "audit-log",
+            Some("pub-1"),
+            &record,
+            Some("end-1:audit-log:1"),
+            t0,
+        )
+        .await
+        .unwrap();
+    let again = b
+        .handle(1)
+        .audit_append(
+            &b.tenant,
+            "audit-log",
+            Some("pub-1"),
+            &record,
+            Some("end-1:audit-log:1"),
+            t0 + 5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let other = s
+        .audit_append(
+            &b.tenant,
+            "audit-log",
+            Some("pub-1"),
+            &record,
+            Some("end-1:audit-log:2"),
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_ne!(first, other);
+    let page = s.audit_page(&b.tenant, None, 10).await.unwrap();
+    assert_eq!(page.records.len(), 2);
+    // The key is per tenant.
+    s.audit_append(
+        &b.other_tenant(),
+        "audit-log",
+        None,
+        &record,
+        Some("end-1:audit-log:1"),
+        t0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.audit_page(&b.other_tenant(), None, 10)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
 }
 
 // ---------------------------------------------------------------- Redis only
@@ -1506,7 +1854,7 @@ async fn redis_keys_expire_server_side() {
     let t0 = now_ms();
     let s = session("ttl", Some("alice"), t0);
     assert!(matches!(
-        store.create(&s, None, t0).await.unwrap(),
+        store.create(&s, None, true, t0).await.unwrap(),
         CreateOutcome::Created { .. }
     ));
     let key = format!("sessiond:{{ttl}}:s:{}", s.token_hash);
@@ -1549,7 +1897,7 @@ async fn redis_keys_expire_server_side() {
         .unwrap();
     assert!((59_000..=60_000).contains(&pttl), "{pttl}");
     store
-        .audit_append("ttl", "p", None, &json!({}), t0)
+        .audit_append("ttl", "p", None, &json!({}), None, t0)
         .await
         .unwrap();
     assert_eq!(
@@ -1568,7 +1916,7 @@ async fn redis_down_is_unavailable_and_recovers() {
     let store = RedisStore::connect(&[server.url()]).await.unwrap();
     let t0 = now_ms();
     let s = session("down", None, t0);
-    store.create(&s, None, t0).await.unwrap();
+    store.create(&s, None, true, t0).await.unwrap();
 
     let mut server = tokio::task::spawn_blocking(move || {
         server.kill();
@@ -1619,4 +1967,66 @@ async fn redis_unreachable_at_connect() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Consumers of hosts that are gone leave the end queue's consumer group
+/// once they hold nothing; a consumer still holding a job stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_prunes_consumers_of_hosts_that_are_gone() {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&[server.url()]).await.unwrap();
+    let tenant = "prune";
+    let t0 = now_ms();
+    for _ in 0..2 {
+        let s = session(tenant, None, t0);
+        store.create(&s, None, true, t0).await.unwrap();
+        store
+            .remove(tenant, &s.token_hash, EndReason::Logout, true, t0)
+            .await
+            .unwrap();
+    }
+    let gone = store.claim_ends(tenant, "gone", 1, HOUR, t0).await.unwrap();
+    store.ack_ends(tenant, &[gone[0].id.clone()]).await.unwrap();
+    assert_eq!(
+        store
+            .claim_ends(tenant, "holder", 1, HOUR, t0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .claim_ends(tenant, "live", 1, HOUR, t0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .prune_end_consumers(tenant, "live", HOUR)
+            .await
+            .unwrap(),
+        0,
+        "none idle yet"
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        store.prune_end_consumers(tenant, "live", 30).await.unwrap(),
+        1,
+        "only `gone`: `holder` holds a job and `live` is kept"
+    );
+    assert_eq!(
+        store.prune_end_consumers(tenant, "live", 30).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.end_queue(tenant).await.unwrap(),
+        EndQueueStats {
+            waiting: 0,
+            claimed: 1
+        }
+    );
 }

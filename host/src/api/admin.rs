@@ -10,7 +10,9 @@ use utoipa::IntoParams;
 use super::auth::Caller;
 use super::error::{ApiResult, Problem};
 use super::extract::ApiQuery;
-use super::model::{AuditPageView, AuditView, DescribeView, Health, PluginList, PluginView};
+use super::model::{
+    AuditPageView, AuditView, DescribeView, EndQueueView, Health, PluginList, PluginView,
+};
 use crate::runtime::OnError;
 use crate::server::AppState;
 
@@ -118,6 +120,31 @@ pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
         })
         .collect();
     Json(PluginList { plugins })
+}
+
+/// The tenant's end queue.
+///
+/// How many ended sessions wait for their `on-session-end` hooks and how
+/// many are being run, plus this host's end-worker counters.
+#[utoipa::path(get, path = "/v1/ends", tag = "admin",
+    responses(
+        (status = 200, description = "The end queue", body = EndQueueView),
+        (status = 503, description = "The store does not answer", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn ends(
+    State(state): State<AppState>,
+    Caller(tenant): Caller,
+) -> ApiResult<Json<EndQueueView>> {
+    let queue = state.store.end_queue(&tenant.name).await?;
+    let worker = state.ends.stats();
+    Ok(Json(EndQueueView {
+        waiting: queue.waiting,
+        claimed: queue.claimed,
+        consumer: state.ends.consumer().to_string(),
+        ran: worker.ran,
+        reclaimed: worker.reclaimed,
+    }))
 }
 
 fn sorted(items: impl Iterator<Item = String>) -> Vec<String> {

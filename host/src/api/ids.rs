@@ -1,4 +1,4 @@
-//! Session tokens, public ids and end ids.
+//! Session tokens and public ids.
 //!
 //! A token is 32 bytes from the operating system's random generator, written
 //! base64url without padding (43 characters). It is the session's secret and
@@ -38,9 +38,9 @@ pub fn new_public_id() -> String {
     URL_SAFE_NO_PAD.encode(random::<16>())
 }
 
-/// A new end id, passed to `on-session-end` (32 hex digits).
-pub fn new_end_id() -> String {
-    hex::encode(random::<16>())
+/// 8 random hex digits (the end worker's consumer name ends with them).
+pub fn short_nonce() -> String {
+    hex::encode(random::<4>())
 }
 
 /// The store key of a token: hex SHA-256 of its text.
@@ -71,7 +71,7 @@ mod tests {
         assert!(is_token(&token), "{token}");
         assert_ne!(token, new_token());
         assert_eq!(new_public_id().len(), 22);
-        assert_eq!(new_end_id().len(), 32);
+        assert_eq!(short_nonce().len(), 8);
         assert_eq!(token_hash(&token).len(), 64);
         assert!(!is_token("short"));
         assert!(!is_token(&format!("{}=", &token[..42])));

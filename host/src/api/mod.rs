@@ -60,11 +60,12 @@ pub fn users_router() -> Router<AppState> {
     )
 }
 
-/// `/v1/audit`, `/v1/plugins`, health and the OpenAPI document.
+/// `/v1/audit`, `/v1/plugins`, `/v1/ends`, health and the OpenAPI document.
 pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/v1/audit", get(admin::audit))
         .route("/v1/plugins", get(admin::plugins))
+        .route("/v1/ends", get(admin::ends))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/openapi.json", get(openapi::openapi_json))

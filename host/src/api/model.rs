@@ -236,6 +236,22 @@ pub struct PluginList {
     pub plugins: Vec<PluginView>,
 }
 
+/// The tenant's end queue, and this host's end worker.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndQueueView {
+    /// Ended sessions whose end hooks no host has started yet.
+    pub waiting: u64,
+    /// Jobs a host has claimed and not yet finished (a host that died holds
+    /// its jobs until `ends.reclaim_after_ms` has passed).
+    pub claimed: u64,
+    /// This host's consumer name in the queue.
+    pub consumer: String,
+    /// End jobs this host ran since it started (every tenant).
+    pub ran: u64,
+    /// Of those, jobs taken over from a host that did not finish them.
+    pub reclaimed: u64,
+}
+
 /// A health answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -301,13 +301,15 @@ pub async fn create_session(
     let mut record = allowed(&state, decision).await?;
     // Plugins change data, roles, their state and the lifetime; nothing else.
     record.version = 1;
-    match state.store.create(&record, limit, now).await? {
+    match state
+        .store
+        .create(&record, limit, tenant.queues_ends(), now)
+        .await?
+    {
         CreateOutcome::Created { evicted } => {
             tracing::info!(tenant = %tenant.name, session = %record.public_id,
                 token = %ids::log_prefix(&token), user = ?record.user, "session created");
-            state
-                .end_sessions(&tenant, evicted, EndReason::Evicted)
-                .await;
+            state.ended(&tenant, &evicted, EndReason::Evicted);
         }
         CreateOutcome::LimitReached { active } => {
             let user = record.user.as_deref().unwrap_or_default();
@@ -426,12 +428,16 @@ pub async fn delete_session(
     }
     let record = state
         .store
-        .remove(&tenant.name, &key, now)
+        .remove(
+            &tenant.name,
+            &key,
+            EndReason::Logout,
+            tenant.queues_ends(),
+            now,
+        )
         .await?
         .ok_or_else(Problem::session_not_found)?;
-    state
-        .end_sessions(&tenant, vec![record], EndReason::Logout)
-        .await;
+    state.ended(&tenant, &[record], EndReason::Logout);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -528,15 +534,19 @@ pub async fn authenticate_session(
             for victim in victims {
                 if let Some(r) = state
                     .store
-                    .remove(&tenant.name, &victim.token_hash, now)
+                    .remove(
+                        &tenant.name,
+                        &victim.token_hash,
+                        EndReason::Evicted,
+                        tenant.queues_ends(),
+                        now,
+                    )
                     .await?
                 {
                     evicted.push(r);
                 }
             }
-            state
-                .end_sessions(&tenant, evicted, EndReason::Evicted)
-                .await;
+            state.ended(&tenant, &evicted, EndReason::Evicted);
             next.token_hash = new_hash;
             Ok((next, ()))
         }

@@ -64,12 +64,16 @@ pub async fn revoke_user_sessions(
 ) -> ApiResult<Json<Ended>> {
     let removed = state
         .store
-        .remove_user(&tenant.name, &user, now_ms())
+        .remove_user(
+            &tenant.name,
+            &user,
+            EndReason::Revoked,
+            tenant.queues_ends(),
+            now_ms(),
+        )
         .await?;
     let ended = removed.len();
     tracing::info!(tenant = %tenant.name, ended, "revoked a user's sessions");
-    state
-        .end_sessions(&tenant, removed, EndReason::Revoked)
-        .await;
+    state.ended(&tenant, &removed, EndReason::Revoked);
     Ok(Json(Ended { ended }))
 }

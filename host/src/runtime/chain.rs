@@ -45,6 +45,9 @@ pub enum MessageOutcome {
 #[derive(Debug, Default)]
 pub struct EndOutcome {
     pub failures: Vec<PluginFailure>,
+    /// Some plugin's host call could not reach the store: what the hooks
+    /// meant to write may be missing, so the end should be run again.
+    pub store_unavailable: bool,
 }
 
 /// The plugins of one tenant, in order.
@@ -71,6 +74,13 @@ impl Chain {
     /// Whether any plugin implements `hook`.
     pub fn has(&self, hook: Hook) -> bool {
         self.plugins.iter().any(|p| p.description.implements(hook))
+    }
+
+    /// The longest a run of `hook` over the chain can take: the sum of the
+    /// deadlines of the plugins that implement it (a fresh instance's
+    /// instantiation counts against the same deadline).
+    pub fn worst_case_ms(&self, hook: Hook) -> u64 {
+        self.with(hook).map(|p| p.limits.deadline_ms).sum()
     }
 
     fn with(&self, hook: Hook) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
@@ -232,10 +242,9 @@ impl Chain {
         let mut outcome = EndOutcome::default();
         let data = data_json(record);
         for p in self.with(Hook::SessionEnd) {
-            if let Err(f) = p
-                .on_session_end(&view_with(record, &p.name, data.clone()), &end)
-                .result
-            {
+            let call = p.on_session_end(&view_with(record, &p.name, data.clone()), &end);
+            outcome.store_unavailable |= call.report.store_unavailable;
+            if let Err(f) = call.result {
                 tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = f.kind.as_str(),
                     session = %record.public_id, "on-session-end failed: {}", f.message);
                 outcome.failures.push(f);

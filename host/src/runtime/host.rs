@@ -15,7 +15,7 @@ use super::error::HostTrap;
 use super::limits::Limits;
 use super::output::TailPipe;
 use crate::session::{SessionSummary, now_ms};
-use crate::store::SessionStore;
+use crate::store::{SessionStore, StoreError, StoreResult};
 
 /// What every instance of one plugin in one tenant shares.
 pub(crate) struct PluginEnv {
@@ -82,6 +82,14 @@ pub(crate) struct CallState {
     pub max_out: u64,
     pub logs: Vec<LogLine>,
     pub audit: Vec<Value>,
+    /// In `on-session-end`: the end id. Audit records are then appended
+    /// with idempotency keys `<end id>:<plugin>:<n>` (the n-th append of the
+    /// call), so a hook run again for the same end writes each record once.
+    pub end_id: Option<String>,
+    pub audit_appends: u32,
+    /// A store operation of this call failed because the store could not be
+    /// reached or did not answer in time.
+    pub store_unavailable: bool,
 }
 
 impl CallState {
@@ -98,6 +106,9 @@ impl CallState {
             max_out: limits.max_output_bytes,
             logs: Vec::new(),
             audit: Vec::new(),
+            end_id: None,
+            audit_appends: 0,
+            store_unavailable: false,
         };
     }
 
@@ -185,16 +196,32 @@ impl HostState {
     }
 
     /// Runs a store operation for a host call, bounded by the call's deadline.
-    fn block_on<T>(
-        &self,
+    /// Runs one store operation for a host call, bounded by what is left of
+    /// the call's deadline. Notes in the call state when the store could not
+    /// be reached (or did not answer before the deadline), so that callers
+    /// such as the end worker can tell a plugin failure from an outage.
+    fn store_call<T>(
+        &mut self,
         remaining: std::time::Duration,
-        fut: impl std::future::Future<Output = T>,
-    ) -> wasmtime::Result<T> {
+        fut: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> wasmtime::Result<StoreResult<T>> {
         let deadline_ms = self.call.deadline_ms;
-        self.env
+        let result = self
+            .env
             .handle
-            .block_on(async { tokio::time::timeout(remaining, fut).await })
-            .map_err(|_| HostTrap::Deadline(deadline_ms).into())
+            .block_on(async { tokio::time::timeout(remaining, fut).await });
+        match result {
+            Ok(r) => {
+                if matches!(r, Err(StoreError::Unavailable(_))) {
+                    self.call.store_unavailable = true;
+                }
+                Ok(r)
+            }
+            Err(_) => {
+                self.call.store_unavailable = true;
+                Err(HostTrap::Deadline(deadline_ms).into())
+            }
+        }
     }
 }
 
@@ -254,7 +281,7 @@ impl kv::Host for HostState {
         let remaining = self.call.enter()?;
         self.call.give_out("kv key", key.len())?;
         let env = self.env.clone();
-        let got = self.block_on(remaining, env.store.kv_get(&env.tenant, &env.plugin, &key))?;
+        let got = self.store_call(remaining, env.store.kv_get(&env.tenant, &env.plugin, &key))?;
         match got {
             Ok(value) => {
                 self.call
@@ -274,7 +301,7 @@ impl kv::Host for HostState {
         let remaining = self.call.enter()?;
         self.call.give_out("kv entry", key.len() + value.len())?;
         let env = self.env.clone();
-        let res = self.block_on(
+        let res = self.store_call(
             remaining,
             env.store
                 .kv_set(&env.tenant, &env.plugin, &key, &value, ttl_seconds),
@@ -286,7 +313,7 @@ impl kv::Host for HostState {
         let remaining = self.call.enter()?;
         self.call.give_out("kv key", key.len())?;
         let env = self.env.clone();
-        let res = self.block_on(
+        let res = self.store_call(
             remaining,
             env.store.kv_delete(&env.tenant, &env.plugin, &key),
         )?;
@@ -301,7 +328,7 @@ impl sessions::Host for HostState {
     ) -> wasmtime::Result<Result<Vec<types::SessionSummary>, String>> {
         let remaining = self.call.enter()?;
         let env = self.env.clone();
-        let res = self.block_on(remaining, env.store.list_user(&env.tenant, &user, now_ms()))?;
+        let res = self.store_call(remaining, env.store.list_user(&env.tenant, &user, now_ms()))?;
         match res {
             Ok(records) => {
                 let list: Vec<types::SessionSummary> = records
@@ -328,13 +355,20 @@ impl audit::Host for HostState {
         };
         let env = self.env.clone();
         let session = self.call.session.clone();
-        let res = self.block_on(
+        self.call.audit_appends += 1;
+        let once = self
+            .call
+            .end_id
+            .as_ref()
+            .map(|end| format!("{end}:{}:{}", env.plugin, self.call.audit_appends));
+        let res = self.store_call(
             remaining,
             env.store.audit_append(
                 &env.tenant,
                 &env.plugin,
                 session.as_deref(),
                 &value,
+                once.as_deref(),
                 now_ms(),
             ),
         )?;

@@ -103,6 +103,10 @@ pub struct CallReport {
     pub output: String,
     pub logs: Vec<LogLine>,
     pub audit: Vec<Value>,
+    /// A host call of this call could not reach the store (or the store did
+    /// not answer before the deadline).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub store_unavailable: bool,
 }
 
 /// The result of one hook call.
@@ -375,6 +379,7 @@ impl LoadedPlugin {
         report.peak_memory_bytes = data.limiter.total;
         report.logs = std::mem::take(&mut data.call.logs);
         report.audit = std::mem::take(&mut data.call.audit);
+        report.store_unavailable = data.call.store_unavailable;
         report.output = data.output.take();
 
         let result = match outcome {
@@ -447,7 +452,10 @@ impl LoadedPlugin {
         self.call(
             Some(&session.id),
             input,
-            |h, s| h.call_on_session_end(s, session, end),
+            |h, s| {
+                s.data_mut().call.end_id = Some(end.end_id.clone());
+                h.call_on_session_end(s, session, end)
+            },
             |_| 0,
         )
     }

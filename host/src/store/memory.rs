@@ -17,17 +17,17 @@
 //! The one difference: Redis drops a session key a grace period after its
 //! deadline even if no sweeper took it; here it stays until swept.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    AuditPage, CreateOutcome, Expired, LimitPolicy, SessionStore, StoreError, StoreResult,
-    UserLimit, WriteOutcome,
+    AUDIT_ONCE_TTL_MS, AuditPage, CreateOutcome, EndJob, EndQueueStats, Expired, LimitPolicy,
+    SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
 };
-use crate::session::{AuditRecord, Millis, SessionRecord, now_ms};
+use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
 /// How many audit records a tenant's stream keeps by default.
 pub const DEFAULT_AUDIT_MAX_LEN: usize = 100_000;
@@ -127,6 +127,30 @@ struct Tenant {
     kv_expiry: BTreeSet<(Millis, String, String)>,
     audit: VecDeque<(StreamId, AuditRecord)>,
     last_audit_id: StreamId,
+    /// Idempotency keys of audit appends: the id written and when the key
+    /// lapses.
+    audit_once: HashMap<String, String>,
+    /// The same keys with when they lapse, oldest first (the TTL is fixed).
+    audit_once_order: VecDeque<(Millis, String)>,
+    /// The end queue, by job id.
+    ends: BTreeMap<StreamId, QueuedEnd>,
+    last_end_id: StreamId,
+}
+
+/// An end job and who holds it.
+struct QueuedEnd {
+    job: EndJob,
+    /// The consumer that claimed it and when.
+    claimed: Option<(String, Millis)>,
+}
+
+/// The next stream id after `last` at time `now`, as Redis assigns them.
+fn next_id(last: StreamId, now: Millis) -> StreamId {
+    if now > last.0 {
+        StreamId(now, 0)
+    } else {
+        StreamId(last.0, last.1 + 1)
+    }
 }
 
 impl Tenant {
@@ -188,6 +212,36 @@ impl Tenant {
         }
     }
 
+    /// Queues the end job of a session that was just taken out.
+    fn queue_end(&mut self, record: &SessionRecord, reason: EndReason, now: Millis) {
+        let id = next_id(self.last_end_id, now);
+        self.last_end_id = id;
+        let job = EndJob {
+            id: id.to_string(),
+            end_id: format!("{}.{id}", record.public_id),
+            record: record.clone(),
+            reason,
+            ended_at: now,
+            reclaimed: false,
+        };
+        self.ends.insert(id, QueuedEnd { job, claimed: None });
+    }
+
+    /// Takes a live session out and queues its end job when asked.
+    fn end(
+        &mut self,
+        token_hash: &str,
+        reason: EndReason,
+        queue: bool,
+        now: Millis,
+    ) -> Option<SessionRecord> {
+        let record = self.take(token_hash)?;
+        if queue {
+            self.queue_end(&record, reason, now);
+        }
+        Some(record)
+    }
+
     fn kv_remove(&mut self, plugin: &str, key: &str) -> Option<KvEntry> {
         let entry = self.kv.remove(&(plugin.to_string(), key.to_string()))?;
         if let Some(at) = entry.expires_at {
@@ -212,6 +266,7 @@ impl SessionStore for MemoryStore {
         &self,
         record: &SessionRecord,
         limit: Option<UserLimit>,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
         let tenant = self.tenant(&record.tenant);
@@ -236,7 +291,7 @@ impl SessionStore for MemoryStore {
                     });
                 }
                 for hash in &live[..live.len() - max + 1] {
-                    evicted.extend(t.take(hash));
+                    evicted.extend(t.end(hash, EndReason::Evicted, queue_ends, now));
                 }
             }
         }
@@ -303,6 +358,8 @@ impl SessionStore for MemoryStore {
         &self,
         tenant: &str,
         token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<Option<SessionRecord>> {
         let tenant = self.tenant(tenant);
@@ -310,7 +367,7 @@ impl SessionStore for MemoryStore {
         if t.live(token_hash, now).is_none() {
             return Ok(None);
         }
-        Ok(t.take(token_hash))
+        Ok(t.end(token_hash, reason, queue_ends, now))
     }
 
     async fn list_user(
@@ -330,6 +387,8 @@ impl SessionStore for MemoryStore {
         &self,
         tenant: &str,
         user: &str,
+        reason: EndReason,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<Vec<SessionRecord>> {
         let tenant = self.tenant(tenant);
@@ -339,7 +398,10 @@ impl SessionStore for MemoryStore {
             .into_iter()
             .map(|r| r.token_hash.clone())
             .collect();
-        let mut out: Vec<SessionRecord> = hashes.iter().filter_map(|h| t.take(h)).collect();
+        let mut out: Vec<SessionRecord> = hashes
+            .iter()
+            .filter_map(|h| t.end(h, reason, queue_ends, now))
+            .collect();
         oldest_first(&mut out);
         Ok(out)
     }
@@ -349,6 +411,7 @@ impl SessionStore for MemoryStore {
         tenant: &str,
         now: Millis,
         max: usize,
+        queue_ends: bool,
     ) -> StoreResult<Vec<Expired>> {
         let tenant = self.tenant(tenant);
         let mut t = lock(&tenant);
@@ -360,14 +423,83 @@ impl SessionStore for MemoryStore {
             .take(max)
             .map(|(_, h)| h.clone())
             .collect();
-        Ok(due
-            .iter()
-            .filter_map(|h| t.take(h))
-            .map(|record| Expired {
-                reason: record.expiry_reason(),
-                record,
-            })
-            .collect())
+        let mut out = Vec::with_capacity(due.len());
+        for hash in &due {
+            let Some(reason) = t.sessions.get(hash).map(SessionRecord::expiry_reason) else {
+                continue;
+            };
+            if let Some(record) = t.end(hash, reason, queue_ends, now) {
+                out.push(Expired { record, reason });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim_ends(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        max: usize,
+        reclaim_after_ms: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<EndJob>> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        let mut out = Vec::new();
+        // Abandoned jobs first, as XAUTOCLAIM hands them out.
+        for queued in t.ends.values_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if let Some((_, at)) = &queued.claimed
+                && now.saturating_sub(*at) >= reclaim_after_ms
+            {
+                queued.claimed = Some((consumer.to_string(), now));
+                queued.job.reclaimed = true;
+                out.push(queued.job.clone());
+            }
+        }
+        for queued in t.ends.values_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if queued.claimed.is_none() {
+                queued.claimed = Some((consumer.to_string(), now));
+                out.push(queued.job.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<()> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        for id in ids {
+            if let Ok(id) = StreamId::parse(id) {
+                t.ends.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn prune_end_consumers(
+        &self,
+        _tenant: &str,
+        _keep: &str,
+        _idle_ms: Millis,
+    ) -> StoreResult<u64> {
+        // Consumers are not recorded apart from the jobs they hold.
+        Ok(0)
+    }
+
+    async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        let claimed = t.ends.values().filter(|q| q.claimed.is_some()).count() as u64;
+        Ok(EndQueueStats {
+            waiting: t.ends.len() as u64 - claimed,
+            claimed,
+        })
     }
 
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>> {
@@ -426,18 +558,33 @@ impl SessionStore for MemoryStore {
         plugin: &str,
         session: Option<&str>,
         record: &Value,
+        once: Option<&str>,
         now: Millis,
     ) -> StoreResult<String> {
         let name = tenant;
         let tenant = self.tenant(name);
         let mut t = lock(&tenant);
-        let last = t.last_audit_id;
-        let id = if now > last.0 {
-            StreamId(now, 0)
-        } else {
-            StreamId(last.0, last.1 + 1)
-        };
+        if let Some(key) = once {
+            let clock = now_ms();
+            while t
+                .audit_once_order
+                .front()
+                .is_some_and(|(until, _)| *until <= clock)
+            {
+                let (_, lapsed) = t.audit_once_order.pop_front().expect("non-empty");
+                t.audit_once.remove(&lapsed);
+            }
+            if let Some(id) = t.audit_once.get(key) {
+                return Ok(id.clone());
+            }
+        }
+        let id = next_id(t.last_audit_id, now);
         t.last_audit_id = id;
+        if let Some(key) = once {
+            t.audit_once.insert(key.to_string(), id.to_string());
+            t.audit_once_order
+                .push_back((now_ms() + AUDIT_ONCE_TTL_MS, key.to_string()));
+        }
         t.audit.push_back((
             id,
             AuditRecord {

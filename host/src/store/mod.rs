@@ -32,6 +32,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How long an idempotency key of [`SessionStore::audit_append`] is kept.
+pub const AUDIT_ONCE_TTL_MS: Millis = 24 * 3600 * 1000;
+
 /// What happens when a user already has the tenant's maximum of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -79,6 +82,41 @@ pub struct Expired {
     pub reason: EndReason,
 }
 
+/// One ended session whose `on-session-end` hooks are still to run: an entry
+/// of the tenant's durable end queue.
+///
+/// Every operation that ends sessions (`create` evicting, `remove`,
+/// `remove_user`, `take_expired`) queues their jobs in the same atomic step
+/// when asked to (`queue_ends`). A host takes jobs with
+/// [`SessionStore::claim_ends`], runs the hooks and then acknowledges them
+/// with [`SessionStore::ack_ends`]; a job claimed but not acknowledged within
+/// the reclaim time (its host died or stalled) is handed to the next host
+/// that claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndJob {
+    /// The job's position in the queue; pass it to [`SessionStore::ack_ends`].
+    pub id: String,
+    /// The idempotency key given to the hooks: the same on every delivery
+    /// of this job, different for every other end.
+    pub end_id: String,
+    /// The session as it was when it ended.
+    pub record: SessionRecord,
+    pub reason: EndReason,
+    /// When the session ended (ms since the epoch).
+    pub ended_at: Millis,
+    /// Whether the job was taken over from a consumer that did not finish it.
+    pub reclaimed: bool,
+}
+
+/// How many end jobs a tenant's queue holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndQueueStats {
+    /// Queued and not yet claimed by any host.
+    pub waiting: u64,
+    /// Claimed by a host and not yet acknowledged.
+    pub claimed: u64,
+}
+
 /// One page of a tenant's audit stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditPage {
@@ -109,11 +147,14 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     /// Stores a new session, enforcing `limit` for its user (anonymous
-    /// sessions have no limit). Exact under concurrency.
+    /// sessions have no limit). Exact under concurrency. With `queue_ends`,
+    /// the end jobs of the sessions evicted to make room (reason `evicted`)
+    /// are queued in the same atomic step.
     async fn create(
         &self,
         record: &SessionRecord,
         limit: Option<UserLimit>,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome>;
 
@@ -148,12 +189,14 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> StoreResult<Option<SessionRecord>>;
 
     /// Removes a live session and returns it. Of any number of concurrent
-    /// calls (and sweeps) for the same session exactly one gets `Some`; that
-    /// caller runs the end hooks.
+    /// calls (and sweeps) for the same session exactly one gets `Some`, and
+    /// with `queue_ends` exactly one end job (with `reason`) is queued.
     async fn remove(
         &self,
         tenant: &str,
         token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<Option<SessionRecord>>;
 
@@ -171,18 +214,54 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         tenant: &str,
         user: &str,
+        reason: EndReason,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<Vec<SessionRecord>>;
 
     /// Takes up to `max` sessions of `tenant` whose deadline is `<= now` out of
-    /// the store and returns them with the reason they ended. Each expired
-    /// session is returned by exactly one call.
+    /// the store and returns them with the reason they ended (`expired` or
+    /// `idle-timeout`). Each expired session is returned by exactly one call,
+    /// and with `queue_ends` its end job is queued in the same atomic step.
     async fn take_expired(
         &self,
         tenant: &str,
         now: Millis,
         max: usize,
+        queue_ends: bool,
     ) -> StoreResult<Vec<Expired>>;
+
+    /// Claims up to `max` end jobs of `tenant` for `consumer` (a name unique
+    /// to the claiming host process): first jobs that another consumer (or
+    /// this one) claimed at least `reclaim_after_ms` ago without
+    /// acknowledging them, marked `reclaimed`, then jobs never claimed, oldest
+    /// first. A job is held by one consumer at a time.
+    async fn claim_ends(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        max: usize,
+        reclaim_after_ms: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<EndJob>>;
+
+    /// Acknowledges finished end jobs: they leave the queue for good.
+    /// Unknown ids are ignored.
+    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<()>;
+
+    /// How many end jobs of `tenant` are waiting and claimed.
+    async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats>;
+
+    /// Forgets the end-queue consumers of `tenant` (other than `keep`) that
+    /// hold no job and have not claimed for `idle_ms`: hosts that stopped or
+    /// died and whose jobs were taken over. Returns how many were removed.
+    /// A store that does not track consumers removes none.
+    async fn prune_end_consumers(
+        &self,
+        tenant: &str,
+        keep: &str,
+        idle_ms: Millis,
+    ) -> StoreResult<u64>;
 
     /// Reads a plugin's private key-value entry.
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>>;
@@ -201,12 +280,18 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn kv_delete(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<bool>;
 
     /// Appends a record to the tenant's audit stream; returns its id.
+    ///
+    /// With `once`, an idempotency key: the first append with that key
+    /// writes the record and every later one (for a day) writes nothing and
+    /// returns the first one's id. End hooks that run again after a host died
+    /// mid-hook therefore write each of their records once.
     async fn audit_append(
         &self,
         tenant: &str,
         plugin: &str,
         session: Option<&str>,
         record: &Value,
+        once: Option<&str>,
         now: Millis,
     ) -> StoreResult<String>;
 

@@ -18,6 +18,8 @@
 //! | `deadlines` | sorted set | token hashes, score = `d` | none: members leave when taken |
 //! | `kv:<plugin>:<key>` | string | a plugin's value (`:` and `%` in the plugin name escaped) | `PX` ttl when given |
 //! | `audit` | stream | fields `at`, `plugin`, `session` (optional), `record` (JSON) | `XADD MAXLEN ~ audit_max_len` |
+//! | `once:<key>` | string | the audit id written by the first append with idempotency key `<key>` (end hooks: `<end id>:<plugin>:<n>`) | `PX` one day |
+//! | `ends` | stream, consumer group `ends` | end jobs: fields `r`, `v`, `l` (the session as it ended), `why` (reason), `at` (ended at) | entries deleted when acknowledged |
 //!
 //! `v` and `l` are authoritative over the copies inside `r`: `touch` changes
 //! only those fields (and `d`), never rewriting the JSON in Lua.
@@ -25,6 +27,18 @@
 //! A session past `d` is treated as absent by every read but its key lives on
 //! for the grace period, so the sweeper's `take_expired` can still take it and
 //! run its end hooks exactly once.
+//!
+//! # End jobs
+//!
+//! Every script that ends sessions (create evicting, remove, user removal,
+//! take-expired) appends their end jobs to `ends` in the same atomic step,
+//! when the caller asks for it (the tenant has end hooks). Hosts read the
+//! stream through the consumer group `ends`, each under its own consumer
+//! name: `XAUTOCLAIM` first hands over entries another consumer has held
+//! past the reclaim time (a dead or stalled host), then `XREADGROUP >` new
+//! ones, in one script. A finished job is `XACK`ed and `XDEL`eted at once,
+//! so the stream holds only unfinished jobs. The end id given to hooks is
+//! `<public id>.<entry id>`: the same on every delivery of the job.
 //!
 //! Scripts receive every key they are given by name in `KEYS`, plus the
 //! tenant's key base in `ARGV[1]`; they build the keys of index members
@@ -41,10 +55,10 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErr
 use serde_json::Value as Json;
 
 use super::{
-    AuditPage, CreateOutcome, Expired, LimitPolicy, SessionStore, StoreError, StoreResult,
-    UserLimit, WriteOutcome,
+    AUDIT_ONCE_TTL_MS, AuditPage, CreateOutcome, EndJob, EndQueueStats, Expired, LimitPolicy,
+    SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
 };
-use crate::session::{AuditRecord, Millis, SessionRecord};
+use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
 
 /// The largest time this backend stores (2^53 - 1 ms, about 285,000 years):
 /// Lua numbers are doubles, so times are clamped to stay exact.
@@ -219,10 +233,21 @@ end
 local function push3(out, f)
   out[#out + 1] = f[1]; out[#out + 1] = f[2]; out[#out + 1] = f[3]
 end
+-- Queues the end job of a session just taken out (f = r, v, l) when `on`
+-- is '1'. The stream and its consumer group are created together.
+local function queue_end(base, on, f, why, now)
+  if on ~= '1' then return end
+  local key = base .. 'ends'
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('XGROUP', 'CREATE', key, 'ends', '0', 'MKSTREAM')
+  end
+  redis.call('XADD', key, '*', 'r', f[1], 'v', f[2], 'l', f[3], 'why', why, 'at', now)
+end
 "#;
 
 /// KEYS: session, deadlines, [user]. ARGV: base, hash, r, v, l, a, i, d, u,
-/// pexpireat, now, max (-1: no limit), policy ('deny' | 'evict').
+/// pexpireat, now, max (-1: no limit), policy ('deny' | 'evict'), queue ends
+/// ('1' | '0').
 /// Returns {'exists'} | {'limit', active} | {'ok', r, v, l, ...evicted}.
 const LUA_CREATE: &str = r#"
 local base, hash, now = ARGV[1], ARGV[2], tonumber(ARGV[11])
@@ -245,7 +270,9 @@ if KEYS[3] and max >= 0 then
     for j = 1, #live - max + 1 do
       local m = live[j]
       local sk = base .. 's:' .. m
-      push3(out, redis.call('HMGET', sk, 'r', 'v', 'l'))
+      local f = redis.call('HMGET', sk, 'r', 'v', 'l')
+      push3(out, f)
+      queue_end(base, ARGV[14], f, 'evicted', ARGV[11])
       redis.call('DEL', sk)
       redis.call('ZREM', KEYS[3], m)
       redis.call('ZREM', KEYS[2], m)
@@ -313,20 +340,22 @@ end
 return {f[1], v, ls}
 "#;
 
-/// KEYS: session, deadlines. ARGV: base, hash, now.
+/// KEYS: session, deadlines. ARGV: base, hash, now, reason, queue ends.
 /// Returns nil | {r, v, l}.
 const LUA_REMOVE: &str = r#"
 local base, hash = ARGV[1], ARGV[2]
 local f = redis.call('HMGET', KEYS[1], 'r', 'v', 'l', 'd', 'u')
 if not f[1] or tonumber(f[4]) <= tonumber(ARGV[3]) then return false end
+queue_end(base, ARGV[5], f, ARGV[4], ARGV[3])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], hash)
 if f[5] and f[5] ~= '' then redis.call('ZREM', base .. 'u:' .. f[5], hash) end
 return {f[1], f[2], f[3]}
 "#;
 
-/// KEYS: user, deadlines. ARGV: base, now, take ('1' removes the live sessions).
-/// Drops index members whose key is gone. Returns {r, v, l, ...}.
+/// KEYS: user, deadlines. ARGV: base, now, take ('1' removes the live
+/// sessions), reason, queue ends. Drops index members whose key is gone.
+/// Returns {r, v, l, ...}.
 const LUA_USER: &str = r#"
 local base, now, take = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local out = {}
@@ -339,6 +368,7 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   elseif tonumber(f[4]) > now then
     push3(out, f)
     if take then
+      queue_end(base, ARGV[5], f, ARGV[4], ARGV[2])
       redis.call('DEL', sk)
       redis.call('ZREM', KEYS[1], m)
       redis.call('ZREM', KEYS[2], m)
@@ -348,19 +378,22 @@ end
 return out
 "#;
 
-/// KEYS: deadlines. ARGV: base, now, max. Returns {r, v, l, ...}.
+/// KEYS: deadlines. ARGV: base, now, max, queue ends. Returns {r, v, l, ...}.
 const LUA_TAKE_EXPIRED: &str = r#"
 local base, now = ARGV[1], tonumber(ARGV[2])
 local out = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])) do
   local sk = base .. 's:' .. m
-  local f = redis.call('HMGET', sk, 'r', 'v', 'l', 'd', 'u')
+  local f = redis.call('HMGET', sk, 'r', 'v', 'l', 'd', 'u', 'a', 'i')
   if not f[1] then
     redis.call('ZREM', KEYS[1], m)
   elseif tonumber(f[4]) > now then
     redis.call('ZADD', KEYS[1], f[4], m)
   else
     push3(out, f)
+    local why = 'idle-timeout'
+    if tonumber(f[6]) <= tonumber(f[3]) + tonumber(f[7]) then why = 'expired' end
+    queue_end(base, ARGV[4], f, why, ARGV[2])
     redis.call('DEL', sk)
     redis.call('ZREM', KEYS[1], m)
     if f[5] and f[5] ~= '' then redis.call('ZREM', base .. 'u:' .. f[5], m) end
@@ -369,7 +402,83 @@ end
 return out
 "#;
 
+/// KEYS: ends. ARGV: consumer, max, reclaim after (ms).
+/// Returns {abandoned entries taken over, new entries}, each entry
+/// {id, {field, value, ...}}.
+const LUA_CLAIM_ENDS: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {{}, {}} end
+local ac = redis.pcall('XAUTOCLAIM', KEYS[1], 'ends', ARGV[1], ARGV[3], '0-0', 'COUNT', ARGV[2])
+if ac['err'] then
+  if not string.find(ac['err'], 'NOGROUP', 1, true) then return ac end
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'ends', '0')
+  ac = {'0-0', {}}
+end
+local old = {}
+for _, e in ipairs(ac[2]) do
+  if type(e) == 'table' then old[#old + 1] = e end
+end
+local fresh = {}
+local left = tonumber(ARGV[2]) - #old
+if left > 0 then
+  local r = redis.call('XREADGROUP', 'GROUP', 'ends', ARGV[1], 'COUNT', left,
+    'STREAMS', KEYS[1], '>')
+  if r then fresh = r[1][2] end
+end
+return {old, fresh}
+"#;
+
+/// KEYS: ends. ARGV: entry ids. Acknowledges and deletes them.
+const LUA_ACK_ENDS: &str = r#"
+redis.call('XACK', KEYS[1], 'ends', unpack(ARGV))
+redis.call('XDEL', KEYS[1], unpack(ARGV))
+return 1
+"#;
+
+/// KEYS: ends. Returns {waiting, claimed}.
+const LUA_END_QUEUE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+local len = redis.call('XLEN', KEYS[1])
+local p = redis.pcall('XPENDING', KEYS[1], 'ends')
+local claimed = 0
+if not p['err'] then claimed = p[1] end
+return {len - claimed, claimed}
+"#;
+
+/// KEYS: ends. ARGV: consumer to keep, idle ms. Deletes the group's
+/// consumers that hold nothing and were idle longer. Returns how many.
+const LUA_PRUNE_CONSUMERS: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cs = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], 'ends')
+if cs['err'] then return 0 end
+local n = 0
+for _, c in ipairs(cs) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[1] and tonumber(f['pending']) == 0
+      and tonumber(f['idle']) > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'ends', f['name'])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// KEYS: audit, idempotency key. ARGV: max len, key ttl (ms), fields...
+/// Returns the id written now or by the first append with the key.
+const LUA_AUDIT_ONCE: &str = r#"
+local prev = redis.call('GET', KEYS[2])
+if prev then return prev end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[2])
+return id
+"#;
+
 struct Scripts {
+    prune_consumers: Script,
+    claim_ends: Script,
+    ack_ends: Script,
+    end_queue: Script,
+    audit_once: Script,
     create: Script,
     update: Script,
     touch: Script,
@@ -381,6 +490,11 @@ struct Scripts {
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
     let s = |body: &str| Script::new(&format!("{LUA_PRELUDE}{body}"));
     Scripts {
+        prune_consumers: s(LUA_PRUNE_CONSUMERS),
+        claim_ends: s(LUA_CLAIM_ENDS),
+        ack_ends: s(LUA_ACK_ENDS),
+        end_queue: s(LUA_END_QUEUE),
+        audit_once: s(LUA_AUDIT_ONCE),
         create: s(LUA_CREATE),
         update: s(LUA_UPDATE),
         touch: s(LUA_TOUCH),
@@ -550,6 +664,7 @@ impl SessionStore for RedisStore {
         &self,
         record: &SessionRecord,
         limit: Option<UserLimit>,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
         let base = self.base(&record.tenant);
@@ -576,7 +691,8 @@ impl SessionStore for RedisStore {
         inv.arg(self.pexpireat(record.expires_at()))
             .arg(now)
             .arg(max)
-            .arg(policy);
+            .arg(policy)
+            .arg(flag(queue_ends));
         let reply = items(self.invoke(&inv).await?)?;
         match reply.first().map(text).transpose()? {
             Some("ok") => Ok(CreateOutcome::Created {
@@ -677,6 +793,8 @@ impl SessionStore for RedisStore {
         &self,
         tenant: &str,
         token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<Option<SessionRecord>> {
         let base = self.base(tenant);
@@ -685,7 +803,9 @@ impl SessionStore for RedisStore {
             .key(format!("{base}deadlines"))
             .arg(&base)
             .arg(token_hash)
-            .arg(now);
+            .arg(now)
+            .arg(reason.as_str())
+            .arg(flag(queue_ends));
         let reply = items(self.invoke(&inv).await?)?;
         one_record(&reply)
     }
@@ -696,16 +816,19 @@ impl SessionStore for RedisStore {
         user: &str,
         now: Millis,
     ) -> StoreResult<Vec<SessionRecord>> {
-        self.user_sessions(tenant, user, now, false).await
+        self.user_sessions(tenant, user, now, None).await
     }
 
     async fn remove_user(
         &self,
         tenant: &str,
         user: &str,
+        reason: EndReason,
+        queue_ends: bool,
         now: Millis,
     ) -> StoreResult<Vec<SessionRecord>> {
-        self.user_sessions(tenant, user, now, true).await
+        self.user_sessions(tenant, user, now, Some((reason, queue_ends)))
+            .await
     }
 
     async fn take_expired(
@@ -713,6 +836,7 @@ impl SessionStore for RedisStore {
         tenant: &str,
         now: Millis,
         max: usize,
+        queue_ends: bool,
     ) -> StoreResult<Vec<Expired>> {
         if max == 0 {
             return Ok(Vec::new());
@@ -722,7 +846,8 @@ impl SessionStore for RedisStore {
         inv.key(format!("{base}deadlines"))
             .arg(&base)
             .arg(now)
-            .arg(max);
+            .arg(max)
+            .arg(flag(queue_ends));
         let reply = items(self.invoke(&inv).await?)?;
         Ok(records(&reply)?
             .into_iter()
@@ -731,6 +856,69 @@ impl SessionStore for RedisStore {
                 record,
             })
             .collect())
+    }
+
+    async fn claim_ends(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        max: usize,
+        reclaim_after_ms: Millis,
+        _now: Millis,
+    ) -> StoreResult<Vec<EndJob>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut inv = SCRIPTS.claim_ends.prepare_invoke();
+        inv.key(self.ends_key(tenant))
+            .arg(consumer)
+            .arg(max)
+            .arg(reclaim_after_ms.max(1));
+        let reply = items(self.invoke(&inv).await?)?;
+        let mut out = Vec::new();
+        for (list, reclaimed) in reply.into_iter().zip([true, false]) {
+            for entry in items(list)? {
+                if !matches!(entry, Value::Nil) {
+                    out.push(end_job(entry, reclaimed)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<()> {
+        for chunk in ids.chunks(1000) {
+            let mut inv = SCRIPTS.ack_ends.prepare_invoke();
+            inv.key(self.ends_key(tenant));
+            for id in chunk {
+                inv.arg(id);
+            }
+            self.invoke(&inv).await?;
+        }
+        Ok(())
+    }
+
+    async fn prune_end_consumers(
+        &self,
+        tenant: &str,
+        keep: &str,
+        idle_ms: Millis,
+    ) -> StoreResult<u64> {
+        let mut inv = SCRIPTS.prune_consumers.prepare_invoke();
+        inv.key(self.ends_key(tenant)).arg(keep).arg(idle_ms);
+        number(&self.invoke(&inv).await?)
+    }
+
+    async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
+        let mut inv = SCRIPTS.end_queue.prepare_invoke();
+        inv.key(self.ends_key(tenant));
+        match items(self.invoke(&inv).await?)?.as_slice() {
+            [waiting, claimed] => Ok(EndQueueStats {
+                waiting: number(waiting)?,
+                claimed: number(claimed)?,
+            }),
+            _ => Err(corrupt("end queue stats: expected two numbers")),
+        }
     }
 
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>> {
@@ -780,23 +968,39 @@ impl SessionStore for RedisStore {
         plugin: &str,
         session: Option<&str>,
         record: &Json,
+        once: Option<&str>,
         now: Millis,
     ) -> StoreResult<String> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(format!("{}audit", self.base(tenant)))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.audit_max_len)
-            .arg("*")
-            .arg("at")
-            .arg(now)
-            .arg("plugin")
-            .arg(plugin);
+        let base = self.base(tenant);
+        let mut fields: Vec<String> = vec!["at".into(), now.to_string(), "plugin".into()];
+        fields.push(plugin.to_string());
         if let Some(session) = session {
-            cmd.arg("session").arg(session);
+            fields.push("session".into());
+            fields.push(session.to_string());
         }
-        cmd.arg("record").arg(record.to_string());
-        let reply = self.query(&cmd).await?;
+        fields.push("record".into());
+        fields.push(record.to_string());
+        let reply = match once {
+            None => {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(format!("{base}audit"))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.audit_max_len)
+                    .arg("*")
+                    .arg(fields);
+                self.query(&cmd).await?
+            }
+            Some(key) => {
+                let mut inv = SCRIPTS.audit_once.prepare_invoke();
+                inv.key(format!("{base}audit"))
+                    .key(format!("{base}once:{key}"))
+                    .arg(self.audit_max_len)
+                    .arg(AUDIT_ONCE_TTL_MS)
+                    .arg(fields);
+                self.invoke(&inv).await?
+            }
+        };
         text(&reply).map(str::to_string)
     }
 
@@ -838,25 +1042,80 @@ impl RedisStore {
         format!("{}kv:{}:{key}", self.base(tenant), escape(plugin))
     }
 
+    fn ends_key(&self, tenant: &str) -> String {
+        format!("{}ends", self.base(tenant))
+    }
+
+    /// Lists (`take` none) or takes a user's live sessions.
     async fn user_sessions(
         &self,
         tenant: &str,
         user: &str,
         now: Millis,
-        take: bool,
+        take: Option<(EndReason, bool)>,
     ) -> StoreResult<Vec<SessionRecord>> {
         let base = self.base(tenant);
         let mut inv = SCRIPTS.user.prepare_invoke();
         inv.key(format!("{base}u:{user}"))
             .key(format!("{base}deadlines"))
             .arg(&base)
-            .arg(now)
-            .arg(if take { "1" } else { "0" });
+            .arg(now);
+        match take {
+            Some((reason, queue)) => inv.arg("1").arg(reason.as_str()).arg(flag(queue)),
+            None => inv.arg("0").arg("").arg("0"),
+        };
         let reply = items(self.invoke(&inv).await?)?;
         let mut out = records(&reply)?;
         oldest_first(&mut out);
         Ok(out)
     }
+}
+
+/// A script flag.
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+/// An end job from a stream entry `[id, [field, value, …]]` of the ends
+/// stream (fields `r`, `v`, `l`, `why`, `at`).
+fn end_job(entry: Value, reclaimed: bool) -> StoreResult<EndJob> {
+    let mut parts = items(entry)?.into_iter();
+    let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+        return Err(corrupt("malformed end job"));
+    };
+    let id = text(&id)?.to_string();
+    let fields = match fields {
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => items(other)?,
+    };
+    let (mut r, mut v, mut l, mut why, mut at) = (None, None, None, None, None);
+    for pair in fields.chunks(2) {
+        let [k, val] = pair else {
+            return Err(corrupt("odd end job field list"));
+        };
+        match text(k)? {
+            "r" => r = Some(val),
+            "v" => v = Some(val),
+            "l" => l = Some(val),
+            "why" => why = Some(text(val)?),
+            "at" => at = Some(number(val)?),
+            _ => {}
+        }
+    }
+    let (Some(r), Some(v), Some(l), Some(why), Some(at)) = (r, v, l, why, at) else {
+        return Err(corrupt(format_args!("end job {id} lacks a field")));
+    };
+    let record = parse_record(r, v, l)?;
+    let reason = EndReason::parse(why)
+        .ok_or_else(|| corrupt(format_args!("end job {id}: unknown reason {why:?}")))?;
+    Ok(EndJob {
+        end_id: format!("{}.{id}", record.public_id),
+        id,
+        record,
+        reason,
+        ended_at: at,
+        reclaimed,
+    })
 }
 
 /// `None` for an empty reply, else the one record in it.
