@@ -203,12 +203,13 @@ async fn run_jobs(state: &AppState, tenant: &Arc<TenantState>, jobs: Vec<EndJob>
         }
         let (id, reclaimed) = (job.id.clone(), job.reclaimed);
         let tenant = tenant.clone();
-        let task = tokio::task::spawn_blocking(move || {
+        let task = tokio::spawn(async move {
             tracing::info!(tenant = %tenant.name, session = %job.record.public_id,
                 reason = job.reason.as_str(), end_id = %job.end_id, "running end hooks");
             tenant
                 .chain
                 .session_end(&job.record, job.reason, &job.end_id, job.ended_at)
+                .await
         });
         tasks.push((id, reclaimed, task));
     }

@@ -142,23 +142,18 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn SessionStore
 pub async fn build(config: Config) -> anyhow::Result<Server> {
     let store = build_store(&config).await?;
     let runtime = Arc::new(
-        Runtime::new(
-            config.runtime.clone(),
-            store.clone(),
-            tokio::runtime::Handle::current(),
-        )
-        .context("starting the plugin runtime")?,
+        Runtime::new(config.runtime.clone(), store.clone())
+            .context("starting the plugin runtime")?,
     );
     let mut tenants = BTreeMap::new();
     let mut api_keys = Vec::new();
     for (name, tenant_config) in &config.tenants {
         let mut plugins = Vec::new();
         for spec in &tenant_config.plugins {
-            let (rt, tenant, spec) = (runtime.clone(), name.clone(), spec.clone());
             let (plugin, path) = (spec.name.clone(), spec.path.display().to_string());
-            let plugin = tokio::task::spawn_blocking(move || rt.load(&tenant, &spec))
+            let plugin = runtime
+                .load(name, spec)
                 .await
-                .context("loading a plugin")?
                 .map_err(|e| anyhow::anyhow!("tenant {name:?}: plugin {plugin:?} ({path}): {e}"))?;
             tracing::info!(tenant = %name, plugin = %plugin.name,
                 describe = %format!("{} {}", plugin.description.name, plugin.description.version),

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use sessiond::runtime::cli_support::view;
 use sessiond::runtime::{Capability, LoadedPlugin};
 use sessiond::session::{ClientInfo, SessionRecord, now_ms};
-use sessiond_tests::{memory_runtime, spec};
+use sessiond_tests::{Block, memory_runtime, spec};
 
 fn record(user: Option<&str>) -> SessionRecord {
     let now = now_ms();
@@ -36,13 +36,13 @@ fn record(user: Option<&str>) -> SessionRecord {
 
 fn start(p: &LoadedPlugin, r: &SessionRecord) {
     let s = view(r, &p.name);
-    let call = p.on_session_start(&s, &s.client);
+    let call = p.on_session_start(&s, &s.client).block();
     assert!(call.result.is_ok(), "{:?}", call.result);
 }
 
 fn event(p: &LoadedPlugin, r: &SessionRecord) {
     let s = view(r, &p.name);
-    let call = p.on_event(&s, "noop", "{}");
+    let call = p.on_event(&s, "noop", "{}").block();
     assert!(call.result.is_ok(), "{:?}", call.result);
 }
 
@@ -51,7 +51,7 @@ fn hooks(c: &mut Criterion) {
     let load = |name: &str, file: &str, grants: &[Capability], reuse: bool| -> Arc<LoadedPlugin> {
         let mut s = spec(name, file, grants, &[]);
         s.instance_reuse = reuse;
-        rt.load("bench", &s).expect("load")
+        rt.load("bench", &s).block().expect("load")
     };
     let anon = record(None);
     let alice = record(Some("alice"));
@@ -97,11 +97,14 @@ fn hooks(c: &mut Criterion) {
     if let Some(path) = std::env::var_os("SESSIOND_BENCH_EXTRA") {
         let mut s = spec("extra", "perspective", &[], &[]);
         s.path = path.into();
-        let extra = rt.load("bench", &s).expect("load the extra component");
+        let extra = rt
+            .load("bench", &s)
+            .block()
+            .expect("load the extra component");
         g.bench_function("extra/warm/event-noop", |b| b.iter(|| event(&extra, &anon)));
         // The same component on a hook that carries no session record.
         g.bench_function("extra/warm/list-active-empty", |b| {
-            b.iter(|| assert!(extra.on_list_active("alice", &[]).result.is_ok()))
+            b.iter(|| assert!(extra.on_list_active("alice", &[]).block().result.is_ok()))
         });
     }
     g.sample_size(30);

@@ -20,7 +20,7 @@ use sessiond::store::SessionStore;
 use sessiond::store::memory::MemoryStore;
 
 /// A multi-threaded async runtime shared by the tests of one binary; plugin
-/// calls made from a test thread use its handle for host capabilities.
+/// calls made from a test thread run on it (see [`Block`]).
 pub fn tokio() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -31,6 +31,16 @@ pub fn tokio() -> &'static tokio::runtime::Runtime {
             .expect("tokio runtime")
     })
 }
+
+/// Runs a future to completion on the shared runtime, for the plugin calls
+/// of synchronous tests: `chain.session_start(record, now).block()`.
+pub trait Block: std::future::Future + Sized {
+    fn block(self) -> Self::Output {
+        tokio().block_on(self)
+    }
+}
+
+impl<F: std::future::Future> Block for F {}
 
 /// Where tests cache precompiled components, shared by every test binary so
 /// that the Python plugin is compiled once per engine configuration.
@@ -49,7 +59,7 @@ pub fn test_settings() -> EngineSettings {
 
 /// A runtime over `store` with test settings.
 pub fn runtime(store: Arc<dyn SessionStore>) -> Runtime {
-    Runtime::new(test_settings(), store, tokio().handle().clone()).expect("runtime")
+    Runtime::new(test_settings(), store).expect("runtime")
 }
 
 /// A runtime over a fresh memory store, returned with the store.

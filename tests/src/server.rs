@@ -357,6 +357,14 @@ impl Api {
 
     /// Every audit record of the tenant, following `next`.
     pub async fn audit_all(&self) -> Vec<Value> {
+        self.try_audit_all()
+            .await
+            .expect("GET /v1/audit answered 200")
+    }
+
+    /// [`Api::audit_all`], or `None` when a page does not answer 200 (the
+    /// store may be coming back from an outage).
+    pub async fn try_audit_all(&self) -> Option<Vec<Value>> {
         let mut records = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -364,11 +372,15 @@ impl Api {
                 Some(a) => format!("/v1/audit?limit=1000&after={a}"),
                 None => "/v1/audit?limit=1000".to_string(),
             };
-            let page = self.get(&path).await.expect(200).body;
+            let page = self.get(&path).await;
+            if page.status != 200 {
+                return None;
+            }
+            let page = page.body;
             records.extend(page["records"].as_array().cloned().unwrap_or_default());
             match page["next"].as_str() {
                 Some(next) => after = Some(next.to_string()),
-                None => return records,
+                None => return Some(records),
             }
         }
     }

@@ -6,7 +6,7 @@ use sessiond::runtime::{Capability, Chain, Decision, MessageOutcome};
 use sessiond::session::{ClientInfo, EndReason, SessionRecord, now_ms};
 use sessiond::store::SessionStore;
 use sessiond::store::memory::MemoryStore;
-use sessiond_tests::{memory_runtime, spec, tokio};
+use sessiond_tests::{Block, memory_runtime, spec, tokio};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -65,16 +65,23 @@ fn single_session_denies_a_second_session_of_the_same_user() {
                 &[],
             ),
         )
+        .block()
         .unwrap();
     let chain = Chain::new(vec![p], DAY_MS);
     // No active session yet: allowed.
-    let first =
-        allowed(chain.session_start(session("t1", Some("alice"), &[], "desktop"), now_ms()));
+    let first = allowed(
+        chain
+            .session_start(session("t1", Some("alice"), &[], "desktop"), now_ms())
+            .block(),
+    );
     tokio()
         .block_on(store.create(&first, None, false, now_ms()))
         .unwrap();
     // Alice now has one: denied with Janssen's message.
-    match chain.session_start(session("t1", Some("alice"), &[], "desktop"), now_ms()) {
+    match chain
+        .session_start(session("t1", Some("alice"), &[], "desktop"), now_ms())
+        .block()
+    {
         Decision::Deny {
             plugin,
             message,
@@ -87,12 +94,27 @@ fn single_session_denies_a_second_session_of_the_same_user() {
         other => panic!("expected a deny, got {other:?}"),
     }
     // Another user and an anonymous session are not affected.
-    allowed(chain.session_start(session("t1", Some("bob"), &[], "desktop"), now_ms()));
-    allowed(chain.session_start(session("t1", None, &[], "desktop"), now_ms()));
+    allowed(
+        chain
+            .session_start(session("t1", Some("bob"), &[], "desktop"), now_ms())
+            .block(),
+    );
+    allowed(
+        chain
+            .session_start(session("t1", None, &[], "desktop"), now_ms())
+            .block(),
+    );
     // Starting anonymous and authenticating as alice is denied the same way.
-    let mut anon = allowed(chain.session_start(session("t1", None, &[], "desktop"), now_ms()));
+    let mut anon = allowed(
+        chain
+            .session_start(session("t1", None, &[], "desktop"), now_ms())
+            .block(),
+    );
     anon.user = Some("alice".into());
-    match chain.event(anon, "authenticated", &json!({"user": "alice"}), now_ms()) {
+    match chain
+        .event(anon, "authenticated", &json!({"user": "alice"}), now_ms())
+        .block()
+    {
         Decision::Deny { message, .. } => assert_eq!(message, "Please, end active session first!"),
         other => panic!("authenticating into a second session must be denied: {other:?}"),
     }
@@ -106,12 +128,23 @@ fn audit_log_records_start_events_and_end_with_duration_and_details() {
             "t2",
             &spec("audit-log", "audit_log", &[Capability::Audit], &[]),
         )
+        .block()
         .unwrap();
     let chain = Chain::new(vec![p], DAY_MS);
     let now = now_ms();
-    let r = allowed(chain.session_start(session("t2", Some("alice"), &["user"], "desktop"), now));
-    let r = allowed(chain.event(r, "page", &json!({"url": "/home"}), now));
-    let end = chain.session_end(&r, EndReason::IdleTimeout, "end-42", now + 1_000);
+    let r = allowed(
+        chain
+            .session_start(session("t2", Some("alice"), &["user"], "desktop"), now)
+            .block(),
+    );
+    let r = allowed(
+        chain
+            .event(r, "page", &json!({"url": "/home"}), now)
+            .block(),
+    );
+    let end = chain
+        .session_end(&r, EndReason::IdleTimeout, "end-42", now + 1_000)
+        .block();
     assert!(end.failures.is_empty(), "{:?}", end.failures);
 
     let records = audit_records(&store, "t2");
@@ -150,6 +183,7 @@ fn perspective(rt: &sessiond::runtime::Runtime, tenant: &str) -> Chain {
                 &[],
             ),
         )
+        .block()
         .unwrap();
     Chain::new(vec![p], DAY_MS)
 }
@@ -158,12 +192,19 @@ fn perspective(rt: &sessiond::runtime::Runtime, tenant: &str) -> Chain {
 fn perspective_startup_sets_view_mode_login_time_and_counters() {
     let (rt, _) = memory_runtime();
     let chain = perspective(&rt, "t3");
-    let mobile =
-        allowed(chain.session_start(session("t3", Some("op"), &["Operator"], "mobile"), now_ms()));
+    let mobile = allowed(
+        chain
+            .session_start(session("t3", Some("op"), &["Operator"], "mobile"), now_ms())
+            .block(),
+    );
     assert_eq!(mobile.data["viewMode"], "compact");
     assert_eq!(mobile.data["pageViews"], 0);
     assert!(mobile.data["loginTime"].as_u64().unwrap() > 0);
-    let desktop = allowed(chain.session_start(session("t3", None, &[], "desktop"), now_ms()));
+    let desktop = allowed(
+        chain
+            .session_start(session("t3", None, &[], "desktop"), now_ms())
+            .block(),
+    );
     assert_eq!(desktop.data["viewMode"], "full");
 }
 
@@ -171,14 +212,29 @@ fn perspective_startup_sets_view_mode_login_time_and_counters() {
 fn perspective_page_views_count_and_enforce_roles() {
     let (rt, _) = memory_runtime();
     let chain = perspective(&rt, "t4");
-    let r = allowed(chain.session_start(
-        session("t4", Some("op"), &["Operator"], "desktop"),
-        now_ms(),
-    ));
-    let r = allowed(chain.event(r, "page-view", &json!({"page": "/control/line1"}), now_ms()));
-    let r = allowed(chain.event(r, "page-view", &json!({"page": "/home"}), now_ms()));
+    let r = allowed(
+        chain
+            .session_start(
+                session("t4", Some("op"), &["Operator"], "desktop"),
+                now_ms(),
+            )
+            .block(),
+    );
+    let r = allowed(
+        chain
+            .event(r, "page-view", &json!({"page": "/control/line1"}), now_ms())
+            .block(),
+    );
+    let r = allowed(
+        chain
+            .event(r, "page-view", &json!({"page": "/home"}), now_ms())
+            .block(),
+    );
     assert_eq!(r.data["pageViews"], 2);
-    match chain.event(r, "page-view", &json!({"page": "/admin/users"}), now_ms()) {
+    match chain
+        .event(r, "page-view", &json!({"page": "/admin/users"}), now_ms())
+        .block()
+    {
         Decision::Deny {
             message, plugin, ..
         } => {
@@ -193,16 +249,23 @@ fn perspective_page_views_count_and_enforce_roles() {
 fn perspective_preferences_go_to_kv_and_come_back_at_startup() {
     let (rt, store) = memory_runtime();
     let chain = perspective(&rt, "t5");
-    let r = allowed(chain.session_start(
-        session("t5", Some("eng"), &["Engineer"], "desktop"),
-        now_ms(),
-    ));
-    let r = match chain.message(
-        r,
-        "updatePreference",
-        &json!({"name": "theme", "value": "dark"}),
-        now_ms(),
-    ) {
+    let r = allowed(
+        chain
+            .session_start(
+                session("t5", Some("eng"), &["Engineer"], "desktop"),
+                now_ms(),
+            )
+            .block(),
+    );
+    let r = match chain
+        .message(
+            r,
+            "updatePreference",
+            &json!({"name": "theme", "value": "dark"}),
+            now_ms(),
+        )
+        .block()
+    {
         MessageOutcome::Reply {
             reply,
             record,
@@ -224,22 +287,32 @@ fn perspective_preferences_go_to_kv_and_come_back_at_startup() {
         "dark"
     );
     // A new session of the same user starts with them.
-    let next = allowed(chain.session_start(
-        session("t5", Some("eng"), &["Engineer"], "desktop"),
-        now_ms(),
-    ));
+    let next = allowed(
+        chain
+            .session_start(
+                session("t5", Some("eng"), &["Engineer"], "desktop"),
+                now_ms(),
+            )
+            .block(),
+    );
     assert_eq!(next.data["preferences"]["theme"], "dark");
     // refreshData answers; an unknown handler is a plugin error.
-    match chain.message(
-        next.clone(),
-        "refreshData",
-        &json!({"type": "alarms"}),
-        now_ms(),
-    ) {
+    match chain
+        .message(
+            next.clone(),
+            "refreshData",
+            &json!({"type": "alarms"}),
+            now_ms(),
+        )
+        .block()
+    {
         MessageOutcome::Reply { reply, .. } => assert_eq!(reply["status"], "refreshed"),
         other => panic!("{other:?}"),
     }
-    match chain.message(next, "noSuchHandler", &json!({}), now_ms()) {
+    match chain
+        .message(next, "noSuchHandler", &json!({}), now_ms())
+        .block()
+    {
         MessageOutcome::Failed(f) => assert_eq!(f.plugin, "perspective"),
         other => panic!("{other:?}"),
     }
@@ -249,12 +322,22 @@ fn perspective_preferences_go_to_kv_and_come_back_at_startup() {
 fn perspective_shutdown_writes_a_metrics_record() {
     let (rt, store) = memory_runtime();
     let chain = perspective(&rt, "t6");
-    let r = allowed(chain.session_start(
-        session("t6", Some("sup"), &["Supervisor"], "desktop"),
-        now_ms(),
-    ));
-    let r = allowed(chain.event(r, "page-view", &json!({"page": "/reports/daily"}), now_ms()));
-    let end = chain.session_end(&r, EndReason::Logout, "end-7", now_ms());
+    let r = allowed(
+        chain
+            .session_start(
+                session("t6", Some("sup"), &["Supervisor"], "desktop"),
+                now_ms(),
+            )
+            .block(),
+    );
+    let r = allowed(
+        chain
+            .event(r, "page-view", &json!({"page": "/reports/daily"}), now_ms())
+            .block(),
+    );
+    let end = chain
+        .session_end(&r, EndReason::Logout, "end-7", now_ms())
+        .block();
     assert!(end.failures.is_empty(), "{:?}", end.failures);
     let metrics: Vec<Value> = audit_records(&store, "t6")
         .into_iter()
@@ -266,7 +349,9 @@ fn perspective_shutdown_writes_a_metrics_record() {
     assert_eq!(metrics[0]["reason"], "logout");
     assert!(metrics[0]["duration_ms"].as_u64().is_some());
     // The same end id again (a host that crashed mid-hook) writes nothing new.
-    chain.session_end(&r, EndReason::Logout, "end-7", now_ms());
+    chain
+        .session_end(&r, EndReason::Logout, "end-7", now_ms())
+        .block();
     let again = audit_records(&store, "t6")
         .into_iter()
         .filter(|r| r["metric"] == "session")
@@ -287,6 +372,7 @@ fn a_chain_stops_at_a_deny_and_composes_changes_in_order() {
                 &[],
             ),
         )
+        .block()
         .unwrap();
     let persp = rt
         .load(
@@ -298,18 +384,24 @@ fn a_chain_stops_at_a_deny_and_composes_changes_in_order() {
                 &[],
             ),
         )
+        .block()
         .unwrap();
     let audit = rt
         .load(
             "t7",
             &spec("audit-log", "audit_log", &[Capability::Audit], &[]),
         )
+        .block()
         .unwrap();
     let chain = Chain::new(vec![single, persp, audit], DAY_MS);
-    let first = allowed(chain.session_start(
-        session("t7", Some("ann"), &["Operator"], "mobile"),
-        now_ms(),
-    ));
+    let first = allowed(
+        chain
+            .session_start(
+                session("t7", Some("ann"), &["Operator"], "mobile"),
+                now_ms(),
+            )
+            .block(),
+    );
     // perspective's data and audit-log's state both landed.
     assert_eq!(first.data["viewMode"], "compact");
     assert!(first.plugin_state.contains_key("audit-log"));
@@ -320,10 +412,12 @@ fn a_chain_stops_at_a_deny_and_composes_changes_in_order() {
     let before = audit_records(&store, "t7").len();
     // single-session denies first: the plugins after it do not run.
     assert!(matches!(
-        chain.session_start(
-            session("t7", Some("ann"), &["Operator"], "mobile"),
-            now_ms()
-        ),
+        chain
+            .session_start(
+                session("t7", Some("ann"), &["Operator"], "mobile"),
+                now_ms()
+            )
+            .block(),
         Decision::Deny { .. }
     ));
     assert_eq!(
@@ -338,6 +432,7 @@ fn a_plugin_without_a_granted_capability_does_not_load() {
     let (rt, _) = memory_runtime();
     let err = rt
         .load("t8", &spec("single-session", "single_session", &[], &[]))
+        .block()
         .expect_err("sessions is not granted");
     assert_eq!(
         err.to_string(),
@@ -348,6 +443,7 @@ fn a_plugin_without_a_granted_capability_does_not_load() {
             "t8",
             &spec("perspective", "perspective", &[Capability::Kv], &[]),
         )
+        .block()
         .expect_err("audit is not granted");
     assert!(err.to_string().contains("`audit`"), "{err}");
 }

@@ -10,7 +10,7 @@ use sessiond::runtime::{
     Runtime,
 };
 use sessiond::session::{ClientInfo, SessionRecord, now_ms};
-use sessiond_tests::{memory_runtime, spec};
+use sessiond_tests::{Block, memory_runtime, spec};
 
 fn session(tenant: &str, user: Option<&str>) -> SessionRecord {
     let now = now_ms();
@@ -38,14 +38,19 @@ fn session(tenant: &str, user: Option<&str>) -> SessionRecord {
 fn hostile(rt: &Runtime, tenant: &str, mode: &str, limits: LimitOverrides) -> Arc<LoadedPlugin> {
     let mut s = spec("hostile", "hostile", &[], &[("mode", mode)]);
     s.limits = limits;
-    rt.load(tenant, &s).expect("the hostile fixture loads")
+    rt.load(tenant, &s)
+        .block()
+        .expect("the hostile fixture loads")
 }
 
 /// Runs on-session-start once through a one-plugin chain and returns the
 /// failure that denied it.
 fn start_failure(p: &Arc<LoadedPlugin>) -> PluginFailure {
     let chain = Chain::new(vec![p.clone()], 86_400_000);
-    match chain.session_start(session(&p.tenant, Some("alice")), now_ms()) {
+    match chain
+        .session_start(session(&p.tenant, Some("alice")), now_ms())
+        .block()
+    {
         Decision::Deny {
             failure: Some(f), ..
         } => *f,
@@ -57,7 +62,10 @@ fn start_failure(p: &Arc<LoadedPlugin>) -> PluginFailure {
 fn assert_still_serving(rt: &Runtime) {
     let ok = hostile(rt, "bystander", "ok", LimitOverrides::default());
     let chain = Chain::new(vec![ok], 86_400_000);
-    match chain.session_start(session("bystander", None), now_ms()) {
+    match chain
+        .session_start(session("bystander", None), now_ms())
+        .block()
+    {
         Decision::Allow(record) => assert_eq!(record.data.get("hostile"), Some(&json!("ok"))),
         other => panic!("a healthy plugin was not served: {other:?}"),
     }
@@ -82,6 +90,56 @@ fn infinite_loop_is_stopped_by_fuel() {
     assert_still_serving(&rt);
 }
 
+/// Runs a `mode` call that never ends by itself next to a well-behaved
+/// plugin's call, both on one task: the first must be cut off at its
+/// deadline, and the other served long before then.
+fn cut_off_without_holding_the_thread(mode: &str) {
+    let (rt, _) = memory_runtime();
+    let tenant = format!("t-{mode}");
+    let p = hostile(
+        &rt,
+        &tenant,
+        mode,
+        LimitOverrides {
+            fuel: Some(u64::MAX / 2),
+            deadline_ms: Some(300),
+            ..Default::default()
+        },
+    );
+    let bystander = hostile(&rt, "t-bystander", "ok", LimitOverrides::default());
+    let view = sessiond::runtime::cli_support::view(&session(&tenant, None), "hostile");
+    let started = std::time::Instant::now();
+    let (stuck, served_after) = async {
+        let stuck = p.on_message(&view, "anything", "{}");
+        let other = async {
+            let call = bystander.on_message(&view, "h", "{}").await;
+            assert!(call.result.is_ok(), "{:?}", call.result);
+            started.elapsed()
+        };
+        tokio::join!(stuck, other)
+    }
+    .block();
+    let f = stuck.result.expect_err("the call must be cut off");
+    assert_eq!(f.kind, FailureKind::DeadlineExceeded, "{f:?}");
+    assert!(stuck.report.wall_us >= 300_000, "{:?}", stuck.report);
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+    assert!(
+        served_after.as_millis() < 150,
+        "the other plugin waited for the {mode} call: {served_after:?}"
+    );
+    assert_still_serving(&rt);
+}
+
+#[test]
+fn sleeping_in_the_host_is_stopped_by_the_deadline_and_holds_no_thread() {
+    cut_off_without_holding_the_thread("sleep");
+}
+
+#[test]
+fn spinning_yields_the_thread_to_other_calls_until_its_deadline() {
+    cut_off_without_holding_the_thread("loop");
+}
+
 #[test]
 fn infinite_loop_is_stopped_by_the_deadline() {
     let (rt, _) = memory_runtime();
@@ -96,11 +154,13 @@ fn infinite_loop_is_stopped_by_the_deadline() {
         },
     );
     let started = std::time::Instant::now();
-    let call = p.on_message(
-        &sessiond::runtime::cli_support::view(&session("t-deadline", None), "hostile"),
-        "anything",
-        "{}",
-    );
+    let call = p
+        .on_message(
+            &sessiond::runtime::cli_support::view(&session("t-deadline", None), "hostile"),
+            "anything",
+            "{}",
+        )
+        .block();
     let f = call.result.expect_err("the loop must be interrupted");
     assert_eq!(f.kind, FailureKind::DeadlineExceeded, "{f:?}");
     // The report's wall time shows the deadline, not a runaway.
@@ -213,6 +273,7 @@ fn failing_init_stops_the_plugin_from_loading_with_its_message() {
             "t-init",
             &spec("hostile", "hostile", &[], &[("mode", "init-error")]),
         )
+        .block()
         .expect_err("init refused");
     assert!(matches!(err, LoadError::Start(_)), "{err:?}");
     assert!(
@@ -227,21 +288,40 @@ fn a_trapped_instance_is_never_reused_but_a_plugin_error_keeps_it() {
     let view = sessiond::runtime::cli_support::view(&session("t-reuse", None), "hostile");
     let ok = hostile(&rt, "t-reuse", "ok", LimitOverrides::default());
     // The instance created at load serves the first call warm.
-    assert!(!ok.on_message(&view, "h", "{}").report.fresh_instance);
-    assert!(!ok.on_message(&view, "h", "{}").report.fresh_instance);
+    assert!(
+        !ok.on_message(&view, "h", "{}")
+            .block()
+            .report
+            .fresh_instance
+    );
+    assert!(
+        !ok.on_message(&view, "h", "{}")
+            .block()
+            .report
+            .fresh_instance
+    );
 
     let panics = hostile(&rt, "t-reuse", "panic", LimitOverrides::default());
-    let first = panics.on_message(&view, "h", "{}");
+    let first = panics.on_message(&view, "h", "{}").block();
     assert_eq!(first.result.unwrap_err().kind, FailureKind::Trap);
-    let second = panics.on_message(&view, "h", "{}");
+    let second = panics.on_message(&view, "h", "{}").block();
     assert!(
         second.report.fresh_instance,
         "a trapped instance was reused"
     );
 
     let errs = hostile(&rt, "t-reuse", "error", LimitOverrides::default());
-    errs.on_message(&view, "h", "{}").result.unwrap_err();
-    assert!(!errs.on_message(&view, "h", "{}").report.fresh_instance);
+    errs.on_message(&view, "h", "{}")
+        .block()
+        .result
+        .unwrap_err();
+    assert!(
+        !errs
+            .on_message(&view, "h", "{}")
+            .block()
+            .report
+            .fresh_instance
+    );
 }
 
 #[test]
@@ -249,12 +329,16 @@ fn fail_open_policy_lets_the_chain_go_on() {
     let (rt, _) = memory_runtime();
     let mut s = spec("broken", "hostile", &[], &[("mode", "error")]);
     s.on_error = OnError::Allow;
-    let broken = rt.load("t-open", &s).unwrap();
+    let broken = rt.load("t-open", &s).block().unwrap();
     let ok = rt
         .load("t-open", &spec("fine", "hostile", &[], &[("mode", "ok")]))
+        .block()
         .unwrap();
     let chain = Chain::new(vec![broken.clone(), ok], 86_400_000);
-    match chain.session_start(session("t-open", None), now_ms()) {
+    match chain
+        .session_start(session("t-open", None), now_ms())
+        .block()
+    {
         Decision::Allow(r) => assert_eq!(r.data.get("hostile"), Some(&json!("ok"))),
         other => panic!("fail-open must allow: {other:?}"),
     }
@@ -281,7 +365,7 @@ fn input_cap_refuses_oversized_arguments_before_running() {
         .data
         .insert("blob".into(), Value::String("x".repeat(5_000)));
     let chain = Chain::new(vec![p], 86_400_000);
-    match chain.session_start(record, now_ms()) {
+    match chain.session_start(record, now_ms()).block() {
         Decision::Deny {
             failure: Some(f), ..
         } => assert_eq!(f.kind, FailureKind::InputTooLarge),

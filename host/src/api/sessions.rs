@@ -26,7 +26,6 @@ use super::error::{ApiResult, Problem};
 use super::extract::{ApiPath, IfMatch, JsonBody, OptionalJsonBody, session_key};
 use super::ids;
 use super::model::{MessageReply, SessionView, session_response, with_etag};
-use crate::runtime::Hook;
 use crate::runtime::{Decision, MessageOutcome};
 use crate::server::{AppState, TenantState};
 use crate::session::{EndReason, Millis, SessionRecord, now_ms};
@@ -88,22 +87,6 @@ pub struct Event {
 pub const AUTHENTICATED_EVENT: &str = "authenticated";
 
 // ---------------------------------------------------------------- helpers
-
-/// Runs `f` (a plugin chain) on a blocking thread.
-///
-/// When no plugin of the chain implements the hook (`needed` is false) the
-/// chain has nothing to run: it is called inline, saving a thread hop.
-pub(crate) async fn blocking<T: Send + 'static>(
-    needed: bool,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> ApiResult<T> {
-    if !needed {
-        return Ok(f());
-    }
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Problem::internal(format!("a plugin task failed: {e}")))
-}
 
 /// The session a chain allowed, or the plugin's veto as 403. A plugin that
 /// failed (rather than denied) may have failed because the store is down
@@ -292,12 +275,7 @@ pub async fn create_session(
         data: body.data,
         plugin_state: Default::default(),
     };
-    let chain_tenant = tenant.clone();
-    let needed = tenant.chain.has(Hook::SessionStart);
-    let decision = blocking(needed, move || {
-        chain_tenant.chain.session_start(record, now)
-    })
-    .await?;
+    let decision = tenant.chain.session_start(record, now).await;
     let mut record = allowed(&state, decision).await?;
     // Plugins change data, roles, their state and the lifetime; nothing else.
     record.version = 1;
@@ -383,13 +361,10 @@ pub async fn patch_session(
     let (record, ()) = write_session(&state, &tenant, &key, &if_match, |current, now| {
         let (state, tenant, patch) = (state.clone(), tenant.clone(), patch.clone());
         async move {
-            let needed = tenant.chain.has(Hook::SessionUpdate);
-            let decision = blocking(needed, move || {
-                tenant
-                    .chain
-                    .session_update(current, Some(&patch), None, now)
-            })
-            .await?;
+            let decision = tenant
+                .chain
+                .session_update(current, Some(&patch), None, now)
+                .await;
             Ok((allowed(&state, decision).await?, ()))
         }
     })
@@ -521,14 +496,10 @@ pub async fn authenticate_session(
                 next.roles = roles;
             }
             let payload = json!({"user": user, "roles": next.roles});
-            let chain_tenant = tenant.clone();
-            let needed = tenant.chain.has(Hook::Event);
-            let decision = blocking(needed, move || {
-                chain_tenant
-                    .chain
-                    .event(next, AUTHENTICATED_EVENT, &payload, now)
-            })
-            .await?;
+            let decision = tenant
+                .chain
+                .event(next, AUTHENTICATED_EVENT, &payload, now)
+                .await;
             let mut next = allowed(&state, decision).await?;
             let mut evicted = Vec::new();
             for victim in victims {
@@ -629,13 +600,10 @@ pub async fn post_event(
     let (record, ()) = write_session(&state, &tenant, &key, &if_match, |current, now| {
         let (state, tenant, event) = (state.clone(), tenant.clone(), event.clone());
         async move {
-            let needed = tenant.chain.has(Hook::Event);
-            let decision = blocking(needed, move || {
-                tenant
-                    .chain
-                    .event(current, &event.name, &event.payload, now)
-            })
-            .await?;
+            let decision = tenant
+                .chain
+                .event(current, &event.name, &event.payload, now)
+                .await;
             Ok((allowed(&state, decision).await?, ()))
         }
     })
@@ -677,11 +645,7 @@ pub async fn post_message(
             let (state, tenant) = (state.clone(), tenant.clone());
             let (payload, handler) = (payload.clone(), handler.clone());
             async move {
-                let needed = tenant.chain.has(Hook::Message);
-                let outcome = blocking(needed, move || {
-                    tenant.chain.message(current, &handler, &payload, now)
-                })
-                .await?;
+                let outcome = tenant.chain.message(current, &handler, &payload, now).await;
                 match outcome {
                     MessageOutcome::Reply {
                         plugin,

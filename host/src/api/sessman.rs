@@ -46,8 +46,7 @@ use super::client::Client;
 use super::error::{ApiResult, Problem};
 use super::extract::{ApiQuery, IfMatch, OptionalJsonBody, parse_json, session_key};
 use super::model::rfc3339;
-use super::sessions::{self, CreateSession, allowed, blocking, write_session};
-use crate::runtime::Hook;
+use super::sessions::{self, CreateSession, allowed, write_session};
 use crate::server::{AppState, TenantState};
 use crate::session::{Millis, SessionRecord, now_ms};
 
@@ -318,13 +317,10 @@ pub(crate) async fn update_session(
                 None => Map::new(),
             };
             let patch = Value::Object(patch);
-            let needed = tenant.chain.has(Hook::SessionUpdate);
-            let decision = blocking(needed, move || {
-                tenant
-                    .chain
-                    .session_update(current, Some(&patch), None, now)
-            })
-            .await?;
+            let decision = tenant
+                .chain
+                .session_update(current, Some(&patch), None, now)
+                .await;
             Ok((allowed(&state, decision).await?, ()))
         }
     })

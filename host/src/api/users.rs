@@ -7,8 +7,7 @@ use super::auth::Caller;
 use super::error::{ApiResult, Problem};
 use super::extract::ApiPath;
 use super::model::{Ended, SessionList, SummaryView};
-use super::sessions::{blocking, store_answers};
-use crate::runtime::Hook;
+use super::sessions::store_answers;
 use crate::server::AppState;
 use crate::session::{EndReason, now_ms};
 
@@ -32,13 +31,7 @@ pub async fn list_user_sessions(
 ) -> ApiResult<Json<SessionList>> {
     let records = state.store.list_user(&tenant.name, &user, now_ms()).await?;
     let summaries = records.iter().map(|r| r.summary()).collect();
-    let chain_tenant = tenant.clone();
-    let needed = tenant.chain.has(Hook::ListActive);
-    let listed = match blocking(needed, move || {
-        chain_tenant.chain.list_active(&user, summaries)
-    })
-    .await?
-    {
+    let listed = match tenant.chain.list_active(&user, summaries).await {
         Ok(listed) => listed,
         Err(failure) => {
             store_answers(&state).await?;

@@ -89,13 +89,13 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn local_runtime(handle: tokio::runtime::Handle) -> Result<Runtime> {
+fn local_runtime() -> Result<Runtime> {
     let settings = EngineSettings {
         max_instances: 4,
         cache_dir: local_cache_dir(),
         ..EngineSettings::default()
     };
-    Runtime::new(settings, Arc::new(MemoryStore::new()), handle)
+    Runtime::new(settings, Arc::new(MemoryStore::new()))
 }
 
 /// Where the CLI caches precompiled components: `$SESSIOND_CACHE_DIR`, else
@@ -112,8 +112,8 @@ fn local_cache_dir() -> Option<PathBuf> {
 
 fn check(file: PathBuf) -> Result<ExitCode> {
     let tokio = tokio_runtime()?;
-    let runtime = local_runtime(tokio.handle().clone())?;
-    match runtime.inspect(&file) {
+    let runtime = local_runtime()?;
+    match tokio.block_on(runtime.inspect(&file)) {
         Ok(info) => {
             println!("{}: ok", file.display());
             println!("  name:         {}", info.name);
@@ -241,8 +241,8 @@ fn run_hook(cmd: PluginCommand) -> Result<ExitCode> {
         instance_reuse: false,
     };
     let tokio = tokio_runtime()?;
-    let runtime = local_runtime(tokio.handle().clone())?;
-    let plugin = match runtime.load(&record.tenant, &spec) {
+    let runtime = local_runtime()?;
+    let plugin = match tokio.block_on(runtime.load(&record.tenant, &spec)) {
         Ok(p) => p,
         Err(e) => {
             let out = json!({
@@ -254,13 +254,15 @@ fn run_hook(cmd: PluginCommand) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let out = call_hook(&plugin, &hook, &record, &payload, &event, &handler, &reason)?;
+    let out = tokio.block_on(call_hook(
+        &plugin, &hook, &record, &payload, &event, &handler, &reason,
+    ))?;
     println!("{}", serde_json::to_string_pretty(&out.0)?);
     Ok(ExitCode::from(out.1))
 }
 
 /// Runs the hook and returns the JSON to print with the exit code.
-fn call_hook(
+async fn call_hook(
     plugin: &LoadedPlugin,
     hook: &str,
     record: &SessionRecord,
@@ -280,19 +282,19 @@ fn call_hook(
     }
     let (outcome, report) = match hook {
         "on-session-start" => {
-            let call = plugin.on_session_start(&session, &session.client);
+            let call = plugin.on_session_start(&session, &session.client).await;
             verdict(call, &mut extra)
         }
         "on-event" => {
             extra.insert("event".into(), json!(event));
             verdict(
-                plugin.on_event(&session, event, &payload.to_string()),
+                plugin.on_event(&session, event, &payload.to_string()).await,
                 &mut extra,
             )
         }
         "on-session-update" => {
             let proposed = rt::proposed_changes(payload)?;
-            let call = plugin.on_session_update(&session, &proposed);
+            let call = plugin.on_session_update(&session, &proposed).await;
             finish(call, &mut extra, |v, extra| {
                 rt::update_verdict_json(v, extra)
             })
@@ -302,14 +304,16 @@ fn call_hook(
                 .with_context(|| format!("--reason {reason:?}: expected logout, expired, idle-timeout, revoked or evicted"))?;
             let end = rt::end_info(reason, "local-end-1", now_ms());
             finish(
-                plugin.on_session_end(&session, &end),
+                plugin.on_session_end(&session, &end).await,
                 &mut extra,
                 |_, _| "ok",
             )
         }
         "on-message" => {
             extra.insert("handler".into(), json!(handler));
-            let call = plugin.on_message(&session, handler, &payload.to_string());
+            let call = plugin
+                .on_message(&session, handler, &payload.to_string())
+                .await;
             finish(call, &mut extra, |r, extra| {
                 extra.insert(
                     "reply".into(),
@@ -328,7 +332,7 @@ fn call_hook(
             };
             let wit: Vec<_> = summaries.iter().map(rt::summary_view).collect();
             let user = record.user.clone().unwrap_or_default();
-            let call = plugin.on_list_active(&user, &wit);
+            let call = plugin.on_list_active(&user, &wit).await;
             finish(call, &mut extra, |list, extra| {
                 extra.insert("sessions".into(), rt::summaries_json(list));
                 "ok"

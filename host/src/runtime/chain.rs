@@ -90,11 +90,13 @@ impl Chain {
     }
 
     /// Runs `on-session-start` over a session about to be created.
-    pub fn session_start(&self, mut record: SessionRecord, now: Millis) -> Decision {
+    pub async fn session_start(&self, mut record: SessionRecord, now: Millis) -> Decision {
         let client = to_wit_client(&record.client);
         let mut data = data_json(&record);
         for p in self.with(Hook::SessionStart) {
-            let call = p.on_session_start(&view_with(&record, &p.name, data.clone()), &client);
+            let call = p
+                .on_session_start(&view_with(&record, &p.name, data.clone()), &client)
+                .await;
             match self.verdict(p, call, &mut record, now) {
                 Ok(false) => {}
                 Ok(true) => data = data_json(&record),
@@ -105,7 +107,7 @@ impl Chain {
     }
 
     /// Runs `on-event` for the event `name`.
-    pub fn event(
+    pub async fn event(
         &self,
         mut record: SessionRecord,
         name: &str,
@@ -115,7 +117,9 @@ impl Chain {
         let payload = payload.to_string();
         let mut data = data_json(&record);
         for p in self.with(Hook::Event) {
-            let call = p.on_event(&view_with(&record, &p.name, data.clone()), name, &payload);
+            let call = p
+                .on_event(&view_with(&record, &p.name, data.clone()), name, &payload)
+                .await;
             match self.verdict(p, call, &mut record, now) {
                 Ok(false) => {}
                 Ok(true) => data = data_json(&record),
@@ -166,7 +170,7 @@ impl Chain {
 
     /// Runs `on-session-update` over a requested change (`data_patch` and
     /// `roles`), then applies the change as the chain left it.
-    pub fn session_update(
+    pub async fn session_update(
         &self,
         mut record: SessionRecord,
         data_patch: Option<&Value>,
@@ -184,7 +188,9 @@ impl Chain {
         // The record only changes after the loop: serialize its data once.
         let data = data_json(&record);
         for p in self.with(Hook::SessionUpdate) {
-            let call = p.on_session_update(&view_with(&record, &p.name, data.clone()), &proposed);
+            let call = p
+                .on_session_update(&view_with(&record, &p.name, data.clone()), &proposed)
+                .await;
             match call.result {
                 Ok(types::UpdateVerdict::Accept) => {}
                 Ok(types::UpdateVerdict::Rewrite(changes)) => {
@@ -231,7 +237,7 @@ impl Chain {
     }
 
     /// Runs `on-session-end` on every plugin that implements it, each once.
-    pub fn session_end(
+    pub async fn session_end(
         &self,
         record: &SessionRecord,
         reason: EndReason,
@@ -242,7 +248,9 @@ impl Chain {
         let mut outcome = EndOutcome::default();
         let data = data_json(record);
         for p in self.with(Hook::SessionEnd) {
-            let call = p.on_session_end(&view_with(record, &p.name, data.clone()), &end);
+            let call = p
+                .on_session_end(&view_with(record, &p.name, data.clone()), &end)
+                .await;
             outcome.store_unavailable |= call.report.store_unavailable;
             if let Err(f) = call.result {
                 tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = f.kind.as_str(),
@@ -255,7 +263,7 @@ impl Chain {
 
     /// Sends a message to the handler `handler`. Plugins that implement
     /// `on-message` are asked in order; the first that answers wins.
-    pub fn message(
+    pub async fn message(
         &self,
         mut record: SessionRecord,
         handler: &str,
@@ -268,11 +276,13 @@ impl Chain {
         // loop ends: the data is serialized once.
         let data = data_json(&record);
         for p in self.with(Hook::Message) {
-            let call = p.on_message(
-                &view_with(&record, &p.name, data.clone()),
-                handler,
-                &payload,
-            );
+            let call = p
+                .on_message(
+                    &view_with(&record, &p.name, data.clone()),
+                    handler,
+                    &payload,
+                )
+                .await;
             let answered = call.result.and_then(|r| {
                 let reply: Value = serde_json::from_str(&r.reply)
                     .map_err(|e| invalid(p, format!("the reply is not valid JSON: {e}")))?;
@@ -299,14 +309,14 @@ impl Chain {
     /// Runs `on-list-active` over a user's session summaries. A failing
     /// plugin with `on_error = deny` fails the listing; with `allow` the
     /// listing goes on without it.
-    pub fn list_active(
+    pub async fn list_active(
         &self,
         user: &str,
         summaries: Vec<SessionSummary>,
     ) -> Result<Vec<SessionSummary>, PluginFailure> {
         let mut list: Vec<types::SessionSummary> = summaries.iter().map(to_wit_summary).collect();
         for p in self.with(Hook::ListActive) {
-            let result = p.on_list_active(user, &list).result.and_then(|out| {
+            let result = p.on_list_active(user, &list).await.result.and_then(|out| {
                 out.into_iter()
                     .map(|s| from_wit_summary(p, s))
                     .collect::<Result<Vec<_>, _>>()

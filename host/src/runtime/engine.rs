@@ -16,6 +16,9 @@ use super::bindings::Plugin;
 use super::host::HostState;
 use super::limits::EngineSettings;
 
+/// Stack a call's fiber keeps for host code above the guest's wasm stack.
+const HOST_STACK_KIB: u64 = 1024;
+
 /// The engine, the linker with every host capability, and the ticker.
 pub(crate) struct SharedEngine {
     pub engine: Engine,
@@ -49,6 +52,8 @@ impl SharedEngine {
             .max_core_instances_per_component(64)
             .max_memories_per_component(8)
             .max_tables_per_component(16)
+            // One fiber stack per call under way (not per idle instance).
+            .total_stacks(n)
             .max_memory_size((settings.max_memory_mib as usize) << 20)
             // Reset a freed slot by rewriting only its dirty pages (Linux's
             // PAGEMAP_SCAN, 6.7+) instead of unmapping it: a fresh instance
@@ -63,6 +68,9 @@ impl SharedEngine {
             .consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack((settings.wasm_stack_kib as usize) << 10)
+            // Calls run on fibers. Above the guest's stack, host functions
+            // (the store futures they poll) get a fixed headroom.
+            .async_stack_size(((settings.wasm_stack_kib + HOST_STACK_KIB) as usize) << 10)
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -70,7 +78,7 @@ impl SharedEngine {
             .map_err(|e| anyhow::anyhow!("creating the wasmtime engine: {e:#}"))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
         Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking the sessiond host capabilities: {e:#}"))?;

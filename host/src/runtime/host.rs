@@ -22,7 +22,6 @@ pub(crate) struct PluginEnv {
     pub tenant: String,
     pub plugin: String,
     pub store: Arc<dyn SessionStore>,
-    pub handle: tokio::runtime::Handle,
 }
 
 /// One line a plugin logged during a call.
@@ -195,21 +194,19 @@ impl HostState {
         }
     }
 
-    /// Runs a store operation for a host call, bounded by the call's deadline.
     /// Runs one store operation for a host call, bounded by what is left of
-    /// the call's deadline. Notes in the call state when the store could not
-    /// be reached (or did not answer before the deadline), so that callers
-    /// such as the end worker can tell a plugin failure from an outage.
-    fn store_call<T>(
+    /// the call's deadline. The plugin's fiber is suspended meanwhile: the
+    /// request's task waits, no thread does. Notes in the call state when the
+    /// store could not be reached (or did not answer before the deadline), so
+    /// that callers such as the end worker can tell a plugin failure from an
+    /// outage.
+    async fn store_call<T>(
         &mut self,
         remaining: std::time::Duration,
         fut: impl std::future::Future<Output = StoreResult<T>>,
     ) -> wasmtime::Result<StoreResult<T>> {
         let deadline_ms = self.call.deadline_ms;
-        let result = self
-            .env
-            .handle
-            .block_on(async { tokio::time::timeout(remaining, fut).await });
+        let result = tokio::time::timeout(remaining, fut).await;
         match result {
             Ok(r) => {
                 if matches!(r, Err(StoreError::Unavailable(_))) {
@@ -277,11 +274,13 @@ impl clock::Host for HostState {
 }
 
 impl kv::Host for HostState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
         let remaining = self.call.enter()?;
         self.call.give_out("kv key", key.len())?;
         let env = self.env.clone();
-        let got = self.store_call(remaining, env.store.kv_get(&env.tenant, &env.plugin, &key))?;
+        let got = self
+            .store_call(remaining, env.store.kv_get(&env.tenant, &env.plugin, &key))
+            .await?;
         match got {
             Ok(value) => {
                 self.call
@@ -292,7 +291,7 @@ impl kv::Host for HostState {
         }
     }
 
-    fn set(
+    async fn set(
         &mut self,
         key: String,
         value: String,
@@ -301,34 +300,40 @@ impl kv::Host for HostState {
         let remaining = self.call.enter()?;
         self.call.give_out("kv entry", key.len() + value.len())?;
         let env = self.env.clone();
-        let res = self.store_call(
-            remaining,
-            env.store
-                .kv_set(&env.tenant, &env.plugin, &key, &value, ttl_seconds),
-        )?;
+        let res = self
+            .store_call(
+                remaining,
+                env.store
+                    .kv_set(&env.tenant, &env.plugin, &key, &value, ttl_seconds),
+            )
+            .await?;
         Ok(res.map_err(|e| e.to_string()))
     }
 
-    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, String>> {
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, String>> {
         let remaining = self.call.enter()?;
         self.call.give_out("kv key", key.len())?;
         let env = self.env.clone();
-        let res = self.store_call(
-            remaining,
-            env.store.kv_delete(&env.tenant, &env.plugin, &key),
-        )?;
+        let res = self
+            .store_call(
+                remaining,
+                env.store.kv_delete(&env.tenant, &env.plugin, &key),
+            )
+            .await?;
         Ok(res.map_err(|e| e.to_string()))
     }
 }
 
 impl sessions::Host for HostState {
-    fn list_active(
+    async fn list_active(
         &mut self,
         user: String,
     ) -> wasmtime::Result<Result<Vec<types::SessionSummary>, String>> {
         let remaining = self.call.enter()?;
         let env = self.env.clone();
-        let res = self.store_call(remaining, env.store.list_user(&env.tenant, &user, now_ms()))?;
+        let res = self
+            .store_call(remaining, env.store.list_user(&env.tenant, &user, now_ms()))
+            .await?;
         match res {
             Ok(records) => {
                 let list: Vec<types::SessionSummary> = records
@@ -345,7 +350,7 @@ impl sessions::Host for HostState {
 }
 
 impl audit::Host for HostState {
-    fn append(&mut self, entry: String) -> wasmtime::Result<Result<(), String>> {
+    async fn append(&mut self, entry: String) -> wasmtime::Result<Result<(), String>> {
         let remaining = self.call.enter()?;
         self.call.give_out("audit entry", entry.len())?;
         let value: Value = match serde_json::from_str(&entry) {
@@ -361,17 +366,19 @@ impl audit::Host for HostState {
             .end_id
             .as_ref()
             .map(|end| format!("{end}:{}:{}", env.plugin, self.call.audit_appends));
-        let res = self.store_call(
-            remaining,
-            env.store.audit_append(
-                &env.tenant,
-                &env.plugin,
-                session.as_deref(),
-                &value,
-                once.as_deref(),
-                now_ms(),
-            ),
-        )?;
+        let res = self
+            .store_call(
+                remaining,
+                env.store.audit_append(
+                    &env.tenant,
+                    &env.plugin,
+                    session.as_deref(),
+                    &value,
+                    once.as_deref(),
+                    now_ms(),
+                ),
+            )
+            .await?;
         match res {
             Ok(_) => {
                 self.call.audit.push(value);

@@ -6,9 +6,12 @@
 //! one tenant at a time with every limit in [`Limits`] armed on each call.
 //! Plugins run as an ordered [`Chain`] per tenant.
 //!
-//! Calls are synchronous: run them on a blocking thread
-//! (`tokio::task::spawn_blocking`), never on an async worker, because host
-//! capabilities wait on the session store.
+//! Calls are async and run on the caller's task: wasmtime runs each call on
+//! a fiber that suspends while a host capability waits on the session store,
+//! and hands the thread back every so often while guest code runs (fuel
+//! yields). Each call is bounded by its plugin's deadline. Loading compiles
+//! the component first, which is CPU-bound (seconds for a Python component
+//! on a cache miss): load plugins before serving.
 
 mod bindings;
 mod capability;
@@ -123,7 +126,6 @@ struct Compiled {
 pub struct Runtime {
     engine: Arc<SharedEngine>,
     store: Arc<dyn SessionStore>,
-    handle: tokio::runtime::Handle,
     compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
 }
 
@@ -135,16 +137,11 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Creates the engine. `store` backs the `kv`, `sessions` and `audit`
-    /// capabilities; `handle` runs its futures.
-    pub fn new(
-        settings: EngineSettings,
-        store: Arc<dyn SessionStore>,
-        handle: tokio::runtime::Handle,
-    ) -> anyhow::Result<Runtime> {
+    /// capabilities.
+    pub fn new(settings: EngineSettings, store: Arc<dyn SessionStore>) -> anyhow::Result<Runtime> {
         Ok(Runtime {
             engine: Arc::new(SharedEngine::new(settings)?),
             store,
-            handle,
             compiled: Mutex::new(HashMap::new()),
         })
     }
@@ -195,13 +192,17 @@ impl Runtime {
     /// Loads one plugin for `tenant`: checks the component against the world
     /// and the spec's grants, then instantiates it, calls `describe` and
     /// `init`.
-    pub fn load(&self, tenant: &str, spec: &PluginSpec) -> Result<Arc<LoadedPlugin>, LoadError> {
+    pub async fn load(
+        &self,
+        tenant: &str,
+        spec: &PluginSpec,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let bytes = Self::read(&spec.path)?;
-        self.load_bytes(tenant, spec, &bytes)
+        self.load_bytes(tenant, spec, &bytes).await
     }
 
     /// [`Runtime::load`] from bytes in memory.
-    pub fn load_bytes(
+    pub async fn load_bytes(
         &self,
         tenant: &str,
         spec: &PluginSpec,
@@ -220,7 +221,6 @@ impl Runtime {
             tenant: tenant.to_string(),
             plugin: spec.name.clone(),
             store: self.store.clone(),
-            handle: self.handle.clone(),
         });
         let plugin = LoadedPlugin::load(plugin::LoadParts {
             name: spec.name.clone(),
@@ -238,6 +238,7 @@ impl Runtime {
             env,
             engine: self.engine.clone(),
         })
+        .await
         .map_err(LoadError::Start)?;
         Ok(Arc::new(plugin))
     }
@@ -245,14 +246,13 @@ impl Runtime {
     /// Checks a component file without a config: validates it against the
     /// world, instantiates it and asks it to describe itself (`init` is not
     /// called).
-    pub fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
+    pub async fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
         let bytes = Self::read(path)?;
         let compiled = self.compile(&bytes)?;
         let env = Arc::new(PluginEnv {
             tenant: "check".into(),
             plugin: "check".into(),
             store: self.store.clone(),
-            handle: self.handle.clone(),
         });
         let description = LoadedPlugin::describe_only(plugin::LoadParts {
             name: "check".into(),
@@ -266,6 +266,7 @@ impl Runtime {
             env,
             engine: self.engine.clone(),
         })
+        .await
         .map_err(LoadError::Start)?;
         Ok(Inspection {
             name: description.name,

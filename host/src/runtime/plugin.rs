@@ -12,20 +12,48 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wasmtime::Store;
 
-use super::bindings::exports::sessiond::plugin::hooks::Guest as Hooks;
 use super::bindings::sessiond::plugin::types;
 use super::bindings::{Plugin, PluginPre};
 use super::capability::Capability;
 use super::engine::SharedEngine;
-use super::error::{FailureKind, PluginFailure, classify};
+use super::error::{FailureKind, HostTrap, PluginFailure, classify};
 use super::host::{HostState, LogLine, PluginEnv, client_size, summary_size};
 use super::limits::Limits;
+
+/// Fuel between two yields of a running plugin back to the async runtime
+/// (about a millisecond of guest code): a busy plugin then shares its
+/// thread with other requests instead of holding it up to its deadline.
+const FUEL_YIELD_INTERVAL: u64 = 2_000_000;
+
+/// One hook call: [`LoadedPlugin::begin`], the export call bounded by the
+/// deadline, then [`LoadedPlugin::finish`]. `|h, s|` name the hooks and the
+/// store for the call expression.
+macro_rules! run_hook {
+    ($plugin:expr, $session:expr, $input:expr, |$h:ident, $s:ident| $call:expr, $size:expr) => {{
+        let plugin = $plugin;
+        match plugin.begin($session, $input).await {
+            Err((failure, report)) => Call {
+                result: Err(failure),
+                report,
+            },
+            Ok((mut warm, report)) => {
+                let started = Instant::now();
+                let outcome = {
+                    let $h = warm.bindings.sessiond_plugin_hooks();
+                    let $s = &mut warm.store;
+                    plugin.bounded($call).await
+                };
+                plugin.finish(warm, report, started, outcome, $size)
+            }
+        }
+    }};
+}
 
 /// What a plugin's failure means for a hook that can veto.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,13 +220,16 @@ pub(crate) struct LoadParts {
 impl LoadedPlugin {
     /// Creates the first instance, asks it to describe itself and runs
     /// `init`; any failure there means the plugin does not load.
-    pub(crate) fn load(parts: LoadParts) -> Result<LoadedPlugin, PluginFailure> {
+    pub(crate) async fn load(parts: LoadParts) -> Result<LoadedPlugin, PluginFailure> {
         let mut plugin = LoadedPlugin::load_parts(parts);
-        let mut warm = plugin.instantiate(true)?;
-        let info = warm
-            .bindings
-            .sessiond_plugin_hooks()
-            .call_describe(&mut warm.store)
+        let mut warm = plugin.instantiate(true).await?;
+        let info = plugin
+            .bounded(
+                warm.bindings
+                    .sessiond_plugin_hooks()
+                    .call_describe(&mut warm.store),
+            )
+            .await
             .map_err(|e| classify(&plugin.name, &e))?;
         plugin.description = Description::from_wit(info);
         plugin.release(warm);
@@ -239,31 +270,58 @@ impl LoadedPlugin {
 
     /// Instantiates the component without calling `init` and returns what
     /// `describe` says (for `sessiond plugin check`).
-    pub(crate) fn describe_only(parts: LoadParts) -> Result<Description, PluginFailure> {
+    pub(crate) async fn describe_only(parts: LoadParts) -> Result<Description, PluginFailure> {
         let mut plugin = LoadedPlugin::load_parts(parts);
         plugin.reuse = false;
-        let mut warm = plugin.instantiate(false)?;
-        let info = warm
-            .bindings
-            .sessiond_plugin_hooks()
-            .call_describe(&mut warm.store)
+        let mut warm = plugin.instantiate(false).await?;
+        let info = plugin
+            .bounded(
+                warm.bindings
+                    .sessiond_plugin_hooks()
+                    .call_describe(&mut warm.store),
+            )
+            .await
             .map_err(|e| classify(&plugin.name, &e))?;
         Ok(Description::from_wit(info))
     }
 
-    fn instantiate(&self, init: bool) -> Result<Warm, PluginFailure> {
+    /// Bounds a call into the component by the plugin's deadline.
+    ///
+    /// Epoch interruption stops guest code at the deadline; this also stops a
+    /// plugin that waits in the host past it (a WASI sleep or poll, say).
+    /// The instance is then discarded with the future.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = wasmtime::Result<T>>,
+    ) -> wasmtime::Result<T> {
+        let deadline = self.limits.deadline_ms;
+        let grace = self.engine.settings.epoch_tick_ms.max(1) * 2;
+        match tokio::time::timeout(Duration::from_millis(deadline + grace), call).await {
+            Ok(result) => result,
+            Err(_) => Err(HostTrap::Deadline(deadline).into()),
+        }
+    }
+
+    async fn instantiate(&self, init: bool) -> Result<Warm, PluginFailure> {
         let state = HostState::new(self.env.clone(), self.limits.memory_bytes());
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Guest code runs on the request's task: hand the thread back to
+        // other tasks every so often, so a busy plugin delays nobody else.
+        // Fuel is always enabled on this engine, so this cannot fail.
+        let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
         self.arm(&mut store, None, 0);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
-            let mut f = classify(&self.name, &e);
-            if f.kind == FailureKind::Trap {
-                f.kind = FailureKind::Instantiate;
-            }
-            f.message = format!("instantiation failed: {}", f.message);
-            f
-        })?;
+        let bindings = self
+            .bounded(self.pre.instantiate_async(&mut store))
+            .await
+            .map_err(|e| {
+                let mut f = classify(&self.name, &e);
+                if f.kind == FailureKind::Trap {
+                    f.kind = FailureKind::Instantiate;
+                }
+                f.message = format!("instantiation failed: {}", f.message);
+                f
+            })?;
         if !init {
             return Ok(Warm {
                 store,
@@ -272,7 +330,10 @@ impl LoadedPlugin {
             });
         }
         let hooks = bindings.sessiond_plugin_hooks();
-        match hooks.call_init(&mut store, &self.config) {
+        match self
+            .bounded(hooks.call_init(&mut store, &self.config))
+            .await
+        {
             Ok(Ok(())) => Ok(Warm {
                 store,
                 bindings,
@@ -318,25 +379,18 @@ impl LoadedPlugin {
         }
     }
 
-    /// Runs one export with every limit armed and classifies the outcome.
-    fn call<R>(
+    /// Checks the input cap and takes an instance (warm, or fresh) with
+    /// every limit armed for one call; or the failure that ends the call
+    /// before it starts.
+    async fn begin(
         &self,
         session: Option<&str>,
         input_bytes: u64,
-        run: impl FnOnce(&Hooks, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
-        output_bytes: impl FnOnce(&R) -> u64,
-    ) -> Call<R> {
+    ) -> Result<(Warm, CallReport), (PluginFailure, CallReport)> {
         let started = Instant::now();
         let mut report = CallReport::default();
-        let fail = |kind, message: String| PluginFailure {
-            plugin: self.name.clone(),
-            kind,
-            message,
-            backtrace: None,
-            output: None,
-        };
         if input_bytes > self.limits.max_input_bytes {
-            let f = fail(
+            let f = self.failure(
                 FailureKind::InputTooLarge,
                 format!(
                     "the hook's arguments are {input_bytes} bytes, over the input cap of {} bytes",
@@ -344,37 +398,54 @@ impl LoadedPlugin {
                 ),
             );
             self.stats.record(Some(f.kind));
-            return Call {
-                result: Err(f),
-                report,
-            };
+            return Err((f, report));
         }
         let mut warm = match self.take() {
             Some(w) => w,
             None => {
                 report.fresh_instance = true;
-                match self.instantiate(true) {
+                match self.instantiate(true).await {
                     Ok(w) => w,
                     Err(f) => {
                         self.stats.record(Some(f.kind));
                         report.wall_us = started.elapsed().as_micros() as u64;
-                        return Call {
-                            result: Err(f),
-                            report,
-                        };
+                        return Err((f, report));
                     }
                 }
             }
         };
         self.arm(&mut warm.store, session.map(str::to_string), input_bytes);
-        let outcome = run(warm.bindings.sessiond_plugin_hooks(), &mut warm.store);
-        warm.calls += 1;
+        // The report's wall time counts instantiation too.
+        report.wall_us = started.elapsed().as_micros() as u64;
+        Ok((warm, report))
+    }
 
+    fn failure(&self, kind: FailureKind, message: String) -> PluginFailure {
+        PluginFailure {
+            plugin: self.name.clone(),
+            kind,
+            message,
+            backtrace: None,
+            output: None,
+        }
+    }
+
+    /// Classifies the outcome of a call [`begin`](Self::begin) armed, fills
+    /// its report and puts the instance back (or drops it).
+    fn finish<R>(
+        &self,
+        mut warm: Warm,
+        mut report: CallReport,
+        call_started: Instant,
+        outcome: wasmtime::Result<Result<R, String>>,
+        output_bytes: impl FnOnce(&R) -> u64,
+    ) -> Call<R> {
+        warm.calls += 1;
         report.fuel_consumed = self
             .limits
             .fuel
             .saturating_sub(warm.store.get_fuel().unwrap_or(0));
-        report.wall_us = started.elapsed().as_micros() as u64;
+        report.wall_us += call_started.elapsed().as_micros() as u64;
         let data = warm.store.data_mut();
         report.peak_memory_bytes = data.limiter.total;
         report.logs = std::mem::take(&mut data.call.logs);
@@ -384,11 +455,11 @@ impl LoadedPlugin {
 
         let result = match outcome {
             Err(trap) => Err(classify(&self.name, &trap)),
-            Ok(Err(message)) => Err(fail(FailureKind::PluginError, message)),
+            Ok(Err(message)) => Err(self.failure(FailureKind::PluginError, message)),
             Ok(Ok(value)) => {
                 let out = output_bytes(&value) + data.call.bytes_out;
                 if out > self.limits.max_output_bytes {
-                    Err(fail(
+                    Err(self.failure(
                         FailureKind::OutputTooLarge,
                         format!(
                             "the plugin returned {out} bytes, over the output cap of {} bytes",
@@ -415,92 +486,107 @@ impl LoadedPlugin {
         Call { result, report }
     }
 
-    pub fn on_session_start(
+    /// Calls `on-session-start`.
+    pub async fn on_session_start(
         &self,
         session: &types::Session,
         client: &types::ClientInfo,
     ) -> Call<types::Verdict> {
         let input = session_size(session) + client_size(client) as u64;
-        self.call(
+        run_hook!(
+            self,
             Some(&session.id),
             input,
             |h, s| h.call_on_session_start(s, session, client),
-            verdict_size,
+            verdict_size
         )
     }
 
-    pub fn on_session_update(
+    /// Calls `on-session-update`.
+    pub async fn on_session_update(
         &self,
         session: &types::Session,
         proposed: &types::Changes,
     ) -> Call<types::UpdateVerdict> {
         let input = session_size(session) + changes_size(proposed);
-        self.call(
+        run_hook!(
+            self,
             Some(&session.id),
             input,
             |h, s| h.call_on_session_update(s, session, proposed),
-            |v| match v {
+            |v: &types::UpdateVerdict| match v {
                 types::UpdateVerdict::Accept => 0,
                 types::UpdateVerdict::Rewrite(c) => changes_size(c),
                 types::UpdateVerdict::Reject(m) => m.len() as u64,
-            },
+            }
         )
     }
 
-    pub fn on_session_end(&self, session: &types::Session, end: &types::EndInfo) -> Call<()> {
+    /// Calls `on-session-end`; audit appends made during the call carry
+    /// idempotency keys derived from the end id.
+    pub async fn on_session_end(&self, session: &types::Session, end: &types::EndInfo) -> Call<()> {
         let input = session_size(session) + end.end_id.len() as u64;
-        self.call(
+        run_hook!(
+            self,
             Some(&session.id),
             input,
             |h, s| {
                 s.data_mut().call.end_id = Some(end.end_id.clone());
                 h.call_on_session_end(s, session, end)
             },
-            |_| 0,
+            |_: &()| 0
         )
     }
 
-    pub fn on_event(
+    /// Calls `on-event`.
+    pub async fn on_event(
         &self,
         session: &types::Session,
         name: &str,
         payload: &str,
     ) -> Call<types::Verdict> {
         let input = session_size(session) + (name.len() + payload.len()) as u64;
-        self.call(
+        let payload = payload.to_string();
+        run_hook!(
+            self,
             Some(&session.id),
             input,
-            |h, s| h.call_on_event(s, session, name, &payload.to_string()),
-            verdict_size,
+            |h, s| h.call_on_event(s, session, name, &payload),
+            verdict_size
         )
     }
 
-    pub fn on_message(
+    /// Calls `on-message`.
+    pub async fn on_message(
         &self,
         session: &types::Session,
         handler: &str,
         payload: &str,
     ) -> Call<types::MessageReply> {
         let input = session_size(session) + (handler.len() + payload.len()) as u64;
-        self.call(
+        let payload = payload.to_string();
+        run_hook!(
+            self,
             Some(&session.id),
             input,
-            |h, s| h.call_on_message(s, session, handler, &payload.to_string()),
-            |r| r.reply.len() as u64 + changes_size(&r.changes),
+            |h, s| h.call_on_message(s, session, handler, &payload),
+            |r: &types::MessageReply| r.reply.len() as u64 + changes_size(&r.changes)
         )
     }
 
-    pub fn on_list_active(
+    /// Calls `on-list-active`.
+    pub async fn on_list_active(
         &self,
         user: &str,
         sessions: &[types::SessionSummary],
     ) -> Call<Vec<types::SessionSummary>> {
         let input = user.len() as u64 + sessions.iter().map(summary_size).sum::<usize>() as u64;
-        self.call(
+        run_hook!(
+            self,
             None,
             input,
             |h, s| h.call_on_list_active(s, user, sessions),
-            |list| list.iter().map(summary_size).sum::<usize>() as u64,
+            |list: &Vec<types::SessionSummary>| list.iter().map(summary_size).sum::<usize>() as u64
         )
     }
 }
