@@ -116,9 +116,14 @@ _U32_MAX = 2**32 - 1
 # ---------------------------------------------------------------------------
 
 
+# One encoder for every call: `json.dumps` with non-default options builds a
+# new encoder each time, which costs more than encoding a small object.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Serialises ``value`` to compact JSON text (no spaces, UTF-8 kept)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def loads(text: Optional[str], default: Any = None) -> Any:
@@ -152,6 +157,8 @@ def state(session: types.Session) -> JsonObject:
 def _json_text(value: Patch, what: str) -> Optional[str]:
     if value is None or isinstance(value, str):
         return value
+    if type(value) is dict:  # the common case, without the slower ABC check
+        return dumps(value)
     if not isinstance(value, Mapping):
         raise TypeError(f"{what} must be a dict (a JSON object), not {type(value).__name__}")
     return dumps(dict(value))
@@ -282,10 +289,21 @@ def log(level: Any, message: str) -> None:
     wit_log = _capability(_wit_log, "log")
     if not isinstance(level, wit_log.Level):
         try:
-            level = wit_log.Level[str(level).upper()]
-        except KeyError:
-            raise ValueError(f"unknown log level {level!r}") from None
+            level = _LOG_LEVELS[level]
+        except (KeyError, TypeError):
+            try:
+                level = wit_log.Level[str(level).upper()]
+            except KeyError:
+                raise ValueError(f"unknown log level {level!r}") from None
     wit_log.log(level, str(message))
+
+
+# The level names the log_* helpers pass, looked up without building strings.
+_LOG_LEVELS = (
+    {}
+    if _wit_log is None
+    else {name: _wit_log.Level[name.upper()] for name in ("trace", "debug", "info", "warn", "error")}
+)
 
 
 def log_trace(message: str) -> None:
