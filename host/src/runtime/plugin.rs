@@ -223,17 +223,18 @@ impl LoadedPlugin {
     pub(crate) async fn load(parts: LoadParts) -> Result<LoadedPlugin, PluginFailure> {
         let mut plugin = LoadedPlugin::load_parts(parts);
         let mut warm = plugin.instantiate(true).await?;
-        let info = plugin
-            .bounded(
-                warm.bindings
-                    .sessiond_plugin_hooks()
-                    .call_describe(&mut warm.store),
-            )
-            .await
-            .map_err(|e| classify(&plugin.name, &e))?;
-        plugin.description = Description::from_wit(info);
+        plugin.description = plugin.describe(&mut warm).await?;
         plugin.release(warm);
         Ok(plugin)
+    }
+
+    async fn describe(&self, warm: &mut Warm) -> Result<Description, PluginFailure> {
+        let hooks = warm.bindings.sessiond_plugin_hooks();
+        let info = self
+            .bounded(hooks.call_describe(&mut warm.store))
+            .await
+            .map_err(|e| classify(&self.name, &e))?;
+        Ok(Description::from_wit(info))
     }
 
     fn load_parts(parts: LoadParts) -> LoadedPlugin {
@@ -274,15 +275,7 @@ impl LoadedPlugin {
         let mut plugin = LoadedPlugin::load_parts(parts);
         plugin.reuse = false;
         let mut warm = plugin.instantiate(false).await?;
-        let info = plugin
-            .bounded(
-                warm.bindings
-                    .sessiond_plugin_hooks()
-                    .call_describe(&mut warm.store),
-            )
-            .await
-            .map_err(|e| classify(&plugin.name, &e))?;
-        Ok(Description::from_wit(info))
+        plugin.describe(&mut warm).await
     }
 
     /// Bounds a call into the component by the plugin's deadline.
