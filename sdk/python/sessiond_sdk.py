@@ -288,17 +288,14 @@ def log(level: Any, message: str) -> None:
     """
     wit_log = _capability(_wit_log, "log")
     if not isinstance(level, wit_log.Level):
-        try:
-            level = _LOG_LEVELS[level]
-        except (KeyError, TypeError):
-            try:
-                level = wit_log.Level[str(level).upper()]
-            except KeyError:
-                raise ValueError(f"unknown log level {level!r}") from None
+        found = _LOG_LEVELS.get(str(level).lower())
+        if found is None:
+            raise ValueError(f"unknown log level {level!r}")
+        level = found
     wit_log.log(level, str(message))
 
 
-# The level names the log_* helpers pass, looked up without building strings.
+# Level names (any case) to levels, so that a log call needs no enum lookup.
 _LOG_LEVELS = (
     {}
     if _wit_log is None

@@ -121,8 +121,11 @@ class HelperTests(unittest.TestCase):
         sdk.audit({"action": "X"})
         sdk.log("warn", "w")
         sdk.log_info("i")
+        sdk.log("Error", "e")
+        with self.assertRaisesRegex(ValueError, "unknown log level 'loud'"):
+            sdk.log("loud", "x")
         self.assertEqual(host.audits, [{"action": "X"}])
-        self.assertEqual(host.logs, [("WARN", "w"), ("INFO", "i")])
+        self.assertEqual(host.logs, [("WARN", "w"), ("INFO", "i"), ("ERROR", "e")])
         with self.assertRaisesRegex(RuntimeError, "sessions capability"):
             sdk.list_active("alice")
 
