@@ -3,9 +3,9 @@
 //!
 //! Whatever ends a session (logout, revocation, eviction, the sweeper) takes
 //! it out of the store and queues its end job in one atomic step
-//! ([`crate::store::EndJob`]). Every host runs this worker, under its own
+//! ([`crate::store::EndJob`]; see [`crate::service::end`]). Every host runs this worker, under its own
 //! consumer name. The worker claims jobs in batches, runs each job's end
-//! chain on a blocking thread, and acknowledges the batch once every hook in
+//! chain on a task of its own, and acknowledges the batch once every hook in
 //! it has returned. A job claimed by a host that then dies stays claimed
 //! until `ends.reclaim_after_ms` has passed, when the next host to claim
 //! takes it over and runs it again with the same end id.
@@ -25,9 +25,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EndsConfig;
-use crate::server::{AppState, TenantState};
 use crate::session::now_ms;
-use crate::store::EndJob;
+use crate::store::{EndJob, EndQueue};
+use crate::tenant::{Tenant, TenantRegistry};
 
 /// The per-host state of the end worker.
 #[derive(Debug)]
@@ -93,14 +93,23 @@ fn default_consumer() -> String {
     format!(
         "{host}-{}-{}",
         std::process::id(),
-        crate::api::ids::short_nonce()
+        crate::ids::short_nonce()
     )
+}
+
+/// What the end worker works on: the tenants (whose chains run the hooks)
+/// and the queue.
+#[derive(Clone)]
+pub struct EndWork {
+    pub worker: Arc<EndWorker>,
+    pub tenants: Arc<TenantRegistry>,
+    pub queue: Arc<dyn EndQueue>,
 }
 
 /// Works the end queue until `stop` is cancelled, then drains it for at most
 /// `ends.shutdown_drain_ms` and returns with nothing claimed and unfinished.
-pub async fn run(state: AppState, stop: CancellationToken) {
-    let worker = state.ends.clone();
+pub async fn run(state: EndWork, stop: CancellationToken) {
+    let worker = state.worker.clone();
     let period = Duration::from_millis(worker.config.poll_interval_ms.max(1));
     let mut pruned_at = Instant::now();
     loop {
@@ -129,11 +138,12 @@ const PRUNE_IDLE_MS: u64 = 3_600_000;
 
 /// Forgets, for every tenant with end hooks, the consumers of hosts that
 /// stopped or died (each host gets a new consumer name when it starts).
-async fn prune_consumers(state: &AppState) {
-    for tenant in state.tenants.values().filter(|t| t.queues_ends()) {
+async fn prune_consumers(state: &EndWork) {
+    let tenants = state.tenants.current();
+    for tenant in tenants.iter().filter(|t| t.queues_ends()) {
         match state
-            .store
-            .prune_end_consumers(&tenant.name, &state.ends.consumer, PRUNE_IDLE_MS)
+            .queue
+            .prune_end_consumers(&tenant.name, &state.worker.consumer, PRUNE_IDLE_MS)
             .await
         {
             Ok(0) => {}
@@ -147,11 +157,12 @@ async fn prune_consumers(state: &AppState) {
 /// Claims and runs end jobs of every tenant with end hooks until the queue
 /// has none left for this host or `until` has passed (checked before each
 /// claim: a claimed batch is always finished). Returns how many jobs ran.
-pub async fn drain(state: &AppState, until: Option<Instant>) -> usize {
-    let worker = &state.ends;
+pub async fn drain(state: &EndWork, until: Option<Instant>) -> usize {
+    let worker = &state.worker;
     let batch = worker.config.batch.max(1);
     let mut ran = 0;
-    for tenant in state.tenants.values().filter(|t| t.queues_ends()) {
+    let tenants = state.tenants.current();
+    for tenant in tenants.iter().filter(|t| t.queues_ends()) {
         let unacked = worker.take_unacked(&tenant.name);
         if !unacked.is_empty() && !ack(state, tenant, unacked).await {
             continue;
@@ -161,7 +172,7 @@ pub async fn drain(state: &AppState, until: Option<Instant>) -> usize {
                 return ran;
             }
             let jobs = match state
-                .store
+                .queue
                 .claim_ends(
                     &tenant.name,
                     &worker.consumer,
@@ -194,7 +205,7 @@ pub async fn drain(state: &AppState, until: Option<Instant>) -> usize {
 /// A job whose hooks could not reach the store is left claimed: after the
 /// reclaim time a host (maybe this one) runs it again with the same end id,
 /// so the audit records it could not write are written then, once.
-async fn run_jobs(state: &AppState, tenant: &Arc<TenantState>, jobs: Vec<EndJob>) -> usize {
+async fn run_jobs(state: &EndWork, tenant: &Arc<Tenant>, jobs: Vec<EndJob>) -> usize {
     let mut tasks = Vec::with_capacity(jobs.len());
     for job in jobs {
         if job.reclaimed {
@@ -231,7 +242,7 @@ async fn run_jobs(state: &AppState, tenant: &Arc<TenantState>, jobs: Vec<EndJob>
             "end hooks could not reach the store; running them again after the reclaim time");
     }
     let n = done.len();
-    let worker = &state.ends;
+    let worker = &state.worker;
     worker.ran.fetch_add(n as u64, Ordering::Relaxed);
     worker.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
     ack(state, tenant, done).await;
@@ -241,14 +252,14 @@ async fn run_jobs(state: &AppState, tenant: &Arc<TenantState>, jobs: Vec<EndJob>
 /// Acknowledges finished jobs; when the store cannot be reached, keeps them
 /// for the next drain and returns false. (Should this host stop before
 /// then, another host runs them again after the reclaim time.)
-async fn ack(state: &AppState, tenant: &TenantState, ids: Vec<String>) -> bool {
-    match state.store.ack_ends(&tenant.name, &ids).await {
+async fn ack(state: &EndWork, tenant: &Tenant, ids: Vec<String>) -> bool {
+    match state.queue.ack_ends(&tenant.name, &ids).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(tenant = %tenant.name, jobs = ids.len(),
                 "acknowledging end jobs failed; retrying on the next round: {e}");
             state
-                .ends
+                .worker
                 .unacked
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

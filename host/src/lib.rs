@@ -1,11 +1,42 @@
-//! sessiond: a session runtime extended by sandboxed WebAssembly plugins.
+//! sessiond: a session service extended by sandboxed WebAssembly plugins.
+//!
+//! The map of the crate, from the edges inwards (a module imports only
+//! modules further down this list):
+//!
+//! - [`cli`]: the `sessiond` command line (`serve`, `plugin check|run`).
+//! - [`server`]: the composition root. Builds the store, the runtime, the
+//!   tenants and the [`app::App`] from a [`config::Config`], then runs the
+//!   API, the [`sweeper`] and the end worker ([`ends`]) until shutdown.
+//! - [`api`]: the HTTP edge (axum). Handlers extract and validate a request,
+//!   call one [`service`] operation and render its result; `api/error.rs`
+//!   maps every [`service::Error`] to an RFC 9457 problem.
+//! - [`sweeper`]: ends the sessions that ran out, through the service.
+//! - [`service`]: one function per session operation (create, get, update,
+//!   touch, authenticate, event, message, logout, list and revoke a user's
+//!   sessions), and the one place where sessions end ([`service::end`]).
+//! - [`ends`]: the end worker, which runs `on-session-end` hooks from the
+//!   durable end queue.
+//! - [`app`]: the handles a running server shares (store handles, runtime,
+//!   tenant registry, end worker).
+//! - [`tenant`]: a tenant's settings and plugin chain, and the registry of
+//!   tenants that can be swapped while requests run.
+//! - [`config`]: the TOML configuration.
+//! - [`runtime`]: the wasmtime plugin runtime: components, limits, chains.
+//! - [`store`]: session storage by concern (sessions, end queue, plugin kv,
+//!   audit) with a memory and a Redis backend.
+//! - [`ids`]: session tokens and public ids.
+//! - [`session`]: the session model every layer shares.
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod ends;
+pub mod ids;
 pub mod runtime;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod store;
 pub mod sweeper;
+pub mod tenant;

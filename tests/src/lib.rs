@@ -15,8 +15,10 @@ pub fn plugin(name: &str) -> PathBuf {
 
 use std::sync::{Arc, OnceLock};
 
-use sessiond::runtime::{Capability, EngineSettings, LimitOverrides, OnError, PluginSpec, Runtime};
-use sessiond::store::SessionStore;
+use sessiond::runtime::{
+    Capability, EngineSettings, HostStores, LimitOverrides, OnError, PluginSpec, Runtime,
+};
+use sessiond::store::StoreBackend;
 use sessiond::store::memory::MemoryStore;
 
 /// A multi-threaded async runtime shared by the tests of one binary; plugin
@@ -58,8 +60,8 @@ pub fn test_settings() -> EngineSettings {
 }
 
 /// A runtime over `store` with test settings.
-pub fn runtime(store: Arc<dyn SessionStore>) -> Runtime {
-    Runtime::new(test_settings(), store).expect("runtime")
+pub fn runtime(store: Arc<dyn StoreBackend>) -> Runtime {
+    Runtime::new(test_settings(), HostStores::of(store)).expect("runtime")
 }
 
 /// A runtime over a fresh memory store, returned with the store.

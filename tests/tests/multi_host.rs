@@ -28,7 +28,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sessiond::session::now_ms;
 use sessiond::store::redis::RedisStore;
-use sessiond::store::{EndQueueStats, SessionStore};
+use sessiond::store::{EndQueue, EndQueueStats};
 use sessiond_tests::hosts::{Host, probe};
 use sessiond_tests::redis_server::RedisServer;
 use sessiond_tests::server::{Api, Reply, eventually, key_hash};

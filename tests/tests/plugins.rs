@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 use sessiond::runtime::{Capability, Chain, Decision, MessageOutcome};
 use sessiond::session::{ClientInfo, EndReason, SessionRecord, now_ms};
-use sessiond::store::SessionStore;
 use sessiond::store::memory::MemoryStore;
+use sessiond::store::{AuditStore, KvStore, SessionStore};
 use sessiond_tests::{Block, memory_runtime, spec, tokio};
 
 const DAY_MS: u64 = 86_400_000;

@@ -1,4 +1,4 @@
-//! One conformance suite for every `SessionStore` backend: the embedded
+//! One conformance suite for every store backend: the embedded
 //! `MemoryStore`, `RedisStore` on a single throwaway redis-server, and
 //! `RedisStore` on a throwaway three-master Redis Cluster.
 //!
@@ -17,8 +17,8 @@ use sessiond::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    CreateOutcome, EndJob, EndQueueStats, LimitPolicy, SessionStore, StoreError, UserLimit,
-    WriteOutcome,
+    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, SessionStore,
+    StoreBackend, StoreError, UserLimit, WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 
@@ -29,17 +29,17 @@ const HOUR: Millis = 60 * MIN;
 /// Several handles on one store, as several hosts would hold, and the tenant
 /// this test owns.
 struct Backend {
-    stores: Vec<Arc<dyn SessionStore>>,
+    stores: Vec<Arc<dyn StoreBackend>>,
     tenant: String,
 }
 
 impl Backend {
-    fn store(&self) -> &dyn SessionStore {
+    fn store(&self) -> &dyn StoreBackend {
         self.stores[0].as_ref()
     }
 
     /// The handle for the `i`th concurrent caller.
-    fn handle(&self, i: usize) -> Arc<dyn SessionStore> {
+    fn handle(&self, i: usize) -> Arc<dyn StoreBackend> {
         self.stores[i % self.stores.len()].clone()
     }
 
@@ -50,7 +50,7 @@ impl Backend {
 }
 
 async fn memory_backend(test: &str) -> Backend {
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn StoreBackend> = Arc::new(MemoryStore::new());
     Backend {
         stores: vec![store; 4],
         tenant: test.to_string(),
@@ -61,7 +61,7 @@ static SERVER: OnceLock<RedisServer> = OnceLock::new();
 static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
 
 async fn redis_handles(urls: Vec<String>, cluster: bool, test: &str) -> Backend {
-    let mut stores: Vec<Arc<dyn SessionStore>> = Vec::new();
+    let mut stores: Vec<Arc<dyn StoreBackend>> = Vec::new();
     for _ in 0..4 {
         let mut config = RedisConfig::new(urls.clone());
         config.cluster = cluster;
@@ -1538,7 +1538,7 @@ async fn odd_tenant_names(b: Backend) {
 // ---------------------------------------------------------------- end queue
 
 /// Claims every job there is for `consumer` (batches of 5).
-async fn claim_all(store: &dyn SessionStore, tenant: &str, consumer: &str) -> Vec<EndJob> {
+async fn claim_all(store: &dyn StoreBackend, tenant: &str, consumer: &str) -> Vec<EndJob> {
     let mut jobs = Vec::new();
     loop {
         let batch = store

@@ -1,5 +1,7 @@
 //! The tenant's audit stream and plugins, and the health endpoints.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,8 +15,9 @@ use super::extract::ApiQuery;
 use super::model::{
     AuditPageView, AuditView, DescribeView, EndQueueView, Health, PluginList, PluginView,
 };
+use crate::app::App;
 use crate::runtime::OnError;
-use crate::server::AppState;
+use crate::service;
 
 /// Records per audit page unless `limit` says otherwise.
 pub const DEFAULT_AUDIT_LIMIT: usize = 100;
@@ -53,7 +56,7 @@ fn is_stream_id(text: &str) -> bool {
     ),
     security(("api_key" = [])))]
 pub async fn audit(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPageView>> {
@@ -75,10 +78,7 @@ pub async fn audit(
         )
         .with("field", "after"));
     }
-    let page = state
-        .store
-        .audit_page(&tenant.name, after.as_deref(), limit)
-        .await?;
+    let page = service::tenant::audit(&app, &tenant, after.as_deref(), limit).await?;
     Ok(Json(AuditPageView {
         records: page.records.into_iter().map(AuditView::from).collect(),
         next: page.next,
@@ -133,15 +133,14 @@ pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
     ),
     security(("api_key" = [])))]
 pub async fn ends(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
 ) -> ApiResult<Json<EndQueueView>> {
-    let queue = state.store.end_queue(&tenant.name).await?;
-    let worker = state.ends.stats();
+    let (queue, worker) = service::tenant::end_queue(&app, &tenant).await?;
     Ok(Json(EndQueueView {
         waiting: queue.waiting,
         claimed: queue.claimed,
-        consumer: state.ends.consumer().to_string(),
+        consumer: app.ends.consumer().to_string(),
         ran: worker.ran,
         reclaimed: worker.reclaimed,
     }))
@@ -168,22 +167,12 @@ pub async fn healthz() -> Json<Health> {
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "The store does not answer", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Health>)> {
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
-    match ping {
-        Ok(Ok(())) => Ok((
-            StatusCode::OK,
-            Json(Health {
-                status: "ready".into(),
-            }),
-        )),
-        Ok(Err(e)) => {
-            tracing::warn!("readiness: the store does not answer: {e}");
-            Err(Problem::store_unavailable())
-        }
-        Err(_) => {
-            tracing::warn!("readiness: the store did not answer within 2 s");
-            Err(Problem::store_unavailable())
-        }
-    }
+pub async fn readyz(State(app): State<Arc<App>>) -> ApiResult<(StatusCode, Json<Health>)> {
+    service::tenant::ready(&app).await?;
+    Ok((
+        StatusCode::OK,
+        Json(Health {
+            status: "ready".into(),
+        }),
+    ))
 }

@@ -1,26 +1,26 @@
-//! Bearer API keys. The config holds SHA-256 hashes of the keys; a presented
-//! key is hashed and compared in constant time against every configured hash
-//! (all of them, whatever matches), so timing tells nothing about the keys.
+//! Bearer API keys. The config holds SHA-256 hashes of the keys; the
+//! tenant registry finds the tenant of a presented key in constant time
+//! ([`crate::tenant::Tenants::by_key`]).
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sha2::{Digest, Sha256};
-use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::error::Problem;
-use crate::server::{AppState, TenantState};
+use crate::app::App;
+use crate::tenant::Tenant;
 
-/// The tenant whose API key the request carries.
+/// The tenant whose API key the request carries. The request keeps this
+/// version of the tenant (settings and chain) until it ends.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Arc<TenantState>);
+pub struct Caller(pub Arc<Tenant>);
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Problem> {
         let Some(value) = parts.headers.get(AUTHORIZATION) else {
             return Err(Problem::unauthorized(
                 "send an API key as `Authorization: Bearer <key>`",
@@ -38,24 +38,9 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be `Bearer <key>`", true)
             })?;
-        match find_tenant(state, key) {
+        match app.tenants.current().by_key(key) {
             Some(tenant) => Ok(Caller(tenant)),
             None => Err(Problem::unauthorized("the API key is not valid", true)),
         }
     }
-}
-
-/// The tenant owning `key`, comparing against every hash in constant time.
-fn find_tenant(state: &AppState, key: &str) -> Option<Arc<TenantState>> {
-    let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    let mut found = u32::MAX;
-    for (i, (hash, _)) in state.api_keys.iter().enumerate() {
-        let index = u32::try_from(i).unwrap_or(u32::MAX);
-        let hit = hash.ct_eq(&presented);
-        found = u32::conditional_select(&found, &index, hit);
-    }
-    state
-        .api_keys
-        .get(usize::try_from(found).ok()?)
-        .map(|(_, t)| t.clone())
 }

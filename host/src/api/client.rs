@@ -6,14 +6,15 @@
 //! A header that cannot be parsed is ignored (the peer's address is used).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 
+use crate::app::App;
 use crate::config::ProxyNet;
-use crate::server::AppState;
 use crate::session::ClientInfo;
 
 /// The longest user agent kept, in bytes.
@@ -23,12 +24,12 @@ pub const MAX_USER_AGENT: usize = 512;
 #[derive(Debug, Clone)]
 pub struct Client(pub ClientInfo);
 
-impl FromRequestParts<AppState> for Client {
+impl FromRequestParts<Arc<App>> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions

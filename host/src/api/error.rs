@@ -1,4 +1,8 @@
 //! Every error of the API as an RFC 9457 problem (`application/problem+json`).
+//!
+//! The catalogue below is the one place where the API chooses a status, and
+//! [`From<service::Error>`](Problem#impl-From<Error>-for-Problem) maps every
+//! failure of the service layer onto it.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -6,8 +10,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::runtime::PluginFailure;
-use crate::store::StoreError;
+use crate::runtime::{FailureKind, PluginFailure};
+use crate::service;
 
 /// The media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -200,8 +204,9 @@ impl Problem {
         .with("max", max)
     }
 
-    /// A plugin vetoed the request (or failed under `on_error = "deny"`).
-    pub fn plugin_denied(plugin: &str, message: &str, failure: Option<&PluginFailure>) -> Problem {
+    /// A plugin vetoed the request (or failed under `on_error = "deny"`:
+    /// then `kind` is the failure's).
+    pub fn plugin_denied(plugin: &str, message: &str, kind: Option<FailureKind>) -> Problem {
         let mut p = Problem::new(
             StatusCode::FORBIDDEN,
             "plugin-denied",
@@ -209,10 +214,19 @@ impl Problem {
             message,
         )
         .with("plugin", plugin);
-        if let Some(f) = failure {
-            p = p.with("kind", f.kind.as_str());
+        if let Some(kind) = kind {
+            p = p.with("kind", kind.as_str());
         }
         p
+    }
+
+    pub fn no_message_handler() -> Problem {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-message-handler",
+            "No message handler",
+            "no plugin of this tenant handles messages",
+        )
     }
 
     /// A plugin failed where no verdict was asked: 422 for the plugin's own
@@ -260,10 +274,25 @@ impl Problem {
     }
 }
 
-impl From<StoreError> for Problem {
-    fn from(e: StoreError) -> Problem {
+impl From<service::Error> for Problem {
+    fn from(e: service::Error) -> Problem {
+        use service::Error;
         match e {
-            StoreError::Unavailable(reason) => {
+            Error::Invalid { field, message } => Problem::invalid_field(&field, message),
+            Error::NotFound => Problem::session_not_found(),
+            Error::PreconditionFailed { current_version } => {
+                Problem::precondition_failed(current_version)
+            }
+            Error::LimitReached { user, active, max } => Problem::session_limit(&user, active, max),
+            Error::Denied {
+                plugin,
+                message,
+                kind,
+            } => Problem::plugin_denied(&plugin, &message, kind),
+            Error::PluginFailed(failure) => Problem::plugin_failed(&failure),
+            Error::NoMessageHandler => Problem::no_message_handler(),
+            Error::WriteConflict { attempts } => Problem::write_conflict(attempts),
+            Error::StoreUnavailable(reason) => {
                 tracing::warn!("session store unavailable: {reason}");
                 Problem::store_unavailable()
             }

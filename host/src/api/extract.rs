@@ -10,9 +10,11 @@ use axum::http::header::{CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
 use super::error::Problem;
-use super::ids;
-use crate::server::AppState;
+use crate::app::App;
+use crate::service::{Precondition, SessionKey};
 
 /// A JSON request body. Accepts `application/json` and any
 /// `application/*+json` (such as `application/merge-patch+json`), or no
@@ -24,10 +26,10 @@ pub struct JsonBody<T>(pub T);
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, Problem> {
         let bytes = read_json_bytes(req, state).await?;
         if is_blank(&bytes) {
             return Err(Problem::bad_request(
@@ -39,10 +41,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
+impl<T: DeserializeOwned + Default> FromRequest<Arc<App>> for OptionalJsonBody<T> {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, Problem> {
         let bytes = read_json_bytes(req, state).await?;
         if is_blank(&bytes) {
             return Ok(OptionalJsonBody(T::default()));
@@ -67,7 +69,7 @@ pub fn is_json_media_type(value: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-async fn read_json_bytes(req: Request, state: &AppState) -> Result<Bytes, Problem> {
+async fn read_json_bytes(req: Request, state: &Arc<App>) -> Result<Bytes, Problem> {
     if let Some(value) = req.headers().get(CONTENT_TYPE) {
         let ok = value.to_str().map(is_json_media_type).unwrap_or(false);
         if !ok {
@@ -179,12 +181,8 @@ where
 }
 
 /// The store key of a session id, or 400 when it is not shaped like one.
-pub fn session_key(id: &str) -> Result<String, Problem> {
-    if ids::is_token(id) {
-        Ok(ids::token_hash(id))
-    } else {
-        Err(Problem::bad_session_id())
-    }
+pub fn session_key(id: &str) -> Result<SessionKey, Problem> {
+    SessionKey::of_token(id).ok_or_else(Problem::bad_session_id)
 }
 
 /// The `If-Match` precondition of a write.
@@ -198,23 +196,20 @@ pub enum IfMatch {
 }
 
 impl IfMatch {
-    /// Whether a precondition was given that a version can fail.
-    pub fn is_given(&self) -> bool {
-        matches!(self, IfMatch::Tags(_))
-    }
-
-    /// 412 unless the session's `version` matches.
-    pub fn check(&self, version: u64) -> Result<(), Problem> {
+    /// The version precondition the tags name. Comparison is strong: a weak
+    /// tag (`W/"3"`) or one that is not a version (`"abc"`) matches none.
+    pub fn precondition(&self) -> Precondition {
         match self {
-            IfMatch::Any => Ok(()),
-            IfMatch::Tags(tags) => {
-                let current = format!("\"{version}\"");
-                if tags.contains(&current) {
-                    Ok(())
-                } else {
-                    Err(Problem::precondition_failed(version))
-                }
-            }
+            IfMatch::Any => Precondition::Any,
+            IfMatch::Tags(tags) => Precondition::OneOf(
+                tags.iter()
+                    .filter_map(|tag| {
+                        let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+                        let version: u64 = inner.parse().ok()?;
+                        (version.to_string() == inner).then_some(version)
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -315,15 +310,14 @@ mod tests {
     #[test]
     fn if_match() {
         let m = IfMatch::parse(["\"3\", \"4\""].into_iter()).unwrap();
-        assert!(m.check(4).is_ok());
-        assert_eq!(
-            m.check(5).unwrap_err().status,
-            StatusCode::PRECONDITION_FAILED
-        );
+        assert!(m.precondition().check(4).is_ok());
+        let refused = Problem::from(m.precondition().check(5).unwrap_err());
+        assert_eq!(refused.status, StatusCode::PRECONDITION_FAILED);
         assert_eq!(IfMatch::parse(["*"].into_iter()).unwrap(), IfMatch::Any);
         assert!(
             IfMatch::parse(["W/\"3\""].into_iter())
                 .unwrap()
+                .precondition()
                 .check(3)
                 .is_err()
         );

@@ -5,6 +5,7 @@
 //! methods (405) and bodies that are too large (413). Request logs show the
 //! route template, never the path: paths carry session tokens.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -14,14 +15,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::server::AppState;
+use crate::app::App;
 
 pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod extract;
-pub mod ids;
 pub mod model;
 pub mod openapi;
 pub mod sessions;
@@ -31,7 +31,7 @@ pub mod users;
 pub use error::Problem;
 
 /// `/v1/sessions/...`.
-pub fn sessions_router() -> Router<AppState> {
+pub fn sessions_router() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/sessions", post(sessions::create_session))
         .route(
@@ -53,7 +53,7 @@ pub fn sessions_router() -> Router<AppState> {
 }
 
 /// `/v1/users/...`.
-pub fn users_router() -> Router<AppState> {
+pub fn users_router() -> Router<Arc<App>> {
     Router::new().route(
         "/v1/users/{user}/sessions",
         get(users::list_user_sessions).delete(users::revoke_user_sessions),
@@ -61,7 +61,7 @@ pub fn users_router() -> Router<AppState> {
 }
 
 /// `/v1/audit`, `/v1/plugins`, `/v1/ends`, health and the OpenAPI document.
-pub fn admin_router() -> Router<AppState> {
+pub fn admin_router() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/audit", get(admin::audit))
         .route("/v1/plugins", get(admin::plugins))
@@ -72,8 +72,8 @@ pub fn admin_router() -> Router<AppState> {
 }
 
 /// The whole API.
-pub fn router(state: AppState) -> Router {
-    let max_body = state.server.max_body_bytes;
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.server.max_body_bytes;
     Router::new()
         .merge(sessions_router())
         .merge(users_router())
@@ -83,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(log_request))
-        .with_state(state)
+        .with_state(app)
 }
 
 async fn not_found() -> Problem {

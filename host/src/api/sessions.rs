@@ -1,43 +1,24 @@
 //! `/v1/sessions`: create, read, patch, touch, authenticate, events,
-//! messages and logout.
-//!
-//! Plugin chains run on blocking threads (their host calls wait on the
-//! store). Chains never write: each write here reads the session, runs the
-//! chain over it and stores the result with a compare-and-set on its version.
-//! With `If-Match`, a lost compare-and-set answers 412; without it, the write
-//! starts over from a fresh read (chain included), so concurrent writers lose
-//! no update.
+//! messages and logout. Each handler extracts its input, calls one
+//! operation of [`crate::service::sessions`] and renders the result; the
+//! rules (limits, retries, rotation, plugin chains) live in the service.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rand::TryRng as _;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::client::Client;
 use super::error::{ApiResult, Problem};
 use super::extract::{ApiPath, IfMatch, JsonBody, OptionalJsonBody, session_key};
-use super::ids;
 use super::model::{MessageReply, SessionView, session_response, with_etag};
-use crate::runtime::{Decision, MessageOutcome};
-use crate::server::{AppState, TenantState};
-use crate::session::{EndReason, Millis, SessionRecord, now_ms};
-use crate::store::{CreateOutcome, LimitPolicy, WriteOutcome};
-
-/// How often a write without `If-Match` starts over after losing a race.
-pub const MAX_WRITE_ATTEMPTS: usize = 32;
-
-/// Longest user, role, device, event or handler name, in bytes.
-const MAX_NAME: usize = 256;
-/// Most roles per session.
-const MAX_ROLES: usize = 64;
+use crate::app::App;
+use crate::service::{self, DataChange, Login, NewSession};
 
 /// The body of `POST /v1/sessions` (every field optional).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -83,133 +64,20 @@ pub struct Event {
     pub payload: Value,
 }
 
-/// The event that authentication sends through `on-event`.
-pub const AUTHENTICATED_EVENT: &str = "authenticated";
-
-// ---------------------------------------------------------------- helpers
-
-/// The session a chain allowed, or the plugin's veto as 403. A plugin that
-/// failed (rather than denied) may have failed because the store is down
-/// (its host calls wait on it): then the answer is 503, as for any request
-/// the store cannot serve.
-pub(crate) async fn allowed(state: &AppState, decision: Decision) -> ApiResult<SessionRecord> {
-    match decision {
-        Decision::Allow(record) => Ok(*record),
-        Decision::Deny {
-            plugin,
-            message,
-            failure,
-        } => {
-            if failure.is_some() {
-                store_answers(state).await?;
-            }
-            Err(Problem::plugin_denied(
-                &plugin,
-                &message,
-                failure.as_deref(),
-            ))
+impl CreateSession {
+    /// The service's input, with the client the request came from.
+    pub fn into_new(self, client: crate::session::ClientInfo) -> NewSession {
+        let mut client = client;
+        client.device = self.device;
+        NewSession {
+            user: self.user,
+            roles: self.roles,
+            data: self.data,
+            ttl_seconds: self.ttl_seconds,
+            client,
         }
     }
 }
-
-/// 503 unless the store answers a ping within a second.
-pub(crate) async fn store_answers(state: &AppState) -> ApiResult<()> {
-    match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(Problem::store_unavailable()),
-    }
-}
-
-fn check_name(field: &str, value: &str) -> ApiResult<()> {
-    if value.trim().is_empty() {
-        return Err(Problem::invalid_field(
-            field,
-            format!("{field}: must not be empty"),
-        ));
-    }
-    if value.len() > MAX_NAME {
-        return Err(Problem::invalid_field(
-            field,
-            format!("{field}: longer than {MAX_NAME} bytes"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(Problem::invalid_field(
-            field,
-            format!("{field}: must not contain control characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_roles(roles: &[String]) -> ApiResult<()> {
-    if roles.len() > MAX_ROLES {
-        return Err(Problem::invalid_field(
-            "roles",
-            format!("roles: at most {MAX_ROLES} roles"),
-        ));
-    }
-    for (i, role) in roles.iter().enumerate() {
-        check_name(&format!("roles[{i}]"), role)?;
-    }
-    Ok(())
-}
-
-async fn backoff(attempt: usize) {
-    let mut r = [0u8; 1];
-    let _ = rand::rngs::SysRng.try_fill_bytes(&mut r);
-    let ms = u64::from(r[0]) % (2 * attempt as u64 + 2);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
-/// Reads the session under `key`, lets `plan` compute its next state and
-/// stores that with a compare-and-set, starting over when another writer got
-/// there first (unless `If-Match` was given: then 412). `plan` may change
-/// the token hash (rotation); the version, `last_seen_at` and the fields that
-/// never change are set here.
-pub(crate) async fn write_session<X, F, Fut>(
-    state: &AppState,
-    tenant: &TenantState,
-    key: &str,
-    if_match: &IfMatch,
-    mut plan: F,
-) -> ApiResult<(SessionRecord, X)>
-where
-    F: FnMut(SessionRecord, Millis) -> Fut,
-    Fut: Future<Output = ApiResult<(SessionRecord, X)>>,
-{
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
-        let now = now_ms();
-        let current = state
-            .store
-            .get(&tenant.name, key, now)
-            .await?
-            .ok_or_else(Problem::session_not_found)?;
-        if_match.check(current.version)?;
-        let (mut next, extra) = plan(current.clone(), now).await?;
-        next.version = current.version + 1;
-        next.last_seen_at = now.max(current.last_seen_at);
-        next.tenant = current.tenant.clone();
-        next.public_id = current.public_id.clone();
-        next.created_at = current.created_at;
-        next.idle_timeout_ms = current.idle_timeout_ms;
-        match state.store.update(key, &next, current.version, now).await? {
-            WriteOutcome::Written(stored) => return Ok((stored, extra)),
-            WriteOutcome::NotFound => return Err(Problem::session_not_found()),
-            WriteOutcome::VersionMismatch(now_stored) => {
-                if if_match.is_given() {
-                    return Err(Problem::precondition_failed(now_stored.version));
-                }
-                tracing::debug!(session = %current.public_id, attempt, "lost a write race; retrying");
-                backoff(attempt).await;
-            }
-        }
-    }
-    Err(Problem::write_conflict(MAX_WRITE_ATTEMPTS))
-}
-
-// ---------------------------------------------------------------- handlers
 
 /// Create a session.
 ///
@@ -227,76 +95,14 @@ where
     ),
     security(("api_key" = [])))]
 pub async fn create_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
-    Client(mut client): Client,
+    Client(client): Client,
     OptionalJsonBody(body): OptionalJsonBody<CreateSession>,
 ) -> ApiResult<Response> {
-    if let Some(user) = &body.user {
-        check_name("user", user)?;
-    }
-    check_roles(&body.roles)?;
-    if let Some(device) = &body.device {
-        check_name("device", device)?;
-    }
-    if body.ttl_seconds == Some(0) {
-        return Err(Problem::invalid_field(
-            "ttl_seconds",
-            "ttl_seconds: must be at least 1",
-        ));
-    }
-    client.device = body.device;
-    let limit = tenant.user_limit();
-    let now = now_ms();
-    // With policy deny, refuse before running any plugin; the store checks
-    // again atomically when it creates the session.
-    if let (Some(user), Some(limit)) = (&body.user, limit)
-        && limit.policy == LimitPolicy::Deny
-    {
-        let active = state.store.list_user(&tenant.name, user, now).await?.len();
-        let active = u32::try_from(active).unwrap_or(u32::MAX);
-        if active >= limit.max {
-            return Err(Problem::session_limit(user, active, limit.max));
-        }
-    }
-    let token = ids::new_token();
-    let record = SessionRecord {
-        token_hash: ids::token_hash(&token),
-        public_id: ids::new_public_id(),
-        tenant: tenant.name.clone(),
-        user: body.user.clone(),
-        roles: body.roles,
-        created_at: now,
-        last_seen_at: now,
-        absolute_expires_at: now.saturating_add(tenant.lifetime_ms(body.ttl_seconds)),
-        idle_timeout_ms: tenant.idle_timeout_ms(),
-        version: 1,
-        client,
-        data: body.data,
-        plugin_state: Default::default(),
-    };
-    let decision = tenant.chain.session_start(record, now).await;
-    let mut record = allowed(&state, decision).await?;
-    // Plugins change data, roles, their state and the lifetime; nothing else.
-    record.version = 1;
-    match state
-        .store
-        .create(&record, limit, tenant.queues_ends(), now)
-        .await?
-    {
-        CreateOutcome::Created { evicted } => {
-            tracing::info!(tenant = %tenant.name, session = %record.public_id,
-                token = %ids::log_prefix(&token), user = ?record.user, "session created");
-            state.ended(&tenant, &evicted, EndReason::Evicted);
-        }
-        CreateOutcome::LimitReached { active } => {
-            let user = record.user.as_deref().unwrap_or_default();
-            let max = limit.map(|l| l.max).unwrap_or_default();
-            return Err(Problem::session_limit(user, active, max));
-        }
-    }
-    let mut response = session_response(StatusCode::CREATED, &record, Some(&token));
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{token}")) {
+    let issued = service::sessions::create(&app, &tenant, body.into_new(client)).await?;
+    let mut response = session_response(StatusCode::CREATED, &issued.record, Some(&issued.token));
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{}", issued.token)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
@@ -315,15 +121,12 @@ pub async fn create_session(
     ),
     security(("api_key" = [])))]
 pub async fn get_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let key = session_key(&id)?;
-    match state.store.get(&tenant.name, &key, now_ms()).await? {
-        Some(record) => Ok(session_response(StatusCode::OK, &record, None)),
-        None => Err(Problem::session_not_found()),
-    }
+    let record = service::sessions::get(&app, &tenant, &session_key(&id)?).await?;
+    Ok(session_response(StatusCode::OK, &record, None))
 }
 
 /// Change a session's data.
@@ -344,30 +147,27 @@ pub async fn get_session(
     ),
     security(("api_key" = [])))]
 pub async fn patch_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    if !patch.is_object() {
-        return Err(Problem::invalid_field(
+    let Value::Object(patch) = patch else {
+        return Err(service::Error::invalid(
             "",
             "a merge patch of the session's data must be a JSON object",
-        ));
-    }
-    let patch = Arc::new(patch);
-    let (record, ()) = write_session(&state, &tenant, &key, &if_match, |current, now| {
-        let (state, tenant, patch) = (state.clone(), tenant.clone(), patch.clone());
-        async move {
-            let decision = tenant
-                .chain
-                .session_update(current, Some(&patch), None, now)
-                .await;
-            Ok((allowed(&state, decision).await?, ()))
-        }
-    })
+        )
+        .into());
+    };
+    let record = service::sessions::update(
+        &app,
+        &tenant,
+        &key,
+        &if_match.precondition(),
+        DataChange::Patch(patch),
+    )
     .await?;
     Ok(session_response(StatusCode::OK, &record, None))
 }
@@ -385,34 +185,13 @@ pub async fn patch_session(
     ),
     security(("api_key" = [])))]
 pub async fn delete_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    let now = now_ms();
-    if if_match.is_given() {
-        // Check-then-act: the store has no conditional remove.
-        let current = state
-            .store
-            .get(&tenant.name, &key, now)
-            .await?
-            .ok_or_else(Problem::session_not_found)?;
-        if_match.check(current.version)?;
-    }
-    let record = state
-        .store
-        .remove(
-            &tenant.name,
-            &key,
-            EndReason::Logout,
-            tenant.queues_ends(),
-            now,
-        )
-        .await?
-        .ok_or_else(Problem::session_not_found)?;
-    state.ended(&tenant, &[record], EndReason::Logout);
+    service::sessions::logout(&app, &tenant, &key, &if_match.precondition()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -429,25 +208,13 @@ pub async fn delete_session(
     ),
     security(("api_key" = [])))]
 pub async fn touch_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    let record = if if_match.is_given() {
-        write_session(&state, &tenant, &key, &if_match, |current, _| async move {
-            Ok((current, ()))
-        })
-        .await?
-        .0
-    } else {
-        state
-            .store
-            .touch(&tenant.name, &key, now_ms())
-            .await?
-            .ok_or_else(Problem::session_not_found)?
-    };
+    let record = service::sessions::touch(&app, &tenant, &key, &if_match.precondition()).await?;
     Ok(session_response(StatusCode::OK, &record, None))
 }
 
@@ -472,98 +239,25 @@ pub async fn touch_session(
     ),
     security(("api_key" = [])))]
 pub async fn authenticate_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
     JsonBody(body): JsonBody<Authenticate>,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    check_name("user", &body.user)?;
-    if let Some(roles) = &body.roles {
-        check_roles(roles)?;
-    }
-    let new_token = ids::new_token();
-    let new_hash = ids::token_hash(&new_token);
-    let (record, ()) = write_session(&state, &tenant, &key, &if_match, |current, now| {
-        let (state, tenant, new_hash) = (state.clone(), tenant.clone(), new_hash.clone());
-        let (user, roles) = (body.user.clone(), body.roles.clone());
-        async move {
-            let victims = limit_victims(&state, &tenant, &current, &user, now).await?;
-            let mut next = current;
-            next.user = Some(user.clone());
-            if let Some(roles) = roles {
-                next.roles = roles;
-            }
-            let payload = json!({"user": user, "roles": next.roles});
-            let decision = tenant
-                .chain
-                .event(next, AUTHENTICATED_EVENT, &payload, now)
-                .await;
-            let mut next = allowed(&state, decision).await?;
-            let mut evicted = Vec::new();
-            for victim in victims {
-                if let Some(r) = state
-                    .store
-                    .remove(
-                        &tenant.name,
-                        &victim.token_hash,
-                        EndReason::Evicted,
-                        tenant.queues_ends(),
-                        now,
-                    )
-                    .await?
-                {
-                    evicted.push(r);
-                }
-            }
-            state.ended(&tenant, &evicted, EndReason::Evicted);
-            next.token_hash = new_hash;
-            Ok((next, ()))
-        }
-    })
-    .await?;
-    tracing::info!(tenant = %tenant.name, session = %record.public_id,
-        token = %ids::log_prefix(&new_token), user = ?record.user, "session authenticated; token rotated");
-    Ok(session_response(StatusCode::OK, &record, Some(&new_token)))
-}
-
-/// The sessions to evict so that `current` may become one of `user`'s, or
-/// 409 when the policy is `deny`. Check-then-act: see authenticate.
-async fn limit_victims(
-    state: &AppState,
-    tenant: &TenantState,
-    current: &SessionRecord,
-    user: &str,
-    now: Millis,
-) -> ApiResult<Vec<SessionRecord>> {
-    let Some(limit) = tenant.user_limit() else {
-        return Ok(Vec::new());
+    let login = Login {
+        user: body.user,
+        roles: body.roles,
     };
-    if current.user.as_deref() == Some(user) {
-        return Ok(Vec::new());
-    }
-    let mut active = state.store.list_user(&tenant.name, user, now).await?;
-    active.retain(|r| r.token_hash != current.token_hash);
-    let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
-    if active.len() < max {
-        return Ok(Vec::new());
-    }
-    match limit.policy {
-        LimitPolicy::Deny => Err(Problem::session_limit(
-            user,
-            u32::try_from(active.len()).unwrap_or(u32::MAX),
-            limit.max,
-        )),
-        LimitPolicy::EvictLru => {
-            active.sort_by(|a, b| {
-                (a.last_seen_at, &a.token_hash).cmp(&(b.last_seen_at, &b.token_hash))
-            });
-            let excess = active.len() + 1 - max;
-            active.truncate(excess);
-            Ok(active)
-        }
-    }
+    let issued =
+        service::sessions::authenticate(&app, &tenant, &key, &if_match.precondition(), login)
+            .await?;
+    Ok(session_response(
+        StatusCode::OK,
+        &issued.record,
+        Some(&issued.token),
+    ))
 }
 
 /// Send an event.
@@ -582,31 +276,21 @@ async fn limit_victims(
     ),
     security(("api_key" = [])))]
 pub async fn post_event(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
     JsonBody(event): JsonBody<Event>,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    check_name("name", &event.name)?;
-    if event.name == AUTHENTICATED_EVENT {
-        return Err(Problem::invalid_field(
-            "name",
-            "name: the event `authenticated` is sent by POST /v1/sessions/{id}/authenticate",
-        ));
-    }
-    let event = Arc::new(event);
-    let (record, ()) = write_session(&state, &tenant, &key, &if_match, |current, now| {
-        let (state, tenant, event) = (state.clone(), tenant.clone(), event.clone());
-        async move {
-            let decision = tenant
-                .chain
-                .event(current, &event.name, &event.payload, now)
-                .await;
-            Ok((allowed(&state, decision).await?, ()))
-        }
-    })
+    let record = service::sessions::event(
+        &app,
+        &tenant,
+        &key,
+        &if_match.precondition(),
+        &event.name,
+        &event.payload,
+    )
     .await?;
     Ok(session_response(StatusCode::OK, &record, None))
 }
@@ -630,46 +314,26 @@ pub async fn post_event(
     ),
     security(("api_key" = [])))]
 pub async fn post_message(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath((id, handler)): ApiPath<(String, String)>,
     if_match: IfMatch,
     OptionalJsonBody(payload): OptionalJsonBody<Value>,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    check_name("handler", &handler)?;
-    let payload = Arc::new(payload);
-    let handler = Arc::new(handler);
-    let (record, (plugin, reply)) =
-        write_session(&state, &tenant, &key, &if_match, |current, now| {
-            let (state, tenant) = (state.clone(), tenant.clone());
-            let (payload, handler) = (payload.clone(), handler.clone());
-            async move {
-                let outcome = tenant.chain.message(current, &handler, &payload, now).await;
-                match outcome {
-                    MessageOutcome::Reply {
-                        plugin,
-                        reply,
-                        record,
-                    } => Ok((*record, (plugin, reply))),
-                    MessageOutcome::NoHandler => Err(Problem::new(
-                        StatusCode::NOT_FOUND,
-                        "no-message-handler",
-                        "No message handler",
-                        "no plugin of this tenant handles messages",
-                    )),
-                    MessageOutcome::Failed(failure) => {
-                        store_answers(&state).await?;
-                        Err(Problem::plugin_failed(&failure))
-                    }
-                }
-            }
-        })
-        .await?;
+    let replied = service::sessions::message(
+        &app,
+        &tenant,
+        &key,
+        &if_match.precondition(),
+        &handler,
+        &payload,
+    )
+    .await?;
     let body = MessageReply {
-        reply,
-        plugin,
-        version: record.version,
+        reply: replied.reply,
+        plugin: replied.plugin,
+        version: replied.record.version,
     };
-    Ok(with_etag(StatusCode::OK, record.version, &body))
+    Ok(with_etag(StatusCode::OK, replied.record.version, &body))
 }

@@ -3,8 +3,8 @@
 //! unmodified. See `docs/sessman.md`.
 //!
 //! - `POST /sessman/new?user=U` (or `userid=U`) creates a session for `U`
-//!   with the body's `data`, through the very handler of `POST /v1/sessions`
-//!   (`on-session-start` chain, per-user limit, audit...).
+//!   with the body's `data`, through the same service operation as
+//!   `POST /v1/sessions` (`on-session-start` chain, per-user limit, audit...).
 //! - `POST /sessman/update?session_id=T` (or `sessionid=T`) replaces the
 //!   session's data wholesale with the body's `data`: the merge patch from
 //!   the stored data to the new data goes through `on-session-update` as a
@@ -44,14 +44,15 @@ use serde_json::{Map, Value};
 use super::auth::Caller;
 use super::client::Client;
 use super::error::{ApiResult, Problem};
-use super::extract::{ApiQuery, IfMatch, OptionalJsonBody, parse_json, session_key};
+use super::extract::{ApiQuery, parse_json, session_key};
 use super::model::rfc3339;
-use super::sessions::{self, CreateSession, allowed, write_session};
-use crate::server::{AppState, TenantState};
-use crate::session::{Millis, SessionRecord, now_ms};
+use crate::app::App;
+use crate::service::{self, DataChange, NewSession, Precondition};
+use crate::session::{Millis, SessionRecord};
+use crate::tenant::Tenant;
 
 /// `/sessman/new`, `/sessman/update` and `/sessman/get`.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/sessman/new", post(new_session))
         .route("/sessman/update", post(update_session))
@@ -62,12 +63,12 @@ pub fn router() -> Router<AppState> {
 
 /// The tenant a sessman request acts for (see the module docs).
 #[derive(Debug, Clone)]
-pub struct SessmanCaller(pub Arc<TenantState>);
+pub struct SessmanCaller(pub Arc<Tenant>);
 
-impl FromRequestParts<AppState> for SessmanCaller {
+impl FromRequestParts<Arc<App>> for SessmanCaller {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<App>) -> Result<Self, Problem> {
         if parts.headers.contains_key(AUTHORIZATION) {
             let Caller(tenant) = Caller::from_request_parts(parts, state).await?;
             if !tenant.config.sessman.enabled {
@@ -83,9 +84,8 @@ impl FromRequestParts<AppState> for SessmanCaller {
         }
         state
             .tenants
-            .values()
-            .find(|t| t.config.sessman.enabled && t.config.sessman.allow_unauthenticated)
-            .cloned()
+            .current()
+            .sessman_without_key()
             .map(SessmanCaller)
             .ok_or_else(|| {
                 Problem::unauthorized("send an API key as `Authorization: Bearer <key>`", false)
@@ -106,10 +106,10 @@ struct Envelope {
     data: Option<Map<String, Value>>,
 }
 
-impl FromRequest<AppState> for SessmanData {
+impl FromRequest<Arc<App>> for SessmanData {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, Problem> {
         let limit = state.server.max_body_bytes;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -182,7 +182,7 @@ fn either(
 // ---------------------------------------------------------------- output
 
 /// What every sessman success answers.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = SessmanReply)]
 pub(crate) struct Reply {
     /// The session id (the secret token).
@@ -206,44 +206,8 @@ impl Reply {
     }
 }
 
-/// The members of `POST /v1/sessions`'s answer that a sessman reply uses.
-#[derive(Debug, Deserialize)]
-struct Created {
-    id: String,
-    user: Option<String>,
-    data: Map<String, Value>,
-    expires_at: String,
-    expires_at_ms: Millis,
-}
-
 fn ok(reply: &Reply) -> Response {
     (StatusCode::OK, axum::Json(reply)).into_response()
-}
-
-/// The RFC 7386 merge patch that turns `old` into `new`. Merge patches
-/// cannot set a member to null, so null members of `new` end up absent.
-pub fn merge_diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
-    let mut patch = Map::new();
-    for key in old.keys() {
-        if !new.contains_key(key) {
-            patch.insert(key.clone(), Value::Null);
-        }
-    }
-    for (key, value) in new {
-        match (old.get(key), value) {
-            (Some(Value::Object(before)), Value::Object(after)) => {
-                let inner = merge_diff(before, after);
-                if !inner.is_empty() {
-                    patch.insert(key.clone(), Value::Object(inner));
-                }
-            }
-            (Some(before), after) if before == after => {}
-            (_, after) => {
-                patch.insert(key.clone(), after.clone());
-            }
-        }
-    }
-    patch
 }
 
 // ---------------------------------------------------------------- handlers
@@ -260,33 +224,21 @@ pub fn merge_diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<Str
         (status = 403, description = "A plugin denied", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn new_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     SessmanCaller(tenant): SessmanCaller,
-    client: Client,
+    Client(client): Client,
     ApiQuery(query): ApiQuery<NewQuery>,
     SessmanData(data): SessmanData,
 ) -> ApiResult<Response> {
     let user = either("user", query.user, "userid", query.userid)?;
-    let body = CreateSession {
+    let new = NewSession {
         user: Some(user),
         data: data.unwrap_or_default(),
-        ..CreateSession::default()
+        client,
+        ..NewSession::default()
     };
-    let response =
-        sessions::create_session(State(state), Caller(tenant), client, OptionalJsonBody(body))
-            .await?;
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(|e| Problem::internal(format!("reading a created session: {e}")))?;
-    let created: Created = serde_json::from_slice(&bytes)
-        .map_err(|e| Problem::internal(format!("reading a created session: {e}")))?;
-    Ok(ok(&Reply {
-        session_id: created.id,
-        user: created.user,
-        data: created.data,
-        expires_at: created.expires_at,
-        expires_at_ms: created.expires_at_ms,
-    }))
+    let issued = service::sessions::create(&app, &tenant, new).await?;
+    Ok(ok(&Reply::of(&issued.record, &issued.token)))
 }
 
 /// `POST /sessman/update?session_id=T`: replaces the data (see the module
@@ -301,29 +253,20 @@ pub(crate) async fn new_session(
         (status = 404, description = "No such live session (of that user)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn update_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     SessmanCaller(tenant): SessmanCaller,
     ApiQuery(query): ApiQuery<UpdateQuery>,
     SessmanData(data): SessmanData,
 ) -> ApiResult<Response> {
     let token = either("session_id", query.session_id, "sessionid", query.sessionid)?;
     let key = session_key(&token)?;
-    let data = Arc::new(data);
-    let (record, ()) = write_session(&state, &tenant, &key, &IfMatch::Any, |current, now| {
-        let (state, tenant, data) = (state.clone(), tenant.clone(), data.clone());
-        async move {
-            let patch = match data.as_ref() {
-                Some(new) => merge_diff(&current.data, new),
-                None => Map::new(),
-            };
-            let patch = Value::Object(patch);
-            let decision = tenant
-                .chain
-                .session_update(current, Some(&patch), None, now)
-                .await;
-            Ok((allowed(&state, decision).await?, ()))
-        }
-    })
+    let record = service::sessions::update(
+        &app,
+        &tenant,
+        &key,
+        &Precondition::Any,
+        DataChange::Replace(data),
+    )
     .await?;
     Ok(ok(&Reply::of(&record, &token)))
 }
@@ -340,65 +283,23 @@ pub(crate) async fn update_session(
         (status = 404, description = "No such live session (of that user)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn get_session(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     SessmanCaller(tenant): SessmanCaller,
     ApiQuery(query): ApiQuery<GetQuery>,
 ) -> ApiResult<Response> {
     let token = either("sessionid", query.sessionid, "session_id", query.session_id)?;
     let user = either("userid", query.userid, "user", query.user)?;
     let key = session_key(&token)?;
-    match state.store.get(&tenant.name, &key, now_ms()).await? {
-        Some(record) if record.user.as_deref() == Some(user.as_str()) => {
-            Ok(ok(&Reply::of(&record, &token)))
-        }
-        _ => Err(Problem::session_not_found()),
+    let record = service::sessions::get(&app, &tenant, &key).await?;
+    if record.user.as_deref() != Some(user.as_str()) {
+        return Err(service::Error::NotFound.into());
     }
+    Ok(ok(&Reply::of(&record, &token)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn object(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
-
-    #[test]
-    fn merge_diff_turns_old_into_new() {
-        let cases = [
-            (json!({}), json!({"a": 1})),
-            (json!({"a": 1, "b": 2}), json!({"b": 3})),
-            (
-                json!({"a": {"x": 1, "y": [1, 2]}, "c": "s"}),
-                json!({"a": {"y": [2], "z": {"q": true}}, "c": "s"}),
-            ),
-            (json!({"a": {"x": 1}}), json!({"a": 5})),
-            (json!({"a": 5}), json!({"a": {"x": 1}})),
-            (json!({"a": 1}), json!({})),
-            (json!({"a": [null, 1]}), json!({"a": [null, 2]})),
-        ];
-        for (old, new) in cases {
-            let patch = Value::Object(merge_diff(&object(old.clone()), &object(new.clone())));
-            let mut merged = old.clone();
-            json_patch::merge(&mut merged, &patch);
-            assert_eq!(merged, new, "{old} -> {new} via {patch}");
-        }
-        let same = object(json!({"a": {"b": 1}, "c": [1]}));
-        assert!(merge_diff(&same, &same).is_empty());
-    }
-
-    #[test]
-    fn null_members_cannot_be_stored_by_a_merge_patch() {
-        let old = object(json!({"a": 1}));
-        let new = object(json!({"a": null, "b": {"c": null, "d": 1}}));
-        let mut merged = Value::Object(old.clone());
-        json_patch::merge(&mut merged, &Value::Object(merge_diff(&old, &new)));
-        assert_eq!(merged, json!({"b": {"d": 1}}));
-    }
 
     #[test]
     fn aliases() {

@@ -1,5 +1,7 @@
 //! `/v1/users/{user}/sessions`: a user's active sessions, and revoking them.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 
@@ -7,9 +9,8 @@ use super::auth::Caller;
 use super::error::{ApiResult, Problem};
 use super::extract::ApiPath;
 use super::model::{Ended, SessionList, SummaryView};
-use super::sessions::store_answers;
-use crate::server::AppState;
-use crate::session::{EndReason, now_ms};
+use crate::app::App;
+use crate::service;
 
 /// List a user's active sessions.
 ///
@@ -25,19 +26,11 @@ use crate::session::{EndReason, now_ms};
     ),
     security(("api_key" = [])))]
 pub async fn list_user_sessions(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Json<SessionList>> {
-    let records = state.store.list_user(&tenant.name, &user, now_ms()).await?;
-    let summaries = records.iter().map(|r| r.summary()).collect();
-    let listed = match tenant.chain.list_active(&user, summaries).await {
-        Ok(listed) => listed,
-        Err(failure) => {
-            store_answers(&state).await?;
-            return Err(Problem::plugin_failed(&failure));
-        }
-    };
+    let listed = service::users::list_active(&app, &tenant, &user).await?;
     Ok(Json(SessionList {
         sessions: listed.into_iter().map(SummaryView::from).collect(),
     }))
@@ -51,22 +44,10 @@ pub async fn list_user_sessions(
     responses((status = 200, description = "How many sessions ended", body = Ended)),
     security(("api_key" = [])))]
 pub async fn revoke_user_sessions(
-    State(state): State<AppState>,
+    State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Json<Ended>> {
-    let removed = state
-        .store
-        .remove_user(
-            &tenant.name,
-            &user,
-            EndReason::Revoked,
-            tenant.queues_ends(),
-            now_ms(),
-        )
-        .await?;
-    let ended = removed.len();
-    tracing::info!(tenant = %tenant.name, ended, "revoked a user's sessions");
-    state.ended(&tenant, &removed, EndReason::Revoked);
+    let ended = service::users::revoke(&app, &tenant, &user).await?;
     Ok(Json(Ended { ended }))
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::runtime::{
-    Call, Capability, EngineSettings, LimitOverrides, LoadedPlugin, OnError, PluginSpec, Runtime,
-    cli_support as rt,
+    Call, Capability, EngineSettings, HostStores, LimitOverrides, LoadedPlugin, OnError,
+    PluginSpec, Runtime, cli_support as rt,
 };
 use crate::session::{ClientInfo, EndReason, SessionRecord, now_ms};
 use crate::store::memory::MemoryStore;
@@ -95,7 +95,7 @@ fn local_runtime() -> Result<Runtime> {
         cache_dir: local_cache_dir(),
         ..EngineSettings::default()
     };
-    Runtime::new(settings, Arc::new(MemoryStore::new()))
+    Runtime::new(settings, HostStores::of(Arc::new(MemoryStore::new())))
 }
 
 /// Where the CLI caches precompiled components: `$SESSIOND_CACHE_DIR`, else

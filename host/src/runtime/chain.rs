@@ -222,6 +222,7 @@ impl Chain {
                         message,
                         backtrace: None,
                         output: None,
+                        store_unavailable: false,
                     },
                 )
             }
@@ -339,6 +340,7 @@ impl Chain {
                 message,
                 backtrace: None,
                 output: None,
+                store_unavailable: false,
             })
     }
 
@@ -361,6 +363,7 @@ fn invalid(p: &LoadedPlugin, message: String) -> PluginFailure {
         message,
         backtrace: None,
         output: None,
+        store_unavailable: false,
     }
 }
 

@@ -76,6 +76,12 @@ pub struct PluginFailure {
     /// (a panic message, a Python traceback), when it wrote anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// A host call of the failed call could not reach the session store (or
+    /// the store did not answer before the deadline): the failure may be the
+    /// store's rather than the plugin's, and the request should be answered
+    /// as one the store could not serve.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub store_unavailable: bool,
 }
 
 /// Errors that abort a call from inside a host function; they become traps
@@ -133,5 +139,6 @@ pub(crate) fn classify(plugin: &str, err: &wasmtime::Error) -> PluginFailure {
         message,
         backtrace,
         output: None,
+        store_unavailable: false,
     }
 }

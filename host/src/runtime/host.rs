@@ -10,18 +10,19 @@ use serde_json::Value;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::HostStores;
 use super::bindings::sessiond::plugin::{audit, clock, kv, log, sessions, types};
 use super::error::HostTrap;
 use super::limits::Limits;
 use super::output::TailPipe;
 use crate::session::{SessionSummary, now_ms};
-use crate::store::{SessionStore, StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 
 /// What every instance of one plugin in one tenant shares.
 pub(crate) struct PluginEnv {
     pub tenant: String,
     pub plugin: String,
-    pub store: Arc<dyn SessionStore>,
+    pub stores: HostStores,
 }
 
 /// One line a plugin logged during a call.
@@ -279,7 +280,10 @@ impl kv::Host for HostState {
         self.call.give_out("kv key", key.len())?;
         let env = self.env.clone();
         let got = self
-            .store_call(remaining, env.store.kv_get(&env.tenant, &env.plugin, &key))
+            .store_call(
+                remaining,
+                env.stores.kv.kv_get(&env.tenant, &env.plugin, &key),
+            )
             .await?;
         match got {
             Ok(value) => {
@@ -303,7 +307,8 @@ impl kv::Host for HostState {
         let res = self
             .store_call(
                 remaining,
-                env.store
+                env.stores
+                    .kv
                     .kv_set(&env.tenant, &env.plugin, &key, &value, ttl_seconds),
             )
             .await?;
@@ -317,7 +322,7 @@ impl kv::Host for HostState {
         let res = self
             .store_call(
                 remaining,
-                env.store.kv_delete(&env.tenant, &env.plugin, &key),
+                env.stores.kv.kv_delete(&env.tenant, &env.plugin, &key),
             )
             .await?;
         Ok(res.map_err(|e| e.to_string()))
@@ -332,7 +337,10 @@ impl sessions::Host for HostState {
         let remaining = self.call.enter()?;
         let env = self.env.clone();
         let res = self
-            .store_call(remaining, env.store.list_user(&env.tenant, &user, now_ms()))
+            .store_call(
+                remaining,
+                env.stores.sessions.list_user(&env.tenant, &user, now_ms()),
+            )
             .await?;
         match res {
             Ok(records) => {
@@ -369,7 +377,7 @@ impl audit::Host for HostState {
         let res = self
             .store_call(
                 remaining,
-                env.store.audit_append(
+                env.stores.audit.audit_append(
                     &env.tenant,
                     &env.plugin,
                     session.as_deref(),

@@ -42,7 +42,33 @@ use bindings::PluginPre;
 use engine::SharedEngine;
 use host::{HostState, PluginEnv};
 
-use crate::store::SessionStore;
+use crate::store::{AuditStore, KvStore, SessionStore, StoreBackend};
+
+/// The stores behind the capabilities plugins import: `sessions` (listing a
+/// user's sessions), `kv` and `audit`.
+#[derive(Clone)]
+pub struct HostStores {
+    pub sessions: Arc<dyn SessionStore>,
+    pub kv: Arc<dyn KvStore>,
+    pub audit: Arc<dyn AuditStore>,
+}
+
+impl HostStores {
+    /// All three from one backend.
+    pub fn of(backend: Arc<dyn StoreBackend>) -> HostStores {
+        HostStores {
+            sessions: backend.clone(),
+            kv: backend.clone(),
+            audit: backend,
+        }
+    }
+}
+
+impl std::fmt::Debug for HostStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostStores").finish_non_exhaustive()
+    }
+}
 
 /// How a tenant's config describes one plugin of its chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +151,7 @@ struct Compiled {
 /// The plugin runtime of the process.
 pub struct Runtime {
     engine: Arc<SharedEngine>,
-    store: Arc<dyn SessionStore>,
+    stores: HostStores,
     compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
 }
 
@@ -136,12 +162,12 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Creates the engine. `store` backs the `kv`, `sessions` and `audit`
+    /// Creates the engine. `stores` back the `kv`, `sessions` and `audit`
     /// capabilities.
-    pub fn new(settings: EngineSettings, store: Arc<dyn SessionStore>) -> anyhow::Result<Runtime> {
+    pub fn new(settings: EngineSettings, stores: HostStores) -> anyhow::Result<Runtime> {
         Ok(Runtime {
             engine: Arc::new(SharedEngine::new(settings)?),
-            store,
+            stores,
             compiled: Mutex::new(HashMap::new()),
         })
     }
@@ -220,7 +246,7 @@ impl Runtime {
         let env = Arc::new(PluginEnv {
             tenant: tenant.to_string(),
             plugin: spec.name.clone(),
-            store: self.store.clone(),
+            stores: self.stores.clone(),
         });
         let plugin = LoadedPlugin::load(plugin::LoadParts {
             name: spec.name.clone(),
@@ -252,7 +278,7 @@ impl Runtime {
         let env = Arc::new(PluginEnv {
             tenant: "check".into(),
             plugin: "check".into(),
-            store: self.store.clone(),
+            stores: self.stores.clone(),
         });
         let description = LoadedPlugin::describe_only(plugin::LoadParts {
             name: "check".into(),

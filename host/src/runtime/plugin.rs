@@ -338,6 +338,7 @@ impl LoadedPlugin {
                 message: format!("init failed: {message}"),
                 backtrace: None,
                 output: None,
+                store_unavailable: false,
             }),
             Err(e) => {
                 let mut f = classify(&self.name, &e);
@@ -420,6 +421,7 @@ impl LoadedPlugin {
             message,
             backtrace: None,
             output: None,
+            store_unavailable: false,
         }
     }
 
@@ -468,6 +470,7 @@ impl LoadedPlugin {
             if !report.output.is_empty() {
                 f.output = Some(report.output.clone());
             }
+            f.store_unavailable = report.store_unavailable;
             f
         });
         match &result {

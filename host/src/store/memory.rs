@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, CreateOutcome, EndJob, EndQueueStats, Expired, LimitPolicy,
-    SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats,
+    Expired, KvStore, LimitPolicy, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
@@ -434,7 +434,10 @@ impl SessionStore for MemoryStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl EndQueue for MemoryStore {
     async fn claim_ends(
         &self,
         tenant: &str,
@@ -482,16 +485,6 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn prune_end_consumers(
-        &self,
-        _tenant: &str,
-        _keep: &str,
-        _idle_ms: Millis,
-    ) -> StoreResult<u64> {
-        // Consumers are not recorded apart from the jobs they hold.
-        Ok(0)
-    }
-
     async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
         let tenant = self.tenant(tenant);
         let t = lock(&tenant);
@@ -502,6 +495,19 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    async fn prune_end_consumers(
+        &self,
+        _tenant: &str,
+        _keep: &str,
+        _idle_ms: Millis,
+    ) -> StoreResult<u64> {
+        // Consumers are not recorded apart from the jobs they hold.
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl KvStore for MemoryStore {
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>> {
         let tenant = self.tenant(tenant);
         let t = lock(&tenant);
@@ -551,7 +557,10 @@ impl SessionStore for MemoryStore {
         Ok(t.kv_remove(plugin, key)
             .is_some_and(|e| e.expires_at.is_none_or(|at| at > now)))
     }
+}
 
+#[async_trait]
+impl AuditStore for MemoryStore {
     async fn audit_append(
         &self,
         tenant: &str,

@@ -1,4 +1,6 @@
-//! Session storage: one small object-safe trait, two backends.
+//! Session storage: four small object-safe traits, one per concern
+//! ([`SessionStore`], [`EndQueue`], [`KvStore`], [`AuditStore`]), and two
+//! backends that implement all of them ([`StoreBackend`]).
 //!
 //! - [`memory::MemoryStore`]: the embedded default, so `sessiond serve` needs
 //!   nothing else.
@@ -32,7 +34,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// How long an idempotency key of [`SessionStore::audit_append`] is kept.
+/// How long an idempotency key of [`AuditStore::audit_append`] is kept.
 pub const AUDIT_ONCE_TTL_MS: Millis = 24 * 3600 * 1000;
 
 /// What happens when a user already has the tenant's maximum of sessions.
@@ -88,13 +90,13 @@ pub struct Expired {
 /// Every operation that ends sessions (`create` evicting, `remove`,
 /// `remove_user`, `take_expired`) queues their jobs in the same atomic step
 /// when asked to (`queue_ends`). A host takes jobs with
-/// [`SessionStore::claim_ends`], runs the hooks and then acknowledges them
-/// with [`SessionStore::ack_ends`]; a job claimed but not acknowledged within
+/// [`EndQueue::claim_ends`], runs the hooks and then acknowledges them
+/// with [`EndQueue::ack_ends`]; a job claimed but not acknowledged within
 /// the reclaim time (its host died or stalled) is handed to the next host
 /// that claims.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndJob {
-    /// The job's position in the queue; pass it to [`SessionStore::ack_ends`].
+    /// The job's position in the queue; pass it to [`EndQueue::ack_ends`].
     pub id: String,
     /// The idempotency key given to the hooks: the same on every delivery
     /// of this job, different for every other end.
@@ -137,10 +139,14 @@ pub(crate) fn check_next_version(record: &SessionRecord, expected_version: u64) 
     Ok(())
 }
 
-/// Session storage. Every method is atomic: concurrent callers on any number
-/// of hosts see each operation happen entirely or not at all. Sessions are
-/// keyed by `(tenant, token_hash)`; a session past its deadline is never
-/// returned by any read.
+/// Sessions: create, read, change and end them. Every method is atomic:
+/// concurrent callers on any number of hosts see each operation happen
+/// entirely or not at all. Sessions are keyed by `(tenant, token_hash)`; a
+/// session past its deadline is never returned by any read.
+///
+/// Every method that ends sessions takes `queue_ends`: when set, the end job
+/// of each session it ends goes onto the tenant's [`EndQueue`] in the same
+/// atomic step.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Checks that the backend answers.
@@ -230,7 +236,12 @@ pub trait SessionStore: Send + Sync + 'static {
         max: usize,
         queue_ends: bool,
     ) -> StoreResult<Vec<Expired>>;
+}
 
+/// The durable end queue: end jobs that [`SessionStore`]'s ending methods
+/// queued, claimed and acknowledged by the end workers of every host.
+#[async_trait]
+pub trait EndQueue: Send + Sync + 'static {
     /// Claims up to `max` end jobs of `tenant` for `consumer` (a name unique
     /// to the claiming host process): first jobs that another consumer (or
     /// this one) claimed at least `reclaim_after_ms` ago without
@@ -262,7 +273,11 @@ pub trait SessionStore: Send + Sync + 'static {
         keep: &str,
         idle_ms: Millis,
     ) -> StoreResult<u64>;
+}
 
+/// Each plugin's private key-value entries, per (tenant, plugin).
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
     /// Reads a plugin's private key-value entry.
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>>;
 
@@ -278,7 +293,11 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Deletes a plugin's private key-value entry; returns whether it existed.
     async fn kv_delete(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<bool>;
+}
 
+/// Each tenant's audit stream.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
     /// Appends a record to the tenant's audit stream; returns its id.
     ///
     /// With `once`, an idempotency key: the first append with that key
@@ -304,3 +323,11 @@ pub trait SessionStore: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<AuditPage>;
 }
+
+/// A whole backend: all four concerns over one storage, so that ending a
+/// session and queuing its end job can be one atomic step. Components take
+/// only the trait they use (`Arc<dyn SessionStore>`, `Arc<dyn KvStore>`...);
+/// an `Arc<dyn StoreBackend>` coerces to each.
+pub trait StoreBackend: SessionStore + EndQueue + KvStore + AuditStore {}
+
+impl<T: SessionStore + EndQueue + KvStore + AuditStore + ?Sized> StoreBackend for T {}

@@ -55,8 +55,8 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErr
 use serde_json::Value as Json;
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, CreateOutcome, EndJob, EndQueueStats, Expired, LimitPolicy,
-    SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats,
+    Expired, KvStore, LimitPolicy, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
 
@@ -857,7 +857,10 @@ impl SessionStore for RedisStore {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl EndQueue for RedisStore {
     async fn claim_ends(
         &self,
         tenant: &str,
@@ -898,17 +901,6 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    async fn prune_end_consumers(
-        &self,
-        tenant: &str,
-        keep: &str,
-        idle_ms: Millis,
-    ) -> StoreResult<u64> {
-        let mut inv = SCRIPTS.prune_consumers.prepare_invoke();
-        inv.key(self.ends_key(tenant)).arg(keep).arg(idle_ms);
-        number(&self.invoke(&inv).await?)
-    }
-
     async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
         let mut inv = SCRIPTS.end_queue.prepare_invoke();
         inv.key(self.ends_key(tenant));
@@ -921,6 +913,20 @@ impl SessionStore for RedisStore {
         }
     }
 
+    async fn prune_end_consumers(
+        &self,
+        tenant: &str,
+        keep: &str,
+        idle_ms: Millis,
+    ) -> StoreResult<u64> {
+        let mut inv = SCRIPTS.prune_consumers.prepare_invoke();
+        inv.key(self.ends_key(tenant)).arg(keep).arg(idle_ms);
+        number(&self.invoke(&inv).await?)
+    }
+}
+
+#[async_trait]
+impl KvStore for RedisStore {
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>> {
         let reply = self
             .query(redis::cmd("GET").arg(self.kv_key(tenant, plugin, key)))
@@ -961,7 +967,10 @@ impl SessionStore for RedisStore {
             .await?;
         Ok(number(&reply)? > 0)
     }
+}
 
+#[async_trait]
+impl AuditStore for RedisStore {
     async fn audit_append(
         &self,
         tenant: &str,

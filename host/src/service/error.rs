@@ -1,0 +1,102 @@
+//! What a session operation can fail with. The HTTP edge maps each variant
+//! to a problem in one place (`api/error.rs`); nothing here knows statuses.
+
+use crate::runtime::{Decision, FailureKind, PluginFailure};
+use crate::session::SessionRecord;
+use crate::store::StoreError;
+
+/// Why an operation did not happen. Nothing was written unless the variant
+/// says otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input breaks a rule; `field` names the member (`user`,
+    /// `roles[2]`, ...), empty for the input as a whole.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// No live session has this id: it never existed, ended or expired.
+    #[error("no live session has this id")]
+    NotFound,
+    /// The caller's precondition names another version.
+    #[error("the session is at version {current_version}")]
+    PreconditionFailed { current_version: u64 },
+    /// The user has as many sessions as the tenant allows, and the policy
+    /// is `deny`.
+    #[error("user {user:?} already has {active} active session(s); at most {max} allowed")]
+    LimitReached { user: String, active: u32, max: u32 },
+    /// A plugin vetoed (or failed under `on_error = "deny"`: then `kind` is
+    /// the failure's).
+    #[error("denied by plugin {plugin}: {message}")]
+    Denied {
+        plugin: String,
+        message: String,
+        kind: Option<FailureKind>,
+    },
+    /// A plugin failed where no verdict was asked (a message, a listing).
+    #[error(transparent)]
+    PluginFailed(PluginFailure),
+    /// No plugin of the tenant handles messages.
+    #[error("no plugin of this tenant handles messages")]
+    NoMessageHandler,
+    /// Every attempt lost its compare-and-set to another writer.
+    #[error("the session changed under each of {attempts} attempts")]
+    WriteConflict { attempts: usize },
+    /// The store cannot be reached or did not answer in time, whether the
+    /// host found out itself or a plugin's host call did.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// Any other store failure (a bug or corrupt data).
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// The result of a session operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::Unavailable(reason) => Error::StoreUnavailable(reason),
+            other => Error::Store(other),
+        }
+    }
+}
+
+impl Error {
+    /// An input rule broken by `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A plugin failure: the store's, when a host call of the plugin could
+    /// not reach it (the plugin never had a fair chance), else the plugin's.
+    pub(crate) fn plugin(failure: PluginFailure) -> Error {
+        if failure.store_unavailable {
+            Error::StoreUnavailable(format!("plugin {}: {}", failure.plugin, failure.message))
+        } else {
+            Error::PluginFailed(failure)
+        }
+    }
+}
+
+/// The session a chain allowed, or why not.
+pub(crate) fn allowed(decision: Decision) -> Result<SessionRecord> {
+    match decision {
+        Decision::Allow(record) => Ok(*record),
+        Decision::Deny {
+            plugin,
+            message,
+            failure,
+        } => match failure {
+            Some(f) if f.store_unavailable => Err(Error::plugin(*f)),
+            failure => Err(Error::Denied {
+                plugin,
+                message,
+                kind: failure.map(|f| f.kind),
+            }),
+        },
+    }
+}

@@ -1,0 +1,437 @@
+//! One session's operations: create, get, update, touch, authenticate,
+//! event, message and logout.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::end::Ending;
+use super::error::allowed;
+use super::input::{check_name, check_roles};
+use super::write::write_session;
+use super::{Error, Precondition, Result, SessionKey};
+use crate::app::App;
+use crate::ids;
+use crate::runtime::MessageOutcome;
+use crate::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
+use crate::store::{CreateOutcome, LimitPolicy};
+use crate::tenant::Tenant;
+
+/// The event that authentication sends through `on-event`.
+pub const AUTHENTICATED_EVENT: &str = "authenticated";
+
+/// What a new session starts with.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    /// None for an anonymous session.
+    pub user: Option<String>,
+    pub roles: Vec<String>,
+    /// The initial shared data.
+    pub data: Map<String, Value>,
+    /// The absolute lifetime asked for (capped at the tenant's maximum);
+    /// none: the tenant's default.
+    pub ttl_seconds: Option<u64>,
+    /// Where the session comes from (address, user agent, device).
+    pub client: ClientInfo,
+}
+
+/// A session with its secret token: the answer of create and authenticate,
+/// the only two that hand out a token.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub record: SessionRecord,
+    pub token: String,
+}
+
+/// Who a session now belongs to (authenticate).
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    /// The roles from now on; none: unchanged.
+    pub roles: Option<Vec<String>>,
+}
+
+/// A change of a session's shared data.
+#[derive(Debug, Clone)]
+pub enum DataChange {
+    /// An RFC 7386 merge patch (a JSON object).
+    Patch(Map<String, Value>),
+    /// New data as a whole (sessman's update); none keeps the data and only
+    /// slides the idle deadline. The change the chain sees is the merge
+    /// patch from the stored data to these.
+    Replace(Option<Map<String, Value>>),
+}
+
+/// A plugin's answer to a message, with the session after it.
+#[derive(Debug, Clone)]
+pub struct Replied {
+    pub record: SessionRecord,
+    /// The plugin that answered.
+    pub plugin: String,
+    pub reply: Value,
+}
+
+/// Creates a session: runs the tenant's `on-session-start` chain (a plugin
+/// may veto or change the session) and applies the per-user limit (policy
+/// `deny` refuses; `evict-lru` ends the least recently used sessions with
+/// reason `evicted`).
+pub async fn create(app: &App, tenant: &Tenant, new: NewSession) -> Result<Issued> {
+    if let Some(user) = &new.user {
+        check_name("user", user)?;
+    }
+    check_roles(&new.roles)?;
+    if let Some(device) = &new.client.device {
+        check_name("device", device)?;
+    }
+    if new.ttl_seconds == Some(0) {
+        return Err(Error::invalid(
+            "ttl_seconds",
+            "ttl_seconds: must be at least 1",
+        ));
+    }
+    let limit = tenant.user_limit();
+    let now = now_ms();
+    // With policy deny, refuse before running any plugin; the store checks
+    // again atomically when it creates the session.
+    if let (Some(user), Some(limit)) = (&new.user, limit)
+        && limit.policy == LimitPolicy::Deny
+    {
+        let active = app.sessions.list_user(&tenant.name, user, now).await?.len();
+        let active = u32::try_from(active).unwrap_or(u32::MAX);
+        if active >= limit.max {
+            return Err(Error::LimitReached {
+                user: user.clone(),
+                active,
+                max: limit.max,
+            });
+        }
+    }
+    let token = ids::new_token();
+    let record = SessionRecord {
+        token_hash: ids::token_hash(&token),
+        public_id: ids::new_public_id(),
+        tenant: tenant.name.clone(),
+        user: new.user,
+        roles: new.roles,
+        created_at: now,
+        last_seen_at: now,
+        absolute_expires_at: now.saturating_add(tenant.lifetime_ms(new.ttl_seconds)),
+        idle_timeout_ms: tenant.idle_timeout_ms(),
+        version: 1,
+        client: new.client,
+        data: new.data,
+        plugin_state: Default::default(),
+    };
+    let mut record = allowed(tenant.chain.session_start(record, now).await)?;
+    // Plugins change data, roles, their state and the lifetime; nothing else.
+    record.version = 1;
+    match Ending::of(app, tenant).create(&record, limit, now).await? {
+        CreateOutcome::Created { .. } => {
+            tracing::info!(tenant = %tenant.name, session = %record.public_id,
+                token = %ids::log_prefix(&token), user = ?record.user, "session created");
+            Ok(Issued { record, token })
+        }
+        CreateOutcome::LimitReached { active } => Err(Error::LimitReached {
+            user: record.user.unwrap_or_default(),
+            active,
+            max: limit.map(|l| l.max).unwrap_or_default(),
+        }),
+    }
+}
+
+/// The live session under `key`. Reading does not count as use: it does
+/// not slide the idle deadline.
+pub async fn get(app: &App, tenant: &Tenant, key: &SessionKey) -> Result<SessionRecord> {
+    app.sessions
+        .get(&tenant.name, key.as_str(), now_ms())
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+/// Changes the shared data through `on-session-update` (a plugin may
+/// reject or rewrite the change) and slides the idle deadline.
+pub async fn update(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    precondition: &Precondition,
+    change: DataChange,
+) -> Result<SessionRecord> {
+    let change = Arc::new(change);
+    let (record, ()) = write_session(app, tenant, key, precondition, |current, now| {
+        let change = change.clone();
+        async move {
+            let patch = match change.as_ref() {
+                DataChange::Patch(patch) => patch.clone(),
+                DataChange::Replace(Some(new)) => merge_diff(&current.data, new),
+                DataChange::Replace(None) => Map::new(),
+            };
+            let patch = Value::Object(patch);
+            let decision = tenant
+                .chain
+                .session_update(current, Some(&patch), None, now)
+                .await;
+            Ok((allowed(decision)?, ()))
+        }
+    })
+    .await?;
+    Ok(record)
+}
+
+/// Slides the idle deadline (`last_seen_at` = now) and bumps the version.
+pub async fn touch(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    precondition: &Precondition,
+) -> Result<SessionRecord> {
+    if precondition.is_given() {
+        let (record, ()) = write_session(app, tenant, key, precondition, |current, _| async move {
+            Ok((current, ()))
+        })
+        .await?;
+        return Ok(record);
+    }
+    app.sessions
+        .touch(&tenant.name, key.as_str(), now_ms())
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+/// Authenticates the session as `login.user`: sends the event
+/// `authenticated` with `{"user", "roles"}` through `on-event` before
+/// anything is written (a veto changes nothing), then rotates the token.
+/// Moving the session to a user at the tenant's limit follows the limit
+/// policy; unlike create, this check is not atomic (it reads the user's
+/// sessions, then writes).
+pub async fn authenticate(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    precondition: &Precondition,
+    login: Login,
+) -> Result<Issued> {
+    check_name("user", &login.user)?;
+    if let Some(roles) = &login.roles {
+        check_roles(roles)?;
+    }
+    let token = ids::new_token();
+    let new_hash = ids::token_hash(&token);
+    let login = Arc::new(login);
+    let (record, ()) = write_session(app, tenant, key, precondition, |current, now| {
+        let (new_hash, login) = (new_hash.clone(), login.clone());
+        async move {
+            let victims = limit_victims(app, tenant, &current, &login.user, now).await?;
+            let mut next = current;
+            next.user = Some(login.user.clone());
+            if let Some(roles) = &login.roles {
+                next.roles = roles.clone();
+            }
+            let payload = json!({"user": login.user, "roles": next.roles});
+            let decision = tenant
+                .chain
+                .event(next, AUTHENTICATED_EVENT, &payload, now)
+                .await;
+            let mut next = allowed(decision)?;
+            let ending = Ending::of(app, tenant);
+            for victim in victims {
+                ending
+                    .one(&victim.token_hash, EndReason::Evicted, now)
+                    .await?;
+            }
+            next.token_hash = new_hash;
+            Ok((next, ()))
+        }
+    })
+    .await?;
+    tracing::info!(tenant = %tenant.name, session = %record.public_id,
+        token = %ids::log_prefix(&token), user = ?record.user, "session authenticated; token rotated");
+    Ok(Issued { record, token })
+}
+
+/// The sessions to evict so that `current` may become one of `user`'s, or
+/// [`Error::LimitReached`] when the policy is `deny`. Check-then-act: see
+/// [`authenticate`].
+async fn limit_victims(
+    app: &App,
+    tenant: &Tenant,
+    current: &SessionRecord,
+    user: &str,
+    now: Millis,
+) -> Result<Vec<SessionRecord>> {
+    let Some(limit) = tenant.user_limit() else {
+        return Ok(Vec::new());
+    };
+    if current.user.as_deref() == Some(user) {
+        return Ok(Vec::new());
+    }
+    let mut active = app.sessions.list_user(&tenant.name, user, now).await?;
+    active.retain(|r| r.token_hash != current.token_hash);
+    let max = usize::try_from(limit.max).unwrap_or(usize::MAX);
+    if active.len() < max {
+        return Ok(Vec::new());
+    }
+    match limit.policy {
+        LimitPolicy::Deny => Err(Error::LimitReached {
+            user: user.to_string(),
+            active: u32::try_from(active.len()).unwrap_or(u32::MAX),
+            max: limit.max,
+        }),
+        LimitPolicy::EvictLru => {
+            active.sort_by(|a, b| {
+                (a.last_seen_at, &a.token_hash).cmp(&(b.last_seen_at, &b.token_hash))
+            });
+            let excess = active.len() + 1 - max;
+            active.truncate(excess);
+            Ok(active)
+        }
+    }
+}
+
+/// Sends the event `name` through `on-event` (a plugin may veto); stores
+/// the plugins' changes and slides the idle deadline.
+pub async fn event(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    precondition: &Precondition,
+    name: &str,
+    payload: &Value,
+) -> Result<SessionRecord> {
+    check_name("name", name)?;
+    if name == AUTHENTICATED_EVENT {
+        return Err(Error::invalid(
+            "name",
+            "name: the event `authenticated` is sent by POST /v1/sessions/{id}/authenticate",
+        ));
+    }
+    let (record, ()) = write_session(app, tenant, key, precondition, |current, now| async move {
+        let decision = tenant.chain.event(current, name, payload, now).await;
+        Ok((allowed(decision)?, ()))
+    })
+    .await?;
+    Ok(record)
+}
+
+/// Sends a message to `handler`: the first plugin whose `on-message`
+/// answers wins, and its changes are stored.
+pub async fn message(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    precondition: &Precondition,
+    handler: &str,
+    payload: &Value,
+) -> Result<Replied> {
+    check_name("handler", handler)?;
+    let (record, (plugin, reply)) =
+        write_session(app, tenant, key, precondition, |current, now| async move {
+            match tenant.chain.message(current, handler, payload, now).await {
+                MessageOutcome::Reply {
+                    plugin,
+                    reply,
+                    record,
+                } => Ok((*record, (plugin, reply))),
+                MessageOutcome::NoHandler => Err(Error::NoMessageHandler),
+                MessageOutcome::Failed(failure) => Err(Error::plugin(failure)),
+            }
+        })
+        .await?;
+    Ok(Replied {
+        record,
+        plugin,
+        reply,
+    })
+}
+
+/// Ends the session (reason `logout`); its `on-session-end` hooks then run
+/// once, on the end worker of some host.
+pub async fn logout(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    precondition: &Precondition,
+) -> Result<()> {
+    let now = now_ms();
+    if precondition.is_given() {
+        // Check-then-act: the store has no conditional remove.
+        let current = get(app, tenant, key).await?;
+        precondition.check(current.version)?;
+    }
+    Ending::of(app, tenant)
+        .one(key.as_str(), EndReason::Logout, now)
+        .await?
+        .map(|_| ())
+        .ok_or(Error::NotFound)
+}
+
+/// The RFC 7386 merge patch that turns `old` into `new`. Merge patches
+/// cannot set a member to null, so null members of `new` end up absent.
+pub fn merge_diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut patch = Map::new();
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    for (key, value) in new {
+        match (old.get(key), value) {
+            (Some(Value::Object(before)), Value::Object(after)) => {
+                let inner = merge_diff(before, after);
+                if !inner.is_empty() {
+                    patch.insert(key.clone(), Value::Object(inner));
+                }
+            }
+            (Some(before), after) if before == after => {}
+            (_, after) => {
+                patch.insert(key.clone(), after.clone());
+            }
+        }
+    }
+    patch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn merge_diff_turns_old_into_new() {
+        let cases = [
+            (json!({}), json!({"a": 1})),
+            (json!({"a": 1, "b": 2}), json!({"b": 3})),
+            (
+                json!({"a": {"x": 1, "y": [1, 2]}, "c": "s"}),
+                json!({"a": {"y": [2], "z": {"q": true}}, "c": "s"}),
+            ),
+            (json!({"a": {"x": 1}}), json!({"a": 5})),
+            (json!({"a": 5}), json!({"a": {"x": 1}})),
+            (json!({"a": 1}), json!({})),
+            (json!({"a": [null, 1]}), json!({"a": [null, 2]})),
+        ];
+        for (old, new) in cases {
+            let patch = Value::Object(merge_diff(&object(old.clone()), &object(new.clone())));
+            let mut merged = old.clone();
+            json_patch::merge(&mut merged, &patch);
+            assert_eq!(merged, new, "{old} -> {new} via {patch}");
+        }
+        let same = object(json!({"a": {"b": 1}, "c": [1]}));
+        assert!(merge_diff(&same, &same).is_empty());
+    }
+
+    #[test]
+    fn null_members_cannot_be_stored_by_a_merge_patch() {
+        let old = object(json!({"a": 1}));
+        let new = object(json!({"a": null, "b": {"c": null, "d": 1}}));
+        let mut merged = Value::Object(old.clone());
+        json_patch::merge(&mut merged, &Value::Object(merge_diff(&old, &new)));
+        assert_eq!(merged, json!({"b": {"d": 1}}));
+    }
+}

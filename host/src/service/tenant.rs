@@ -1,0 +1,42 @@
+//! What a tenant reads about itself: its audit stream and end queue; and
+//! whether this host is ready to serve.
+
+use std::time::Duration;
+
+use super::{Error, Result};
+use crate::app::App;
+use crate::ends::EndWorkerStats;
+use crate::store::{AuditPage, EndQueueStats};
+use crate::tenant::Tenant;
+
+/// How long readiness waits for the store to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A page of the tenant's audit stream, oldest first: at most `limit`
+/// records after the record id `after` (from the start when none).
+pub async fn audit(
+    app: &App,
+    tenant: &Tenant,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<AuditPage> {
+    Ok(app.audit.audit_page(&tenant.name, after, limit).await?)
+}
+
+/// The tenant's end queue, and this host's end-worker counters.
+pub async fn end_queue(app: &App, tenant: &Tenant) -> Result<(EndQueueStats, EndWorkerStats)> {
+    let queue = app.end_queue.end_queue(&tenant.name).await?;
+    Ok((queue, app.ends.stats()))
+}
+
+/// Readiness: the session store answers a ping within two seconds. Any
+/// failure of the ping means not ready.
+pub async fn ready(app: &App) -> Result<()> {
+    match tokio::time::timeout(READY_TIMEOUT, app.sessions.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::StoreUnavailable(e.to_string())),
+        Err(_) => Err(Error::StoreUnavailable(
+            "the store did not answer within 2 s".into(),
+        )),
+    }
+}
