@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod edge;
 pub mod hosts;
 pub mod redis_server;
 pub mod server;

@@ -235,7 +235,13 @@ impl Reply {
     pub async fn read(response: reqwest::Response) -> Reply {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
+        let bytes = response.bytes().await.unwrap_or_default();
+        Reply::from_parts(status, headers, &bytes)
+    }
+
+    /// A reply from its status, headers and body bytes.
+    pub fn from_parts(status: u16, headers: HeaderMap, bytes: &[u8]) -> Reply {
+        let text = String::from_utf8_lossy(bytes).into_owned();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
             status,

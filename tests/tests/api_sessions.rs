@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use sessiond_tests::server::{StoreKind, TestServer, key_hash};
 
 const KEY: &str = "test-key-sessions";
@@ -486,19 +486,6 @@ async fn bad_input_is_a_problem_and_writes_nothing(store: StoreKind) {
     let id = created.body["id"].as_str().unwrap().to_string();
     let path = format!("/v1/sessions/{id}");
 
-    for bad in ["nope", "too-short-id", &format!("{}!", &id[..42])] {
-        let p = api
-            .get(&format!("/v1/sessions/{bad}"))
-            .await
-            .problem(400, "bad-session-id");
-        assert_eq!(p["detail"], "session id must be 43 base64url characters");
-    }
-    api.patch(
-        &format!("/v1/sessions/{}", "A".repeat(43)),
-        &json!({"a": 1}),
-    )
-    .await
-    .problem(404, "session-not-found");
     api.patch(&path, &json!([1, 2]))
         .await
         .problem(422, "invalid-body");
@@ -530,60 +517,6 @@ async fn bad_input_is_a_problem_and_writes_nothing(store: StoreKind) {
     assert_eq!(got.body["version"], 1);
     assert_eq!(got.body["data"], json!({}));
     assert!(got.body["user"].is_null());
-
-    // Unknown routes and wrong methods.
-    api.get("/v1/nothing-here").await.problem(404, "");
-    api.get("/nothing").await.problem(404, "");
-    let wrong = api.send(api.request(Method::PUT, &path)).await;
-    let allow = wrong.header("allow").to_string();
-    let p = wrong.problem(405, "");
-    assert!(allow.contains("GET") && allow.contains("PATCH"), "{allow}");
-    assert!(p["detail"].as_str().unwrap().contains("Allow"), "{p}");
-    api.send(api.request(Method::GET, "/v1/sessions"))
-        .await
-        .problem(405, "");
-
-    // Audit query errors.
-    api.get("/v1/audit?limit=0").await.problem(400, "bad-query");
-    api.get("/v1/audit?limit=1001")
-        .await
-        .problem(400, "bad-query");
-    api.get("/v1/audit?limit=ten")
-        .await
-        .problem(400, "bad-query");
-    api.get("/v1/audit?after=yesterday")
-        .await
-        .problem(400, "bad-query");
-
-    // Authentication comes first, and its failures are problems too.
-    let anon = server.anonymous();
-    let unauth = anon.get(&path).await;
-    assert!(
-        unauth.header("www-authenticate").starts_with("Bearer"),
-        "{:?}",
-        unauth.headers
-    );
-    unauth.problem(401, "unauthorized");
-    let wrong_key = server.api("not-the-key").get(&path).await;
-    assert!(
-        wrong_key
-            .header("www-authenticate")
-            .contains("invalid_token")
-    );
-    wrong_key.problem(401, "unauthorized");
-    let p = anon
-        .send(
-            anon.request(Method::POST, "/v1/sessions")
-                .header("authorization", "Basic dXNlcjpwdw=="),
-        )
-        .await
-        .problem(401, "unauthorized");
-    assert!(p["detail"].as_str().unwrap().contains("Bearer"), "{p}");
-    anon.get("/v1/audit").await.problem(401, "unauthorized");
-    anon.get("/v1/plugins").await.problem(401, "unauthorized");
-    anon.get("/v1/users/alice/sessions")
-        .await
-        .problem(401, "unauthorized");
 }
 
 async fn tenants_are_isolated(store: StoreKind) {
@@ -701,49 +634,4 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .await
         .expect(201);
     assert_eq!(s.body["remote_addr"], "127.0.0.1");
-}
-
-#[tokio::test]
-async fn health_and_openapi_need_no_key() {
-    let server = start(StoreKind::Memory);
-    let anon = server.anonymous();
-    assert_eq!(anon.get("/healthz").await.expect(200).body["status"], "ok");
-    assert_eq!(
-        anon.get("/readyz").await.expect(200).body["status"],
-        "ready"
-    );
-    let doc = anon.get("/openapi.json").await.expect(200).body;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
-    let paths: BTreeSet<&str> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    for p in [
-        "/v1/sessions",
-        "/v1/sessions/{id}",
-        "/v1/sessions/{id}/touch",
-        "/v1/sessions/{id}/authenticate",
-        "/v1/sessions/{id}/events",
-        "/v1/sessions/{id}/messages/{handler}",
-        "/v1/users/{user}/sessions",
-        "/v1/audit",
-        "/v1/plugins",
-        "/healthz",
-        "/readyz",
-        "/sessman/new",
-        "/sessman/update",
-        "/sessman/get",
-    ] {
-        assert!(paths.contains(p), "{p} missing from {paths:?}");
-    }
-    let ops: Vec<&Value> = doc["paths"]["/v1/sessions/{id}"]
-        .as_object()
-        .unwrap()
-        .values()
-        .collect();
-    assert_eq!(ops.len(), 3, "GET, PATCH and DELETE");
-    assert!(doc["components"]["schemas"]["Problem"].is_object());
-    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }

@@ -1,0 +1,318 @@
+//! The HTTP edge in the fast tier: the real router over the memory store,
+//! with no plugins and no socket (`sessiond_tests::edge`). Extractors,
+//! problems, authentication, `If-Match`, routes and bad input; the plugin
+//! flows and the stores are tested over real HTTP in the other `api_*`
+//! files.
+
+use std::collections::BTreeSet;
+
+use axum::http::Method;
+use serde_json::{Value, json};
+use sessiond_tests::edge::Edge;
+use sessiond_tests::server::key_hash;
+
+const KEY: &str = "test-key-edge";
+
+async fn edge() -> Edge {
+    let toml = format!(
+        r#"
+[server]
+max_body_bytes = 2048
+
+[tenants.acme]
+api_keys = ["{}"]
+"#,
+        key_hash(KEY)
+    );
+    Edge::start(&toml).await.with_key(KEY)
+}
+
+async fn session(api: &Edge) -> String {
+    api.create(&json!({}))
+        .await
+        .get("id")
+        .and_then(Value::as_str)
+        .expect("an id")
+        .to_string()
+}
+
+#[tokio::test]
+async fn bodies_that_do_not_parse_are_problems_naming_the_field() {
+    let api = edge().await;
+    let json = "application/json";
+    let p = api
+        .raw(Method::POST, "/v1/sessions", json, "{\"user\": ")
+        .await
+        .problem(400, "malformed-json");
+    assert!(
+        p["detail"].as_str().unwrap().contains("not valid JSON"),
+        "{p}"
+    );
+    let p = api
+        .raw(
+            Method::POST,
+            "/v1/sessions",
+            json,
+            "{\"user\": \"a\", \"colour\": 1}",
+        )
+        .await
+        .problem(422, "invalid-body");
+    assert_eq!(p["field"], "colour");
+    assert!(
+        p["detail"].as_str().unwrap().contains("unknown field"),
+        "{p}"
+    );
+    for (body, field) in [
+        ("{\"roles\": \"admin\"}", "roles"),
+        ("{\"data\": [1, 2]}", "data"),
+        ("{\"ttl_seconds\": 0}", "ttl_seconds"),
+        ("{\"user\": \"\"}", "user"),
+        ("{\"user\": \"a\\u0007b\"}", "user"),
+        ("{\"roles\": [\"ok\", \"  \"]}", "roles[1]"),
+    ] {
+        let p = api
+            .raw(Method::POST, "/v1/sessions", json, body)
+            .await
+            .problem(422, "invalid-body");
+        assert_eq!(p["field"], field, "{body}: {p}");
+    }
+    let long = json!({"user": "u".repeat(257)}).to_string();
+    api.raw(Method::POST, "/v1/sessions", json, &long)
+        .await
+        .problem(422, "invalid-body");
+    // Too large: 413, whatever the content.
+    let big = json!({"data": {"blob": "x".repeat(4096)}}).to_string();
+    let p = api
+        .raw(Method::POST, "/v1/sessions", json, &big)
+        .await
+        .problem(413, "body-too-large");
+    assert_eq!(p["limit"], 2048);
+    api.raw(
+        Method::POST,
+        "/v1/sessions",
+        "application/x-www-form-urlencoded",
+        "user=alice",
+    )
+    .await
+    .problem(415, "unsupported-media-type");
+
+    let path = format!("/v1/sessions/{}", session(&api).await);
+    api.raw(
+        Method::PATCH,
+        &path,
+        "application/merge-patch+json",
+        "[1, 2]",
+    )
+    .await
+    .problem(422, "invalid-body");
+    api.raw(Method::PATCH, &path, json, "{")
+        .await
+        .problem(400, "malformed-json");
+    api.raw(Method::PATCH, &path, json, "")
+        .await
+        .problem(400, "malformed-json");
+    let p = api
+        .post(&format!("{path}/events"), &json!({"name": 5}))
+        .await
+        .problem(422, "invalid-body");
+    assert_eq!(p["field"], "name");
+    api.post(&format!("{path}/events"), &json!({"payload": 1}))
+        .await
+        .problem(422, "invalid-body");
+    api.post(&format!("{path}/events"), &json!({"name": "authenticated"}))
+        .await
+        .problem(422, "invalid-body");
+    api.post(&format!("{path}/authenticate"), &json!({"roles": []}))
+        .await
+        .problem(422, "invalid-body");
+    api.post(
+        &format!("{path}/authenticate"),
+        &json!({"user": "x", "admin": true}),
+    )
+    .await
+    .problem(422, "invalid-body");
+    // None of that changed the session.
+    let got = api.get(&path).await.expect(200);
+    assert_eq!(got.body["version"], 1);
+    assert_eq!(got.body["data"], json!({}));
+}
+
+#[tokio::test]
+async fn session_ids_are_checked_before_the_store() {
+    let api = edge().await;
+    let id = session(&api).await;
+    for bad in ["nope", "too-short-id", &format!("{}!", &id[..42])] {
+        let p = api
+            .get(&format!("/v1/sessions/{bad}"))
+            .await
+            .problem(400, "bad-session-id");
+        assert_eq!(p["detail"], "session id must be 43 base64url characters");
+    }
+    api.raw(
+        Method::PATCH,
+        &format!("/v1/sessions/{}", "A".repeat(43)),
+        "application/json",
+        "{\"a\": 1}",
+    )
+    .await
+    .problem(404, "session-not-found");
+}
+
+#[tokio::test]
+async fn if_match_is_parsed_and_compared_strongly() {
+    let api = edge().await;
+    let path = format!("/v1/sessions/{}", session(&api).await);
+    let with = |tag: &str| {
+        api.request(Method::POST, &format!("{path}/touch"))
+            .header("if-match", tag)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    api.send(with("3")).await.problem(400, "bad-if-match");
+    let p = api
+        .send(with("\"7\""))
+        .await
+        .problem(412, "precondition-failed");
+    assert_eq!(p["current_version"], 1);
+    // A weak tag, or one that is not a version, never matches.
+    api.send(with("W/\"1\""))
+        .await
+        .problem(412, "precondition-failed");
+    api.send(with("\"01\""))
+        .await
+        .problem(412, "precondition-failed");
+    let touched = api.send(with("\"5\", \"1\"")).await.expect(200);
+    assert_eq!(touched.header("etag"), "\"2\"");
+    api.send(with("*")).await.expect(200);
+}
+
+#[tokio::test]
+async fn routes_and_methods() {
+    let api = edge().await;
+    let path = format!("/v1/sessions/{}", session(&api).await);
+    api.get("/v1/nothing-here").await.problem(404, "");
+    api.get("/nothing").await.problem(404, "");
+    let wrong = api.empty(Method::PUT, &path).await;
+    let allow = wrong.header("allow").to_string();
+    let p = wrong.problem(405, "");
+    assert!(allow.contains("GET") && allow.contains("PATCH"), "{allow}");
+    assert!(p["detail"].as_str().unwrap().contains("Allow"), "{p}");
+    api.get("/v1/sessions").await.problem(405, "");
+}
+
+#[tokio::test]
+async fn audit_queries_are_checked() {
+    let api = edge().await;
+    for query in ["limit=0", "limit=1001", "limit=ten", "after=yesterday"] {
+        api.get(&format!("/v1/audit?{query}"))
+            .await
+            .problem(400, "bad-query");
+    }
+    let page = api.get("/v1/audit?limit=1000").await.expect(200).body;
+    assert_eq!(page["records"], json!([]));
+    assert!(page["next"].is_null());
+}
+
+#[tokio::test]
+async fn authentication_comes_first_and_fails_as_problems() {
+    let api = edge().await;
+    let path = format!("/v1/sessions/{}", session(&api).await);
+    let anon = api.anonymous();
+    let unauth = anon.get(&path).await;
+    assert!(
+        unauth.header("www-authenticate").starts_with("Bearer"),
+        "{:?}",
+        unauth.headers
+    );
+    unauth.problem(401, "unauthorized");
+    let wrong_key = api.with_key("not-the-key").get(&path).await;
+    assert!(
+        wrong_key
+            .header("www-authenticate")
+            .contains("invalid_token")
+    );
+    wrong_key.problem(401, "unauthorized");
+    let p = anon
+        .send(
+            anon.request(Method::POST, "/v1/sessions")
+                .header("authorization", "Basic dXNlcjpwdw==")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .problem(401, "unauthorized");
+    assert!(p["detail"].as_str().unwrap().contains("Bearer"), "{p}");
+    for path in [
+        "/v1/audit",
+        "/v1/plugins",
+        "/v1/ends",
+        "/v1/users/alice/sessions",
+    ] {
+        anon.get(path).await.problem(401, "unauthorized");
+    }
+    // sessman is not enabled for this tenant, and no tenant takes keyless
+    // sessman calls.
+    api.post("/sessman/new?user=a", &json!({}))
+        .await
+        .problem(403, "sessman-disabled");
+    anon.post("/sessman/new?user=a", &json!({}))
+        .await
+        .problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn health_and_openapi_need_no_key() {
+    let anon = edge().await.anonymous();
+    assert_eq!(anon.get("/healthz").await.expect(200).body["status"], "ok");
+    assert_eq!(
+        anon.get("/readyz").await.expect(200).body["status"],
+        "ready"
+    );
+    let doc = anon.get("/openapi.json").await.expect(200).body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for p in [
+        "/v1/sessions",
+        "/v1/sessions/{id}",
+        "/v1/sessions/{id}/touch",
+        "/v1/sessions/{id}/authenticate",
+        "/v1/sessions/{id}/events",
+        "/v1/sessions/{id}/messages/{handler}",
+        "/v1/users/{user}/sessions",
+        "/v1/audit",
+        "/v1/plugins",
+        "/healthz",
+        "/readyz",
+        "/sessman/new",
+        "/sessman/update",
+        "/sessman/get",
+    ] {
+        assert!(paths.contains(p), "{p} missing from {paths:?}");
+    }
+    let ops: Vec<&Value> = doc["paths"]["/v1/sessions/{id}"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert_eq!(ops.len(), 3, "GET, PATCH and DELETE");
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+}
+
+#[tokio::test]
+async fn a_message_without_a_handler_and_an_empty_listing() {
+    let api = edge().await;
+    let path = format!("/v1/sessions/{}", session(&api).await);
+    api.post(&format!("{path}/messages/refresh"), &json!({}))
+        .await
+        .problem(404, "no-message-handler");
+    let listed = api.get("/v1/users/nobody/sessions").await.expect(200).body;
+    assert_eq!(listed["sessions"], json!([]));
+    let plugins = api.get("/v1/plugins").await.expect(200).body;
+    assert_eq!(plugins["plugins"], json!([]));
+}
