@@ -20,7 +20,9 @@
 # RUNTIME_TOML (extra lines for the generated config's [runtime] table, e.g.
 # "max_idle_instances = 64"), PLUGINS (the chain of the second run, in order;
 # default "single-session audit-log perspective"), KEEP_WORK (keep the
-# temporary directory).
+# temporary directory), SESSIOND_BIN (a sessiond binary to measure instead of
+# building target/release/sessiond, e.g. an older build kept for an A/B run),
+# PLUGIN_DIR (the built components to load; default target/plugins).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,10 +63,21 @@ if [ "$(nproc)" -lt 2 ]; then
   SERVER_CPU=0 LOAD_CPU=0
 fi
 
-say "building target/release/sessiond and the plugins"
-(cd "$root" && cargo build --release --quiet -p sessiond)
-"$root/scripts/build-plugins.sh" >/dev/null
-plugins="$root/target/plugins"
+if [ -n "${SESSIOND_BIN:-}" ]; then
+  bin=$SESSIOND_BIN
+  say "measuring $bin"
+else
+  say "building target/release/sessiond"
+  (cd "$root" && cargo build --release --quiet -p sessiond)
+  bin="$root/target/release/sessiond"
+fi
+if [ -n "${PLUGIN_DIR:-}" ]; then
+  plugins=$PLUGIN_DIR
+else
+  say "building the plugins"
+  "$root/scripts/build-plugins.sh" >/dev/null
+  plugins="$root/target/plugins"
+fi
 for p in single_session audit_log perspective; do
   [ -f "$plugins/$p.wasm" ] || { say "missing $plugins/$p.wasm"; exit 1; }
 done
@@ -169,7 +182,7 @@ EOF
 base=""
 start_server() {
   local config=$1 port=$2
-  RUST_LOG="$LOG" taskset -c "$SERVER_CPU" "$root/target/release/sessiond" serve --config "$config" \
+  RUST_LOG="$LOG" taskset -c "$SERVER_CPU" "$bin" serve --config "$config" \
     2>"$work/sessiond.log" &
   server_pid=$!
   base="http://127.0.0.1:$port"
