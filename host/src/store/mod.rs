@@ -7,7 +7,8 @@
 //! - [`redis::RedisStore`]: Redis (or Redis Cluster) shared by many stateless
 //!   hosts; every multi-step operation is one atomic Lua script.
 //!
-//! Both pass the same conformance suite (`tests/tests/store_conformance.rs`).
+//! Both pass the same conformance suite (`tests/tests/store_conformance.rs`)
+//! and take their default settings from [`defaults`].
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -33,6 +34,25 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The stores' default settings, defined once for both backends.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// About how many records each tenant's audit stream keeps.
+    pub const AUDIT_MAX_LEN: usize = 100_000;
+    /// How long a Redis session key outlives its deadline, so the sweeper can
+    /// still take it and run its end hooks.
+    pub const GRACE: Duration = Duration::from_secs(3600);
+    /// The first part of every Redis key.
+    pub const KEY_PREFIX: &str = "sessiond";
+    /// How long one Redis response may take.
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+    /// How long one Redis connection attempt may take.
+    pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The bound on a whole Redis operation, reconnecting included.
+    pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+}
 
 /// How long an idempotency key of [`AuditStore::audit_append`] is kept.
 pub const AUDIT_ONCE_TTL_MS: Millis = 24 * 3600 * 1000;
@@ -137,6 +157,12 @@ pub(crate) fn check_next_version(record: &SessionRecord, expected_version: u64) 
         )));
     }
     Ok(())
+}
+
+/// Sorts records oldest first (ties: lowest public id), the order of
+/// [`SessionStore::list_user`] and [`SessionStore::remove_user`].
+pub(crate) fn oldest_first(records: &mut [SessionRecord]) {
+    records.sort_by(|a, b| (a.created_at, &a.public_id).cmp(&(b.created_at, &b.public_id)));
 }
 
 /// Sessions: create, read, change and end them. Every method is atomic:

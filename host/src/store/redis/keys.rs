@@ -1,0 +1,142 @@
+//! The key layout of the Redis backend, and the fields of what it stores
+//! (session hashes, audit entries).
+//!
+//! Every key of a tenant starts with `<prefix>:{<tenant>}:`. The `{…}` hash
+//! tag puts all of a tenant's keys in one cluster slot, so a script may touch
+//! any of them. (`%`, `{`, `}` and `:` in a tenant name are percent-escaped and
+//! the empty name is written `%`, so the tag is never empty and never cut
+//! short.)
+//!
+//! | key | type | content | expiry |
+//! |---|---|---|---|
+//! | `s:<token_hash>` | hash | `r` record JSON, `v` version, `l` last_seen_at, `a` absolute deadline, `i` idle timeout, `d` deadline = min(a, l + i), `u` user (`""` when anonymous) | `PEXPIREAT d + grace` |
+//! | `u:<user>` | sorted set | token hashes, score = last_seen_at (lowest = least recently used) | `PEXPIREAT` the latest member's `d + grace` |
+//! | `deadlines` | sorted set | token hashes, score = `d` | none: members leave when taken |
+//! | `kv:<plugin>:<key>` | string | a plugin's value (`:` and `%` in the plugin name escaped) | `PX` ttl when given |
+//! | `audit` | stream | fields `at`, `plugin`, `session` (optional), `record` (JSON) | `XADD MAXLEN ~ audit_max_len` |
+//! | `once:<key>` | string | the audit id written by the first append with idempotency key `<key>` (end hooks: `<end id>:<plugin>:<n>`) | `PX` one day |
+//! | `ends` | stream, consumer group `ends` | end jobs: fields `r`, `v`, `l` (the session as it ended), `why` (reason), `at` (ended at) | entries deleted when acknowledged |
+//!
+//! `v` and `l` are authoritative over the copies inside `r`: `touch` changes
+//! only those fields (and `d`), never rewriting the JSON in Lua.
+//!
+//! A session past `d` is treated as absent by every read but its key lives on
+//! for the grace period, so the sweeper's `take_expired` can still take it and
+//! run its end hooks exactly once.
+
+use serde_json::Value as Json;
+
+use crate::session::{Millis, SessionRecord};
+use crate::store::{StoreError, StoreResult};
+
+/// The largest time this backend stores (2^53 - 1 ms, about 285,000 years):
+/// Lua numbers are doubles, so times are clamped to stay exact.
+pub(super) const MAX_MS: Millis = (1 << 53) - 1;
+
+pub(super) fn clamp(ms: Millis) -> Millis {
+    ms.min(MAX_MS)
+}
+
+/// When a session key with this deadline expires: `d + grace`.
+pub(super) fn session_expiry(deadline: Millis, grace_ms: Millis) -> Millis {
+    clamp(clamp(deadline).saturating_add(grace_ms))
+}
+
+/// Escapes `%`, `{`, `}` and `:` so a name can sit inside a hash tag or
+/// between `:` separators without ambiguity.
+fn escape(name: &str) -> String {
+    if name.is_empty() {
+        return "%".into();
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The keys of one tenant, all under its key base.
+pub(super) struct TenantKeys {
+    base: String,
+}
+
+impl TenantKeys {
+    pub(super) fn new(prefix: &str, tenant: &str) -> Self {
+        Self {
+            base: format!("{prefix}:{{{}}}:", escape(tenant)),
+        }
+    }
+
+    /// `<prefix>:{<tenant>}:`, the start of every key of the tenant (the
+    /// scripts' `ARGV[1]`).
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(super) fn session(&self, token_hash: &str) -> String {
+        format!("{}s:{token_hash}", self.base)
+    }
+
+    pub(super) fn user(&self, user: &str) -> String {
+        format!("{}u:{user}", self.base)
+    }
+
+    pub(super) fn deadlines(&self) -> String {
+        format!("{}deadlines", self.base)
+    }
+
+    pub(super) fn kv(&self, plugin: &str, key: &str) -> String {
+        format!("{}kv:{}:{key}", self.base, escape(plugin))
+    }
+
+    pub(super) fn audit(&self) -> String {
+        format!("{}audit", self.base)
+    }
+
+    pub(super) fn once(&self, key: &str) -> String {
+        format!("{}once:{key}", self.base)
+    }
+
+    pub(super) fn ends(&self) -> String {
+        format!("{}ends", self.base)
+    }
+}
+
+/// The fields every session write stores, in script argument order:
+/// r, v, l, a, i, d, u.
+pub(super) fn session_fields(record: &SessionRecord) -> StoreResult<[String; 7]> {
+    Ok([
+        serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?,
+        record.version.to_string(),
+        clamp(record.last_seen_at).to_string(),
+        clamp(record.absolute_expires_at).to_string(),
+        clamp(record.idle_timeout_ms).to_string(),
+        clamp(record.expires_at()).to_string(),
+        record.user.clone().unwrap_or_default(),
+    ])
+}
+
+/// The fields of an audit stream entry: `at`, `plugin`, `session` (when
+/// given) and `record`, names and values alternating.
+pub(super) fn audit_fields(
+    plugin: &str,
+    session: Option<&str>,
+    record: &Json,
+    now: Millis,
+) -> Vec<String> {
+    let mut fields: Vec<String> = vec!["at".into(), now.to_string(), "plugin".into()];
+    fields.push(plugin.to_string());
+    if let Some(session) = session {
+        fields.push("session".into());
+        fields.push(session.to_string());
+    }
+    fields.push("record".into());
+    fields.push(record.to_string());
+    fields
+}

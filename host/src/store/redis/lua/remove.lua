@@ -1,0 +1,13 @@
+-- remove: takes a live session out.
+-- KEYS: session, deadlines.
+-- ARGV: base, hash, now, reason, queue ends.
+-- Returns nil | {r, v, l}.
+
+local base, hash = ARGV[1], ARGV[2]
+local f = redis.call('HMGET', KEYS[1], 'r', 'v', 'l', 'd', 'u')
+if not f[1] or tonumber(f[4]) <= tonumber(ARGV[3]) then return false end
+queue_end(base, ARGV[5], f, ARGV[4], ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], hash)
+if f[5] and f[5] ~= '' then redis.call('ZREM', base .. 'u:' .. f[5], hash) end
+return {f[1], f[2], f[3]}

@@ -1,0 +1,499 @@
+//! Sessions in Redis (or Redis Cluster), shared by any number of stateless hosts.
+//!
+//! Every trait call is one round trip: a single command or one atomic Lua
+//! script (`EVALSHA`, falling back to loading the script once per server).
+//! This module holds [`RedisStore`] and its trait impls; `keys` holds the
+//! key layout, `conn` the connection ([`RedisConfig`], single server or
+//! cluster, operation timeout), `scripts` the Lua scripts (`lua/*.lua`) and
+//! `reply` the reading of replies.
+//!
+//! # End jobs
+//!
+//! Every script that ends sessions (create evicting, remove, user removal,
+//! take-expired) appends their end jobs to `ends` in the same atomic step,
+//! when the caller asks for it (the tenant has end hooks). Hosts read the
+//! stream through the consumer group `ends`, each under its own consumer
+//! name: `XAUTOCLAIM` first hands over entries another consumer has held
+//! past the reclaim time (a dead or stalled host), then `XREADGROUP >` new
+//! ones, in one script. A finished job is `XACK`ed and `XDEL`eted at once,
+//! so the stream holds only unfinished jobs. The end id given to hooks is
+//! `<public id>.<entry id>`: the same on every delivery of the job.
+
+use async_trait::async_trait;
+use redis::Value;
+use serde_json::Value as Json;
+
+use super::{
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats,
+    Expired, KvStore, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, oldest_first,
+};
+use crate::session::{EndReason, Millis, SessionRecord};
+
+mod conn;
+mod keys;
+mod reply;
+mod scripts;
+
+use conn::Connection;
+pub use conn::RedisConfig;
+use keys::{MAX_MS, TenantKeys, audit_fields, session_expiry, session_fields};
+use reply::{
+    audit_record, corrupt, end_job, items, number, one_record, parse_record, records, text,
+};
+use scripts::{SCRIPTS, flag, limit_args};
+
+/// The Redis-backed session store.
+pub struct RedisStore {
+    conn: Connection,
+    prefix: String,
+    grace_ms: Millis,
+    audit_max_len: usize,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("mode", &self.conn.mode())
+            .field("prefix", &self.prefix)
+            .field("grace_ms", &self.grace_ms)
+            .field("audit_max_len", &self.audit_max_len)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects with the default settings: one URL is a single server, more
+    /// than one a cluster.
+    pub async fn connect(urls: &[impl AsRef<str>]) -> StoreResult<Self> {
+        Self::connect_with(RedisConfig::new(
+            urls.iter().map(|u| u.as_ref().to_string()),
+        ))
+        .await
+    }
+
+    pub async fn connect_with(config: RedisConfig) -> StoreResult<Self> {
+        let conn = Connection::open(&config).await?;
+        Ok(Self {
+            conn,
+            prefix: config.prefix,
+            grace_ms: config.grace.as_millis().min(u128::from(MAX_MS)) as Millis,
+            audit_max_len: config.audit_max_len.max(1),
+        })
+    }
+
+    fn keys(&self, tenant: &str) -> TenantKeys {
+        TenantKeys::new(&self.prefix, tenant)
+    }
+
+    fn pexpireat(&self, deadline: Millis) -> Millis {
+        session_expiry(deadline, self.grace_ms)
+    }
+
+    /// Lists (`take` none) or takes a user's live sessions.
+    async fn user_sessions(
+        &self,
+        tenant: &str,
+        user: &str,
+        now: Millis,
+        take: Option<(EndReason, bool)>,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let keys = self.keys(tenant);
+        let mut inv = SCRIPTS.user.prepare_invoke();
+        inv.key(keys.user(user))
+            .key(keys.deadlines())
+            .arg(keys.base())
+            .arg(now);
+        match take {
+            Some((reason, queue)) => inv.arg("1").arg(reason.as_str()).arg(flag(queue)),
+            None => inv.arg("0").arg("").arg("0"),
+        };
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        let mut out = records(&reply)?;
+        oldest_first(&mut out);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let reply = self.conn.query(&redis::cmd("PING")).await?;
+        match text(&reply)? {
+            "PONG" => Ok(()),
+            other => Err(corrupt(format_args!("PING answered {other:?}"))),
+        }
+    }
+
+    async fn create(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        queue_ends: bool,
+        now: Millis,
+    ) -> StoreResult<CreateOutcome> {
+        let keys = self.keys(&record.tenant);
+        let mut inv = SCRIPTS.create.prepare_invoke();
+        inv.key(keys.session(&record.token_hash))
+            .key(keys.deadlines());
+        if let Some(user) = &record.user {
+            inv.key(keys.user(user));
+        }
+        // Anonymous sessions have no limit.
+        let (max, policy) = limit_args(limit.filter(|_| record.user.is_some()));
+        inv.arg(keys.base()).arg(&record.token_hash);
+        for f in session_fields(record)? {
+            inv.arg(f);
+        }
+        inv.arg(self.pexpireat(record.expires_at()))
+            .arg(now)
+            .arg(max)
+            .arg(policy)
+            .arg(flag(queue_ends));
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        match reply.first().map(text).transpose()? {
+            Some("ok") => Ok(CreateOutcome::Created {
+                evicted: records(&reply[1..])?,
+            }),
+            Some("limit") => Ok(CreateOutcome::LimitReached {
+                active: reply
+                    .get(1)
+                    .map(number)
+                    .transpose()?
+                    .unwrap_or_default()
+                    .try_into()
+                    .map_err(corrupt)?,
+            }),
+            Some("exists") => Err(StoreError::Backend(
+                "a session with this token hash exists".into(),
+            )),
+            other => Err(corrupt(format_args!("create answered {other:?}"))),
+        }
+    }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let key = self.keys(tenant).session(token_hash);
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(key).arg("r").arg("v").arg("l").arg("d");
+        let f = items(self.conn.query(&cmd).await?)?;
+        if f.len() != 4 {
+            return Err(corrupt("HMGET answered the wrong number of fields"));
+        }
+        if matches!(f[0], Value::Nil) || number(&f[3])? <= now {
+            return Ok(None);
+        }
+        parse_record(&f[0], &f[1], &f[2]).map(Some)
+    }
+
+    async fn update(
+        &self,
+        token_hash: &str,
+        record: &SessionRecord,
+        expected_version: u64,
+        now: Millis,
+    ) -> StoreResult<WriteOutcome> {
+        super::check_next_version(record, expected_version)?;
+        let keys = self.keys(&record.tenant);
+        let mut inv = SCRIPTS.update.prepare_invoke();
+        inv.key(keys.session(token_hash))
+            .key(keys.session(&record.token_hash))
+            .key(keys.deadlines());
+        if let Some(user) = &record.user {
+            inv.key(keys.user(user));
+        }
+        inv.arg(keys.base())
+            .arg(token_hash)
+            .arg(&record.token_hash)
+            .arg(expected_version);
+        for f in session_fields(record)? {
+            inv.arg(f);
+        }
+        inv.arg(self.pexpireat(record.expires_at())).arg(now);
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        match reply.first().map(text).transpose()? {
+            Some("ok") => Ok(WriteOutcome::Written(record.clone())),
+            Some("nf") => Ok(WriteOutcome::NotFound),
+            Some("vm") if reply.len() == 4 => Ok(WriteOutcome::VersionMismatch(parse_record(
+                &reply[1], &reply[2], &reply[3],
+            )?)),
+            Some("exists") => Err(StoreError::Backend(
+                "a session with the new token hash exists".into(),
+            )),
+            other => Err(corrupt(format_args!("update answered {other:?}"))),
+        }
+    }
+
+    async fn touch(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let keys = self.keys(tenant);
+        let mut inv = SCRIPTS.touch.prepare_invoke();
+        inv.key(keys.session(token_hash))
+            .key(keys.deadlines())
+            .arg(keys.base())
+            .arg(token_hash)
+            .arg(now)
+            .arg(self.grace_ms);
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        one_record(&reply)
+    }
+
+    async fn remove(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        now: Millis,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let keys = self.keys(tenant);
+        let mut inv = SCRIPTS.remove.prepare_invoke();
+        inv.key(keys.session(token_hash))
+            .key(keys.deadlines())
+            .arg(keys.base())
+            .arg(token_hash)
+            .arg(now)
+            .arg(reason.as_str())
+            .arg(flag(queue_ends));
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        one_record(&reply)
+    }
+
+    async fn list_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.user_sessions(tenant, user, now, None).await
+    }
+
+    async fn remove_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.user_sessions(tenant, user, now, Some((reason, queue_ends)))
+            .await
+    }
+
+    async fn take_expired(
+        &self,
+        tenant: &str,
+        now: Millis,
+        max: usize,
+        queue_ends: bool,
+    ) -> StoreResult<Vec<Expired>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(tenant);
+        let mut inv = SCRIPTS.take_expired.prepare_invoke();
+        inv.key(keys.deadlines())
+            .arg(keys.base())
+            .arg(now)
+            .arg(max)
+            .arg(flag(queue_ends));
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        Ok(records(&reply)?
+            .into_iter()
+            .map(|record| Expired {
+                reason: record.expiry_reason(),
+                record,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl EndQueue for RedisStore {
+    async fn claim_ends(
+        &self,
+        tenant: &str,
+        consumer: &str,
+        max: usize,
+        reclaim_after_ms: Millis,
+        _now: Millis,
+    ) -> StoreResult<Vec<EndJob>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut inv = SCRIPTS.claim_ends.prepare_invoke();
+        inv.key(self.keys(tenant).ends())
+            .arg(consumer)
+            .arg(max)
+            .arg(reclaim_after_ms.max(1));
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        let mut out = Vec::new();
+        for (list, reclaimed) in reply.into_iter().zip([true, false]) {
+            for entry in items(list)? {
+                if !matches!(entry, Value::Nil) {
+                    out.push(end_job(entry, reclaimed)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<()> {
+        let key = self.keys(tenant).ends();
+        for chunk in ids.chunks(1000) {
+            let mut inv = SCRIPTS.ack_ends.prepare_invoke();
+            inv.key(&key);
+            for id in chunk {
+                inv.arg(id);
+            }
+            self.conn.invoke(&inv).await?;
+        }
+        Ok(())
+    }
+
+    async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
+        let mut inv = SCRIPTS.end_queue.prepare_invoke();
+        inv.key(self.keys(tenant).ends());
+        match items(self.conn.invoke(&inv).await?)?.as_slice() {
+            [waiting, claimed] => Ok(EndQueueStats {
+                waiting: number(waiting)?,
+                claimed: number(claimed)?,
+            }),
+            _ => Err(corrupt("end queue stats: expected two numbers")),
+        }
+    }
+
+    async fn prune_end_consumers(
+        &self,
+        tenant: &str,
+        keep: &str,
+        idle_ms: Millis,
+    ) -> StoreResult<u64> {
+        let mut inv = SCRIPTS.prune_consumers.prepare_invoke();
+        inv.key(self.keys(tenant).ends()).arg(keep).arg(idle_ms);
+        number(&self.conn.invoke(&inv).await?)
+    }
+}
+
+#[async_trait]
+impl KvStore for RedisStore {
+    async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>> {
+        let reply = self
+            .conn
+            .query(redis::cmd("GET").arg(self.keys(tenant).kv(plugin, key)))
+            .await?;
+        match reply {
+            Value::Nil => Ok(None),
+            v => text(&v).map(|s| Some(s.to_string())),
+        }
+    }
+
+    async fn kv_set(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        ttl_seconds: Option<u32>,
+    ) -> StoreResult<()> {
+        let k = self.keys(tenant).kv(plugin, key);
+        let cmd = match ttl_seconds {
+            // A TTL of 0 expires the entry at once.
+            Some(0) => redis::cmd("DEL").arg(k).clone(),
+            Some(s) => redis::cmd("SET")
+                .arg(k)
+                .arg(value)
+                .arg("PX")
+                .arg(u64::from(s) * 1000)
+                .clone(),
+            None => redis::cmd("SET").arg(k).arg(value).clone(),
+        };
+        self.conn.query(&cmd).await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<bool> {
+        let reply = self
+            .conn
+            .query(redis::cmd("DEL").arg(self.keys(tenant).kv(plugin, key)))
+            .await?;
+        Ok(number(&reply)? > 0)
+    }
+}
+
+#[async_trait]
+impl AuditStore for RedisStore {
+    async fn audit_append(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        session: Option<&str>,
+        record: &Json,
+        once: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<String> {
+        let keys = self.keys(tenant);
+        let fields = audit_fields(plugin, session, record, now);
+        let reply = match once {
+            None => {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(keys.audit())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.audit_max_len)
+                    .arg("*")
+                    .arg(fields);
+                self.conn.query(&cmd).await?
+            }
+            Some(key) => {
+                let mut inv = SCRIPTS.audit_once.prepare_invoke();
+                inv.key(keys.audit())
+                    .key(keys.once(key))
+                    .arg(self.audit_max_len)
+                    .arg(AUDIT_ONCE_TTL_MS)
+                    .arg(fields);
+                self.conn.invoke(&inv).await?
+            }
+        };
+        text(&reply).map(str::to_string)
+    }
+
+    async fn audit_page(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<AuditPage> {
+        // A page holds at least one record, so `next` always makes progress.
+        let limit = limit.max(1);
+        let start = match after {
+            Some(id) => format!("({id}"),
+            None => "-".into(),
+        };
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.keys(tenant).audit())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit + 1);
+        let entries = items(self.conn.query(&cmd).await?)?;
+        let more = entries.len() > limit;
+        let mut records = Vec::with_capacity(limit.min(entries.len()));
+        for entry in entries.into_iter().take(limit) {
+            records.push(audit_record(tenant, entry)?);
+        }
+        let next = if more {
+            records.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { records, next })
+    }
+}

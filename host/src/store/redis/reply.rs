@@ -1,0 +1,145 @@
+//! Reading Redis replies: strings, numbers and arrays, session records (from
+//! their `r`, `v` and `l` fields), end jobs and audit records. A reply of an
+//! unexpected shape is [`StoreError::Corrupt`].
+
+use redis::Value;
+
+use crate::session::{AuditRecord, EndReason, SessionRecord};
+use crate::store::{EndJob, StoreError, StoreResult};
+
+pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+pub(super) fn text(v: &Value) -> StoreResult<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).map_err(corrupt),
+        Value::SimpleString(s) => Ok(s),
+        Value::VerbatimString { text, .. } => Ok(text),
+        other => Err(corrupt(format_args!("expected a string, got {other:?}"))),
+    }
+}
+
+pub(super) fn number(v: &Value) -> StoreResult<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).map_err(corrupt),
+        other => text(other)?
+            .parse()
+            .map_err(|e| corrupt(format_args!("bad number: {e}"))),
+    }
+}
+
+pub(super) fn items(v: Value) -> StoreResult<Vec<Value>> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Ok(a),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(corrupt(format_args!("expected an array, got {other:?}"))),
+    }
+}
+
+/// A record from its JSON (`r`) and its authoritative version (`v`) and
+/// last_seen_at (`l`).
+pub(super) fn parse_record(r: &Value, v: &Value, l: &Value) -> StoreResult<SessionRecord> {
+    let mut record: SessionRecord = serde_json::from_str(text(r)?).map_err(corrupt)?;
+    record.version = number(v)?;
+    record.last_seen_at = number(l)?;
+    Ok(record)
+}
+
+/// Records from a flat `r, v, l, r, v, l, …` list.
+pub(super) fn records(flat: &[Value]) -> StoreResult<Vec<SessionRecord>> {
+    if !flat.len().is_multiple_of(3) {
+        return Err(corrupt("record list length is not a multiple of 3"));
+    }
+    flat.chunks(3)
+        .map(|c| parse_record(&c[0], &c[1], &c[2]))
+        .collect()
+}
+
+/// `None` for an empty reply, else the one record in it.
+pub(super) fn one_record(reply: &[Value]) -> StoreResult<Option<SessionRecord>> {
+    match reply {
+        [] => Ok(None),
+        [r, v, l] => parse_record(r, v, l).map(Some),
+        _ => Err(corrupt("expected one record")),
+    }
+}
+
+/// An end job from a stream entry `[id, [field, value, …]]` of the ends
+/// stream (fields `r`, `v`, `l`, `why`, `at`).
+pub(super) fn end_job(entry: Value, reclaimed: bool) -> StoreResult<EndJob> {
+    let mut parts = items(entry)?.into_iter();
+    let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+        return Err(corrupt("malformed end job"));
+    };
+    let id = text(&id)?.to_string();
+    let fields = match fields {
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => items(other)?,
+    };
+    let (mut r, mut v, mut l, mut why, mut at) = (None, None, None, None, None);
+    for pair in fields.chunks(2) {
+        let [k, val] = pair else {
+            return Err(corrupt("odd end job field list"));
+        };
+        match text(k)? {
+            "r" => r = Some(val),
+            "v" => v = Some(val),
+            "l" => l = Some(val),
+            "why" => why = Some(text(val)?),
+            "at" => at = Some(number(val)?),
+            _ => {}
+        }
+    }
+    let (Some(r), Some(v), Some(l), Some(why), Some(at)) = (r, v, l, why, at) else {
+        return Err(corrupt(format_args!("end job {id} lacks a field")));
+    };
+    let record = parse_record(r, v, l)?;
+    let reason = EndReason::parse(why)
+        .ok_or_else(|| corrupt(format_args!("end job {id}: unknown reason {why:?}")))?;
+    Ok(EndJob {
+        end_id: format!("{}.{id}", record.public_id),
+        id,
+        record,
+        reason,
+        ended_at: at,
+        reclaimed,
+    })
+}
+
+/// An audit record from an XRANGE entry: `[id, [field, value, …]]`.
+pub(super) fn audit_record(tenant: &str, entry: Value) -> StoreResult<AuditRecord> {
+    let mut parts = items(entry)?.into_iter();
+    let (Some(id), Some(fields), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(corrupt("malformed audit entry"));
+    };
+    let id = text(&id)?.to_string();
+    let (mut at, mut plugin, mut session, mut record) = (None, None, None, None);
+    let fields = match fields {
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => items(other)?,
+    };
+    for pair in fields.chunks(2) {
+        let [k, v] = pair else {
+            return Err(corrupt("odd audit field list"));
+        };
+        match text(k)? {
+            "at" => at = Some(number(v)?),
+            "plugin" => plugin = Some(text(v)?.to_string()),
+            "session" => session = Some(text(v)?.to_string()),
+            "record" => record = Some(serde_json::from_str(text(v)?).map_err(corrupt)?),
+            _ => {}
+        }
+    }
+    match (at, plugin, record) {
+        (Some(at), Some(plugin), Some(record)) => Ok(AuditRecord {
+            id,
+            at,
+            tenant: tenant.to_string(),
+            plugin,
+            session,
+            record,
+        }),
+        _ => Err(corrupt(format_args!("audit entry {id} lacks a field"))),
+    }
+}

@@ -1,0 +1,67 @@
+//! The backend's Lua scripts: one file each under `lua/`, whose opening
+//! comment gives its KEYS, ARGV and reply, and the shared `lua/prelude.lua`
+//! put before every one of them.
+//!
+//! Scripts receive every key they are given by name in `KEYS`, plus the
+//! tenant's key base in `ARGV[1]`; they build the keys of index members
+//! (`<base>s:<member>`) and of a stored record's user (`<base>u:<user>`) from
+//! that base only, so those keys carry the same hash tag and stay in the slot.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use crate::store::{LimitPolicy, UserLimit};
+
+/// Helpers shared by the scripts.
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+pub(super) struct Scripts {
+    pub(super) prune_consumers: Script,
+    pub(super) claim_ends: Script,
+    pub(super) ack_ends: Script,
+    pub(super) end_queue: Script,
+    pub(super) audit_once: Script,
+    pub(super) create: Script,
+    pub(super) update: Script,
+    pub(super) touch: Script,
+    pub(super) remove: Script,
+    pub(super) user: Script,
+    pub(super) take_expired: Script,
+}
+
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+    let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+    Scripts {
+        prune_consumers: s(include_str!("lua/prune_consumers.lua")),
+        claim_ends: s(include_str!("lua/claim_ends.lua")),
+        ack_ends: s(include_str!("lua/ack_ends.lua")),
+        end_queue: s(include_str!("lua/end_queue.lua")),
+        audit_once: s(include_str!("lua/audit_once.lua")),
+        create: s(include_str!("lua/create.lua")),
+        update: s(include_str!("lua/update.lua")),
+        touch: s(include_str!("lua/touch.lua")),
+        remove: s(include_str!("lua/remove.lua")),
+        user: s(include_str!("lua/user.lua")),
+        take_expired: s(include_str!("lua/take_expired.lua")),
+    }
+});
+
+/// A script flag argument.
+pub(super) fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+/// The create script's `max` (-1: no limit) and `policy` arguments.
+pub(super) fn limit_args(limit: Option<UserLimit>) -> (i64, &'static str) {
+    match limit {
+        Some(l) => (
+            i64::from(l.max),
+            match l.policy {
+                LimitPolicy::Deny => "deny",
+                LimitPolicy::EvictLru => "evict",
+            },
+        ),
+        None => (-1, "deny"),
+    }
+}
