@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::app::App;
-use crate::config::{Backend, Config, SweeperConfig};
+use crate::config::{Config, StoreConfig, SweeperConfig};
 use crate::ends::{EndWork, EndWorker};
 use crate::runtime::{HostStores, Runtime};
 use crate::store::StoreBackend;
@@ -35,16 +35,14 @@ pub struct Server {
 
 /// Builds the store from `[store]`.
 pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn StoreBackend>> {
-    Ok(match config.store.backend {
-        Backend::Memory => Arc::new(MemoryStore::with_audit_max_len(
-            config.store.audit_max_len.max(1),
-        )),
-        Backend::Redis => Arc::new(
-            RedisStore::connect_with(config.store.redis_config())
+    Ok(match &config.store {
+        StoreConfig::Memory(memory) => {
+            Arc::new(MemoryStore::with_audit_max_len(memory.audit_max_len.max(1)))
+        }
+        StoreConfig::Redis(redis) => Arc::new(
+            RedisStore::connect_with(redis.redis_config())
                 .await
-                .with_context(|| {
-                    format!("connecting to Redis at {}", config.store.urls.join(","))
-                })?,
+                .with_context(|| format!("connecting to Redis at {}", redis.urls.join(",")))?,
         ),
     })
 }

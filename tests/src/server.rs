@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use sessiond::config::{Backend, Config, hash_api_key};
+use sessiond::config::{Config, RedisStoreConfig, StoreConfig, hash_api_key};
 use sessiond::runtime::EngineSettings;
 
 use crate::redis_server::RedisServer;
@@ -91,11 +91,21 @@ impl TestServer {
             StoreKind::Memory => None,
             StoreKind::Redis => {
                 let server = RedisServer::start();
-                config.store.backend = Backend::Redis;
-                config.store.urls = vec![server.url()];
-                config.store.operation_timeout_ms = 1_000;
-                config.store.response_timeout_ms = 500;
-                config.store.connection_timeout_ms = 300;
+                // The config's own Redis settings, if it has any, else the defaults.
+                let base = match &config.store {
+                    StoreConfig::Redis(redis) => redis.clone(),
+                    StoreConfig::Memory(memory) => RedisStoreConfig {
+                        audit_max_len: memory.audit_max_len,
+                        ..RedisStoreConfig::default()
+                    },
+                };
+                config.store = StoreConfig::Redis(RedisStoreConfig {
+                    urls: vec![server.url()],
+                    operation_timeout_ms: 1_000,
+                    response_timeout_ms: 500,
+                    connection_timeout_ms: 300,
+                    ..base
+                });
                 Some(server)
             }
         };

@@ -1,0 +1,45 @@
+//! Every default of the host configuration, stated once. The plugin engine's
+//! defaults (`[runtime]`) live with the runtime, in `runtime/limits.rs`. The
+//! store backends keep constants of their own for callers that build a store
+//! without a config; a unit test checks that they agree with these.
+
+/// The config file read when `--config` is not given.
+pub const CONFIG_PATH: &str = "sessiond.toml";
+/// `server.listen`.
+pub const LISTEN: &str = "127.0.0.1:8080";
+/// `server.max_body_bytes`: 64 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// `runtime.cache_dir`, relative to the working directory.
+pub const CACHE_DIR: &str = ".cache/sessiond";
+/// `store.audit_max_len`, with either backend.
+pub const AUDIT_MAX_LEN: usize = 100_000;
+/// `store.cluster` (backend `redis`).
+pub const REDIS_CLUSTER: bool = false;
+/// `store.prefix` (backend `redis`).
+pub const REDIS_PREFIX: &str = "sessiond";
+/// `store.grace_seconds` (backend `redis`): one hour.
+pub const REDIS_GRACE_SECONDS: u64 = 3_600;
+/// `store.response_timeout_ms` (backend `redis`).
+pub const REDIS_RESPONSE_TIMEOUT_MS: u64 = 2_000;
+/// `store.connection_timeout_ms` (backend `redis`).
+pub const REDIS_CONNECTION_TIMEOUT_MS: u64 = 1_000;
+/// `store.operation_timeout_ms` (backend `redis`).
+pub const REDIS_OPERATION_TIMEOUT_MS: u64 = 3_000;
+/// `sweeper.interval_ms`.
+pub const SWEEP_INTERVAL_MS: u64 = 1_000;
+/// `sweeper.batch`.
+pub const SWEEP_BATCH: usize = 100;
+/// `ends.poll_interval_ms`.
+pub const ENDS_POLL_INTERVAL_MS: u64 = 200;
+/// `ends.batch`.
+pub const ENDS_BATCH: usize = 64;
+/// `ends.reclaim_after_ms`: 30 seconds.
+pub const ENDS_RECLAIM_AFTER_MS: u64 = 30_000;
+/// `ends.shutdown_drain_ms`: 10 seconds.
+pub const ENDS_SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// `tenants.<name>.ttl_seconds`: one hour.
+pub const TTL_SECONDS: u64 = 3_600;
+/// `tenants.<name>.max_ttl_seconds`: one day.
+pub const MAX_TTL_SECONDS: u64 = 86_400;
+/// `tenants.<name>.idle_timeout_seconds`: 15 minutes.
+pub const IDLE_TIMEOUT_SECONDS: u64 = 900;

@@ -1,0 +1,144 @@
+//! The `SESSIOND_*` environment overrides (listed in the module doc of
+//! [`super`]), applied after parsing and before validation.
+
+use std::collections::BTreeMap;
+
+use super::schema::hash_api_key;
+use super::store::{RedisStoreConfig, StoreConfig};
+use super::{Config, ConfigError};
+
+/// The environment variable that overrides a tenant's API keys.
+pub fn api_key_env_var(tenant: &str) -> String {
+    let name: String = tenant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("SESSIOND_API_KEY_{name}")
+}
+
+/// Applies the overrides found in `vars` to `config`.
+pub(super) fn apply(
+    config: &mut Config,
+    origin: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let vars: BTreeMap<String, String> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SESSIOND_"))
+        .collect();
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        origin: origin.to_string(),
+        field: field.to_string(),
+        message,
+    };
+    if let Some(listen) = vars.get("SESSIOND_LISTEN") {
+        config.server.listen = listen.trim().to_string();
+    }
+    if let Some(urls) = vars.get("SESSIOND_REDIS_URL") {
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect();
+        if urls.is_empty() {
+            return Err(invalid(
+                "SESSIOND_REDIS_URL",
+                "is set but names no URL".into(),
+            ));
+        }
+        match &mut config.store {
+            StoreConfig::Redis(redis) => redis.urls = urls,
+            // The memory store's settings that Redis shares carry over.
+            StoreConfig::Memory(memory) => {
+                config.store = StoreConfig::Redis(RedisStoreConfig {
+                    urls,
+                    audit_max_len: memory.audit_max_len,
+                    ..RedisStoreConfig::default()
+                });
+            }
+        }
+    }
+    for (name, tenant) in &mut config.tenants {
+        let var = api_key_env_var(name);
+        if let Some(key) = vars.get(&var) {
+            if key.is_empty() {
+                return Err(invalid(&var, "is set but empty".into()));
+            }
+            tenant.api_keys = vec![hash_api_key(key)];
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse_api_key_hash;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut config = Config::parse("[tenants.demo-eu]\n", "test.toml", Path::new(".")).unwrap();
+        let vars = vars(&[
+            ("SESSIOND_LISTEN", "0.0.0.0:9000"),
+            ("SESSIOND_REDIS_URL", "redis://a:1, redis://b:2"),
+            ("SESSIOND_API_KEY_DEMO_EU", "secret"),
+            ("OTHER", "x"),
+        ]);
+        config.apply_env("test.toml", vars).unwrap();
+        config.validate("test.toml").unwrap();
+        assert_eq!(config.server.listen, "0.0.0.0:9000");
+        let StoreConfig::Redis(redis) = &config.store else {
+            panic!(
+                "SESSIOND_REDIS_URL did not switch to Redis: {:?}",
+                config.store
+            );
+        };
+        assert_eq!(redis.urls, ["redis://a:1", "redis://b:2"]);
+        assert_eq!(config.tenants["demo-eu"].api_keys, [hash_api_key("secret")]);
+        assert!(parse_api_key_hash(&hash_api_key("secret")).is_some());
+    }
+
+    #[test]
+    fn redis_url_keeps_or_carries_over_the_store_settings() {
+        let url = vars(&[("SESSIOND_REDIS_URL", "redis://c:3")]);
+        let mut config =
+            Config::parse("[store]\naudit_max_len = 9\n", "test.toml", Path::new(".")).unwrap();
+        config.apply_env("test.toml", url.clone()).unwrap();
+        let expected = RedisStoreConfig {
+            urls: vec!["redis://c:3".into()],
+            audit_max_len: 9,
+            ..RedisStoreConfig::default()
+        };
+        assert_eq!(config.store, StoreConfig::Redis(expected));
+
+        let text = "[store]\nbackend = \"redis\"\nurls = [\"redis://a:1\"]\nprefix = \"p\"\n";
+        let mut config = Config::parse(text, "test.toml", Path::new(".")).unwrap();
+        config.apply_env("test.toml", url).unwrap();
+        let StoreConfig::Redis(redis) = &config.store else {
+            panic!("{:?}", config.store);
+        };
+        assert_eq!(redis.urls, ["redis://c:3"]);
+        assert_eq!(redis.prefix, "p");
+
+        let err = Config::default()
+            .apply_env("test.toml", vars(&[("SESSIOND_REDIS_URL", " , ")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("SESSIOND_REDIS_URL"), "{err}");
+    }
+}

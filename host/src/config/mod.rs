@@ -1,0 +1,220 @@
+//! The host configuration: one TOML file (`sessiond.toml` by default).
+//!
+//! Every table rejects unknown keys, so a typo fails startup with the TOML
+//! error (line and column) and the file name instead of being ignored. The
+//! tables are in [`schema`] and, for `[store]` (a choice of backend, each with
+//! its own keys), [`store`]. Every default is in [`defaults`] (the runtime's
+//! come from its own module). After parsing, relative plugin paths are
+//! resolved against the config file's directory, the environment overrides
+//! are applied ([`env`]) and the whole config is validated ([`validate`]),
+//! each message naming the offending key.
+//!
+//! Environment overrides:
+//! - `SESSIOND_LISTEN`: `server.listen`;
+//! - `SESSIOND_REDIS_URL`: comma-separated Redis URLs; sets `store.urls`,
+//!   switching a memory store to `backend = "redis"` with the default Redis
+//!   settings (its `audit_max_len` carries over);
+//! - `SESSIOND_API_KEY_<TENANT>`: one plain API key for the tenant, hashed at
+//!   startup; it replaces the tenant's `api_keys`. `<TENANT>` is the tenant's
+//!   name upper-cased with every character other than `A-Z` and `0-9` turned
+//!   into `_` (`demo-eu` reads `SESSIOND_API_KEY_DEMO_EU`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::EngineSettings;
+
+pub mod defaults;
+mod env;
+mod schema;
+mod store;
+mod validate;
+
+pub use env::api_key_env_var;
+pub use schema::{
+    API_KEY_HASH_PREFIX, EndsConfig, ProxyNet, ServerConfig, SessmanConfig, SweeperConfig,
+    TenantConfig, hash_api_key, parse_api_key_hash,
+};
+pub use store::{MemoryStoreConfig, RedisStoreConfig, StoreConfig};
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The plugin engine (see [`EngineSettings`]).
+    #[serde(default)]
+    pub runtime: EngineSettings,
+    #[serde(default)]
+    pub sweeper: SweeperConfig,
+    #[serde(default)]
+    pub ends: EndsConfig,
+    /// Tenants by name.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML error carries the line and column.
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {field}: {message}")]
+    Invalid {
+        origin: String,
+        field: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses, resolves and validates a config file, applying the
+    /// process environment's overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = Config::parse(&text, &origin, base)?;
+        config.apply_env(&origin, std::env::vars())?;
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (from `origin`, named in errors) and resolves relative
+    /// plugin paths against `base_dir`. Neither applies the environment nor
+    /// validates: see [`Config::apply_env`] and [`Config::validate`].
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        for tenant in config.tenants.values_mut() {
+            for plugin in &mut tenant.plugins {
+                if plugin.path.is_relative() {
+                    plugin.path = base_dir.join(&plugin.path);
+                }
+            }
+        }
+        if config.runtime.cache_dir.is_none() {
+            config.runtime.cache_dir = Some(PathBuf::from(defaults::CACHE_DIR));
+        }
+        Ok(config)
+    }
+
+    /// Applies the `SESSIOND_*` overrides found in `vars`.
+    pub fn apply_env(
+        &mut self,
+        origin: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        env::apply(self, origin, vars)
+    }
+
+    /// Checks everything TOML types cannot express.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        validate::check(self, origin)
+    }
+
+    /// The address `server.listen` names (checked by [`Config::validate`]).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                origin: "config".into(),
+                field: "server.listen".into(),
+                message: format!("{:?} is not a socket address", self.server.listen),
+            })
+    }
+}
+
+/// What the unit tests of every config module share.
+#[cfg(test)]
+mod test_support {
+    use std::path::Path;
+
+    use super::{Config, ConfigError};
+
+    pub const KEY_HASH: &str =
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    /// Parses, applies an empty environment and validates, as from
+    /// `/etc/sessiond/test.toml`.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(text, "test.toml", Path::new("/etc/sessiond"))?;
+        config.apply_env("test.toml", Vec::new())?;
+        config.validate("test.toml")?;
+        Ok(config)
+    }
+
+    /// The smallest valid config.
+    pub fn minimal() -> String {
+        format!("[tenants.demo]\napi_keys = [\"{KEY_HASH}\"]\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::test_support::{minimal, parse};
+    use super::*;
+    use crate::store::LimitPolicy;
+
+    #[test]
+    fn defaults_and_relative_plugin_paths() {
+        let text = format!(
+            "{}[[tenants.demo.plugins]]\nname = \"a\"\npath = \"plugins/a.wasm\"\n",
+            minimal()
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert_eq!(config.server.max_body_bytes, 65536);
+        assert!(
+            matches!(config.store, StoreConfig::Memory(_)),
+            "{:?}",
+            config.store
+        );
+        assert_eq!(config.sweeper.interval_ms, 1000);
+        assert_eq!(
+            config.runtime.cache_dir.as_deref(),
+            Some(Path::new(".cache/sessiond"))
+        );
+        let demo = &config.tenants["demo"];
+        assert_eq!(demo.ttl_seconds, 3600);
+        assert_eq!(demo.limit_policy, LimitPolicy::Deny);
+        assert!(!demo.sessman.enabled);
+        assert!(!demo.sessman.allow_unauthenticated);
+        assert_eq!(
+            demo.plugins[0].path,
+            Path::new("/etc/sessiond/plugins/a.wasm")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_column() {
+        let err = parse(&format!("{}ttl_secs = 5\n", minimal()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("test.toml: "), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("ttl_secs"), "{err}");
+        let err = parse("[server]\nlisten = 5\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

@@ -1,0 +1,320 @@
+//! Validation of a parsed config: everything TOML types cannot express. The
+//! first problem found is the error, and its message names the offending key
+//! (`tenants.demo.api_keys[0]`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use super::env::api_key_env_var;
+use super::schema::parse_api_key_hash;
+use super::store::StoreConfig;
+use super::{Config, ConfigError};
+
+/// A problem with one key; the caller adds the origin.
+struct Invalid {
+    field: String,
+    message: String,
+}
+
+type Checked = Result<(), Invalid>;
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Checked {
+    Err(Invalid {
+        field: field.into(),
+        message: message.into(),
+    })
+}
+
+/// Checks the whole config read from `origin`.
+pub(super) fn check(config: &Config, origin: &str) -> Result<(), ConfigError> {
+    server(config)
+        .and_then(|()| store(&config.store))
+        .and_then(|()| workers(config))
+        .and_then(|()| tenants(config))
+        .map_err(|Invalid { field, message }| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field,
+            message,
+        })
+}
+
+fn server(config: &Config) -> Checked {
+    if config.server.listen.parse::<SocketAddr>().is_err() {
+        return invalid(
+            "server.listen",
+            format!(
+                "{:?} is not a socket address like \"127.0.0.1:8080\"",
+                config.server.listen
+            ),
+        );
+    }
+    if config.server.max_body_bytes == 0 {
+        return invalid("server.max_body_bytes", "must be at least 1");
+    }
+    Ok(())
+}
+
+fn store(store: &StoreConfig) -> Checked {
+    // The memory store has nothing to check; a Redis-only key under it is
+    // already a parse error.
+    let StoreConfig::Redis(redis) = store else {
+        return Ok(());
+    };
+    if redis.urls.is_empty() {
+        return invalid(
+            "store.urls",
+            "backend = \"redis\" needs at least one URL (or SESSIOND_REDIS_URL)",
+        );
+    }
+    for (i, url) in redis.urls.iter().enumerate() {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return invalid(
+                format!("store.urls[{i}]"),
+                format!("{url:?} is not a redis:// or rediss:// URL"),
+            );
+        }
+    }
+    if redis.operation_timeout_ms == 0 {
+        return invalid("store.operation_timeout_ms", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// `[sweeper]` and `[ends]`.
+fn workers(config: &Config) -> Checked {
+    let (sweeper, ends) = (&config.sweeper, &config.ends);
+    if sweeper.interval_ms == 0 {
+        return invalid("sweeper.interval_ms", "must be at least 1");
+    }
+    if sweeper.batch == 0 {
+        return invalid("sweeper.batch", "must be at least 1");
+    }
+    if ends.poll_interval_ms == 0 {
+        return invalid("ends.poll_interval_ms", "must be at least 1");
+    }
+    if ends.batch == 0 {
+        return invalid("ends.batch", "must be at least 1");
+    }
+    if ends.reclaim_after_ms < 1_000 {
+        return invalid(
+            "ends.reclaim_after_ms",
+            "must be at least 1000: a job still running must not be taken over",
+        );
+    }
+    if let Some(c) = &ends.consumer
+        && (c.is_empty() || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
+    {
+        return invalid(
+            "ends.consumer",
+            format!("{c:?} must be non-empty, without spaces or control characters"),
+        );
+    }
+    Ok(())
+}
+
+fn tenants(config: &Config) -> Checked {
+    if config.tenants.is_empty() {
+        return invalid(
+            "tenants",
+            "no tenant is configured: add a [tenants.<name>] table",
+        );
+    }
+    let mut key_owner: BTreeMap<[u8; 32], &str> = BTreeMap::new();
+    let mut unauthenticated_sessman: Option<&str> = None;
+    for (name, t) in &config.tenants {
+        let field = |key: &str| format!("tenants.{name}.{key}");
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return invalid(
+                format!("tenants.{name:?}"),
+                "a tenant name must be non-empty and printable",
+            );
+        }
+        if t.api_keys.is_empty() {
+            return invalid(
+                field("api_keys"),
+                format!(
+                    "no API key: add a \"sha256:<hex>\" hash of a key, or set {}",
+                    api_key_env_var(name)
+                ),
+            );
+        }
+        for (i, key) in t.api_keys.iter().enumerate() {
+            let Some(bytes) = parse_api_key_hash(key) else {
+                return invalid(
+                    format!("tenants.{name}.api_keys[{i}]"),
+                    "must be \"sha256:\" followed by the 64 hex digits of the SHA-256 \
+                     of the key (e.g. `printf %s KEY | sha256sum`)",
+                );
+            };
+            if let Some(other) = key_owner.insert(bytes, name)
+                && other != name
+            {
+                return invalid(
+                    format!("tenants.{name}.api_keys[{i}]"),
+                    format!("the same key is also configured for tenant {other:?}"),
+                );
+            }
+        }
+        if t.ttl_seconds == 0 {
+            return invalid(field("ttl_seconds"), "must be at least 1");
+        }
+        if t.max_ttl_seconds < t.ttl_seconds {
+            return invalid(
+                field("max_ttl_seconds"),
+                format!(
+                    "{} is less than ttl_seconds ({})",
+                    t.max_ttl_seconds, t.ttl_seconds
+                ),
+            );
+        }
+        if t.idle_timeout_seconds == 0 {
+            return invalid(field("idle_timeout_seconds"), "must be at least 1");
+        }
+        if t.max_sessions_per_user == Some(0) {
+            return invalid(
+                field("max_sessions_per_user"),
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        if t.sessman.allow_unauthenticated {
+            if !t.sessman.enabled {
+                return invalid(
+                    field("sessman.allow_unauthenticated"),
+                    "needs sessman.enabled = true",
+                );
+            }
+            if let Some(other) = unauthenticated_sessman.replace(name) {
+                return invalid(
+                    field("sessman.allow_unauthenticated"),
+                    format!(
+                        "tenant {other:?} already sets it: requests without a key \
+                         can belong to one tenant only"
+                    ),
+                );
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in t.plugins.iter().enumerate() {
+            if p.name.trim().is_empty() {
+                return invalid(
+                    format!("tenants.{name}.plugins[{i}].name"),
+                    "must not be empty",
+                );
+            }
+            if !names.insert(p.name.as_str()) {
+                return invalid(
+                    format!("tenants.{name}.plugins[{i}].name"),
+                    format!("plugin name {:?} is used twice in this tenant", p.name),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{minimal, parse};
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases = [
+            (
+                format!("{}ttl_seconds = 100\nmax_ttl_seconds = 10\n", minimal()),
+                "tenants.demo.max_ttl_seconds",
+            ),
+            (
+                "[tenants.demo]\napi_keys = [\"plain-key\"]\n".to_string(),
+                "tenants.demo.api_keys[0]",
+            ),
+            (
+                format!(
+                    "{}[[tenants.demo.plugins]]\nname = \"a\"\npath = \"a.wasm\"\n\
+                     [[tenants.demo.plugins]]\nname = \"a\"\npath = \"b.wasm\"\n",
+                    minimal()
+                ),
+                "tenants.demo.plugins[1].name",
+            ),
+            (
+                format!("[server]\nlisten = \"nowhere\"\n{}", minimal()),
+                "server.listen",
+            ),
+            (
+                format!("[store]\nbackend = \"redis\"\n{}", minimal()),
+                "store.urls",
+            ),
+            (String::new(), "tenants"),
+            (
+                format!(
+                    "{}[tenants.demo.sessman]\nallow_unauthenticated = true\n",
+                    minimal()
+                ),
+                "tenants.demo.sessman.allow_unauthenticated",
+            ),
+            (
+                format!(
+                    "{}[tenants.demo.sessman]\nenabled = true\nallow_unauthenticated = true\n\
+                     [tenants.other]\napi_keys = [\"sha256:{}\"]\n\
+                     [tenants.other.sessman]\nenabled = true\nallow_unauthenticated = true\n",
+                    minimal(),
+                    "1".repeat(64)
+                ),
+                "tenants.other.sessman.allow_unauthenticated",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let err = parse("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("neither a CIDR"), "{err}");
+    }
+
+    #[test]
+    fn redis_urls_and_timeout_are_checked() {
+        let redis = "[store]\nbackend = \"redis\"\n";
+        let cases = [
+            ("urls = [\"http://a:1\"]\n", "store.urls[0]"),
+            ("urls = [\"redis://a:1\", \"redis:a\"]\n", "store.urls[1]"),
+            (
+                "urls = [\"redis://a:1\"]\noperation_timeout_ms = 0\n",
+                "store.operation_timeout_ms",
+            ),
+        ];
+        for (keys, field) in cases {
+            let err = parse(&format!("{redis}{keys}{}", minimal()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        for url in [
+            "redis://a:1",
+            "rediss://a:1",
+            "redis+unix:///s",
+            "unix:///s",
+        ] {
+            parse(&format!("{redis}urls = [\"{url}\"]\n{}", minimal())).unwrap();
+        }
+    }
+
+    #[test]
+    fn sessman_without_a_key_for_one_tenant() {
+        let config = parse(&format!(
+            "{}[tenants.demo.sessman]\nenabled = true\nallow_unauthenticated = true\n\
+             [tenants.other]\napi_keys = [\"sha256:{}\"]\n\
+             [tenants.other.sessman]\nenabled = true\n",
+            minimal(),
+            "1".repeat(64)
+        ))
+        .unwrap();
+        assert!(config.tenants["demo"].sessman.allow_unauthenticated);
+        assert!(config.tenants["other"].sessman.enabled);
+        assert!(!config.tenants["other"].sessman.allow_unauthenticated);
+    }
+}
