@@ -1,7 +1,10 @@
-//! Every default of the host configuration, stated once. The plugin engine's
-//! defaults (`[runtime]`) live with the runtime, in `runtime/limits.rs`. The
-//! store backends keep constants of their own for callers that build a store
-//! without a config; a unit test checks that they agree with these.
+//! Every default of the host configuration, by its config name. The plugin
+//! engine's defaults (`[runtime]`) live with the runtime, in
+//! `runtime/limits.rs`; the store's come from [`crate::store::defaults`],
+//! which the backends also use when built without a config, so each value is
+//! written once.
+
+use crate::store::defaults as store;
 
 /// The config file read when `--config` is not given.
 pub const CONFIG_PATH: &str = "sessiond.toml";
@@ -12,19 +15,19 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `runtime.cache_dir`, relative to the working directory.
 pub const CACHE_DIR: &str = ".cache/sessiond";
 /// `store.audit_max_len`, with either backend.
-pub const AUDIT_MAX_LEN: usize = 100_000;
+pub const AUDIT_MAX_LEN: usize = store::AUDIT_MAX_LEN;
 /// `store.cluster` (backend `redis`).
 pub const REDIS_CLUSTER: bool = false;
 /// `store.prefix` (backend `redis`).
-pub const REDIS_PREFIX: &str = "sessiond";
+pub const REDIS_PREFIX: &str = store::KEY_PREFIX;
 /// `store.grace_seconds` (backend `redis`): one hour.
-pub const REDIS_GRACE_SECONDS: u64 = 3_600;
+pub const REDIS_GRACE_SECONDS: u64 = store::GRACE.as_secs();
 /// `store.response_timeout_ms` (backend `redis`).
-pub const REDIS_RESPONSE_TIMEOUT_MS: u64 = 2_000;
+pub const REDIS_RESPONSE_TIMEOUT_MS: u64 = store::RESPONSE_TIMEOUT.as_millis() as u64;
 /// `store.connection_timeout_ms` (backend `redis`).
-pub const REDIS_CONNECTION_TIMEOUT_MS: u64 = 1_000;
+pub const REDIS_CONNECTION_TIMEOUT_MS: u64 = store::CONNECTION_TIMEOUT.as_millis() as u64;
 /// `store.operation_timeout_ms` (backend `redis`).
-pub const REDIS_OPERATION_TIMEOUT_MS: u64 = 3_000;
+pub const REDIS_OPERATION_TIMEOUT_MS: u64 = store::OPERATION_TIMEOUT.as_millis() as u64;
 /// `sweeper.interval_ms`.
 pub const SWEEP_INTERVAL_MS: u64 = 1_000;
 /// `sweeper.batch`.

@@ -246,7 +246,6 @@ impl<'de> Deserialize<'de> for StoreConfig {
 mod tests {
     use super::super::test_support::{minimal, parse};
     use super::*;
-    use crate::store::memory::DEFAULT_AUDIT_MAX_LEN;
 
     fn store(text: &str) -> Result<StoreConfig, String> {
         parse(&format!("{text}{}", minimal()))
@@ -353,6 +352,5 @@ mod tests {
         assert_eq!(ours.response_timeout, redis.response_timeout);
         assert_eq!(ours.connection_timeout, redis.connection_timeout);
         assert_eq!(ours.operation_timeout, redis.operation_timeout);
-        assert_eq!(defaults::AUDIT_MAX_LEN, DEFAULT_AUDIT_MAX_LEN);
     }
 }
