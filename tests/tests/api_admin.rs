@@ -205,6 +205,19 @@ async fn audit_is_paginated(store: StoreKind) {
     // Default page size holds them all.
     let all = api.get("/v1/audit").await.expect(200).body;
     assert_eq!(all["records"].as_array().unwrap().len(), 5);
+    // Ids past 64 bits are refused before the store sees them (a 500 once).
+    for after in ["99999999999999999999-0", "1-99999999999999999999"] {
+        api.get(&format!("/v1/audit?after={after}"))
+            .await
+            .problem(400, "bad-query");
+    }
+    // The largest ids that fit are fine: nothing comes after them.
+    let last = api
+        .get(&format!("/v1/audit?after={0}-{0}", u64::MAX))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(last["records"], json!([]));
 }
 
 #[tokio::test]

@@ -203,7 +203,15 @@ async fn routes_and_methods() {
 #[tokio::test]
 async fn audit_queries_are_checked() {
     let api = edge().await;
-    for query in ["limit=0", "limit=1001", "limit=ten", "after=yesterday"] {
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "after=yesterday",
+        // Numbers past 64 bits: once a 500 from the store.
+        "after=99999999999999999999-0",
+        "after=1-99999999999999999999",
+    ] {
         api.get(&format!("/v1/audit?{query}"))
             .await
             .problem(400, "bad-query");
@@ -249,6 +257,21 @@ async fn authentication_comes_first_and_fails_as_problems() {
         "/v1/users/alice/sessions",
     ] {
         anon.get(path).await.problem(401, "unauthorized");
+    }
+    // Two credentials, one good: refused, whichever comes first.
+    for keys in [[KEY, "wrong"], ["wrong", KEY], [KEY, KEY]] {
+        let mut request = anon.request(Method::GET, &path);
+        for key in keys {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let p = anon
+            .send(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .problem(400, "ambiguous-credentials");
+        assert!(
+            p["detail"].as_str().unwrap().contains("more than one"),
+            "{p}"
+        );
     }
     // sessman is not enabled for this tenant, and no tenant takes keyless
     // sessman calls.

@@ -34,16 +34,13 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
+/// Whether `text` is a stream id such as `1700000000000-0`: two numbers
+/// that each fit in 64 bits, as the stores keep them.
 fn is_stream_id(text: &str) -> bool {
-    match text.split_once('-') {
-        Some((ms, seq)) => {
-            !ms.is_empty()
-                && !seq.is_empty()
-                && ms.bytes().all(|b| b.is_ascii_digit())
-                && seq.bytes().all(|b| b.is_ascii_digit())
-        }
-        None => false,
-    }
+    let number =
+        |part: &str| part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u64>().is_ok();
+    text.split_once('-')
+        .is_some_and(|(ms, seq)| number(ms) && number(seq))
 }
 
 /// Read the tenant's audit stream.

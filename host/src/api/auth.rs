@@ -21,12 +21,17 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Problem> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
             return Err(Problem::unauthorized(
                 "send an API key as `Authorization: Bearer <key>`",
                 false,
             ));
         };
+        // Which of two credentials would win is the server's guess: refuse.
+        if values.next().is_some() {
+            return Err(Problem::ambiguous_credentials());
+        }
         let key = value
             .to_str()
             .ok()

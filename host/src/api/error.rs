@@ -171,6 +171,13 @@ impl Problem {
         )
     }
 
+    pub fn ambiguous_credentials() -> Problem {
+        Problem::bad_request(
+            "ambiguous-credentials",
+            "the request carries more than one Authorization header; send exactly one",
+        )
+    }
+
     pub fn precondition_failed(current_version: u64) -> Problem {
         Problem::new(
             StatusCode::PRECONDITION_FAILED,

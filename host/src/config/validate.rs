@@ -28,7 +28,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Checked {
 /// Checks the whole config read from `origin`.
 pub(super) fn check(config: &Config, origin: &str) -> Result<(), ConfigError> {
     server(config)
-        .and_then(|()| store(&config.store))
+        .and_then(|()| store(config))
         .and_then(|()| workers(config))
         .and_then(|()| tenants(config))
         .map_err(|Invalid { field, message }| ConfigError::Invalid {
@@ -54,10 +54,23 @@ fn server(config: &Config) -> Checked {
     Ok(())
 }
 
-fn store(store: &StoreConfig) -> Checked {
+/// The shortest Redis grace period accepted, in seconds.
+pub const MIN_GRACE_SECONDS: u64 = 60;
+
+/// The shortest grace period for these workers: a session key must outlive
+/// its deadline long enough for some host's sweeper to take it (several
+/// sweeps), even while the host holding the job is presumed dead
+/// (`ends.reclaim_after_ms`), and never less than [`MIN_GRACE_SECONDS`].
+pub fn min_grace_ms(config: &Config) -> u64 {
+    (config.sweeper.interval_ms.saturating_mul(10))
+        .saturating_add(config.ends.reclaim_after_ms)
+        .max(MIN_GRACE_SECONDS * 1000)
+}
+
+fn store(config: &Config) -> Checked {
     // The memory store has nothing to check; a Redis-only key under it is
     // already a parse error.
-    let StoreConfig::Redis(redis) = store else {
+    let StoreConfig::Redis(redis) = &config.store else {
         return Ok(());
     };
     if redis.urls.is_empty() {
@@ -80,6 +93,21 @@ fn store(store: &StoreConfig) -> Checked {
     }
     if redis.operation_timeout_ms == 0 {
         return invalid("store.operation_timeout_ms", "must be at least 1");
+    }
+    let min_ms = min_grace_ms(config);
+    if redis.grace_seconds.saturating_mul(1000) < min_ms {
+        return invalid(
+            "store.grace_seconds",
+            format!(
+                "{} is too short: at least {} s (ten sweeper intervals plus \
+                 ends.reclaim_after_ms, and never under {MIN_GRACE_SECONDS} s). Redis drops a \
+                 session key this long after its deadline; a session whose key goes before \
+                 a sweeper took it ends without its end hooks, so the grace period is also \
+                 the longest outage of every host that loses none",
+                redis.grace_seconds,
+                min_ms.div_ceil(1000)
+            ),
+        );
     }
     Ok(())
 }
@@ -277,6 +305,22 @@ mod tests {
     }
 
     #[test]
+    fn the_grace_period_outlasts_sweeps_and_reclaims() {
+        let redis = "[store]\nbackend = \"redis\"\nurls = [\"redis://a:1\"]\n";
+        let with = |grace: u64, reclaim_ms: u64| {
+            parse(&format!(
+                "{redis}grace_seconds = {grace}\n[ends]\nreclaim_after_ms = {reclaim_ms}\n{}",
+                minimal()
+            ))
+        };
+        assert!(with(60, 30_000).is_ok());
+        let err = with(100, 120_000).unwrap_err().to_string();
+        assert!(err.contains("store.grace_seconds"), "{err}");
+        assert!(err.contains("at least 130 s"), "{err}");
+        assert!(with(130, 120_000).is_ok());
+    }
+
+    #[test]
     fn redis_urls_and_timeout_are_checked() {
         let redis = "[store]\nbackend = \"redis\"\n";
         let cases = [
@@ -285,6 +329,14 @@ mod tests {
             (
                 "urls = [\"redis://a:1\"]\noperation_timeout_ms = 0\n",
                 "store.operation_timeout_ms",
+            ),
+            (
+                "urls = [\"redis://a:1\"]\ngrace_seconds = 0\n",
+                "store.grace_seconds",
+            ),
+            (
+                "urls = [\"redis://a:1\"]\ngrace_seconds = 59\n",
+                "store.grace_seconds",
             ),
         ];
         for (keys, field) in cases {

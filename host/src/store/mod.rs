@@ -140,7 +140,7 @@ pub struct EndQueueStats {
 }
 
 /// One page of a tenant's audit stream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditPage {
     pub records: Vec<AuditRecord>,
     /// Pass as `after` to read the next page; none when this page is the last.

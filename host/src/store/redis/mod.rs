@@ -38,7 +38,8 @@ use conn::Connection;
 pub use conn::RedisConfig;
 use keys::{MAX_MS, TenantKeys, audit_fields, session_expiry, session_fields};
 use reply::{
-    audit_record, corrupt, end_job, items, number, one_record, parse_record, records, text,
+    audit_record, corrupt, end_job, id_after, items, number, one_record, parse_record, records,
+    text,
 };
 use scripts::{SCRIPTS, flag, limit_args};
 
@@ -473,9 +474,11 @@ impl AuditStore for RedisStore {
     ) -> StoreResult<AuditPage> {
         // A page holds at least one record, so `next` always makes progress.
         let limit = limit.max(1);
-        let start = match after {
-            Some(id) => format!("({id}"),
-            None => "-".into(),
+        let start = match after.map(id_after).transpose()? {
+            None => "-".to_string(),
+            Some(Some(next)) => next,
+            // Nothing can come after the largest id.
+            Some(None) => return Ok(AuditPage::default()),
         };
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(self.keys(tenant).audit())

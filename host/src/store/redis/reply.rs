@@ -143,3 +143,18 @@ pub(super) fn audit_record(tenant: &str, entry: Value) -> StoreResult<AuditRecor
         _ => Err(corrupt(format_args!("audit entry {id} lacks a field"))),
     }
 }
+
+/// The smallest stream id after `id` (`<ms>-<seq>`), as XRANGE's inclusive
+/// start; none when `id` is the largest there is.
+pub(super) fn id_after(id: &str) -> StoreResult<Option<String>> {
+    let bad = || StoreError::Backend(format!("invalid stream id {id:?}"));
+    let (ms, seq) = id.split_once('-').ok_or_else(bad)?;
+    let (ms, seq): (u64, u64) = (
+        ms.parse().map_err(|_| bad())?,
+        seq.parse().map_err(|_| bad())?,
+    );
+    Ok(match seq.checked_add(1) {
+        Some(seq) => Some(format!("{ms}-{seq}")),
+        None => ms.checked_add(1).map(|ms| format!("{ms}-0")),
+    })
+}
