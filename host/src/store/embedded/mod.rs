@@ -5,13 +5,13 @@
 //!
 //! `<dir>/sessiond.db` (with SQLite's `-wal` and `-shm` beside it) holds
 //! everything: sessions, end queue, plugin kv, audit streams
-//! ([`schema`] has the tables and the schema version). `<dir>/sessiond.lock`
+//! (`schema.rs` has the tables and the schema version). `<dir>/sessiond.lock`
 //! is held with an exclusive `flock` while a process owns the directory and
 //! holds its PID; a second open fails naming the directory and that PID.
 //!
 //! # Writes, reads and group commit
 //!
-//! One thread ([`writer`]) owns the only write connection. It takes every
+//! One thread (`writer.rs`) owns the only write connection. It takes every
 //! operation waiting for it, runs them in one transaction (each under its
 //! own savepoint, so each is atomic and one failing does not undo the
 //! others), commits once and then answers every caller: concurrent writes
@@ -20,7 +20,7 @@
 //! removal with its end jobs, claims, acks, audit appends with their
 //! idempotency key) is one such operation, and the single writer makes them
 //! serializable. Reads go to a small pool of read connections on blocking
-//! threads ([`readers`]); in WAL mode they never block the writer, and they
+//! threads (`readers.rs`); in WAL mode they never block the writer, and they
 //! see every write whose caller has been answered.
 //!
 //! # Durability
@@ -71,7 +71,7 @@ mod ends;
 mod kv;
 mod lock;
 mod readers;
-pub mod schema;
+mod schema;
 mod sessions;
 mod streams;
 mod writer;
