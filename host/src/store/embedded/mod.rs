@@ -49,7 +49,8 @@
 //! they hold, so [`crate::store::EndQueue::prune_end_consumers`] removes none.
 //!
 //! Opening reads no data: it checks the schema version and sets up
-//! connections, so restart time does not grow with the number of sessions.
+//! connections, so restart time does not grow with the number of sessions
+//! (after a crash SQLite also replays the WAL, which checkpoints keep short).
 //!
 //! # Errors
 //!
