@@ -1,6 +1,7 @@
-//! One conformance suite for every store backend: the embedded
-//! `MemoryStore`, `RedisStore` on a single throwaway redis-server, and
-//! `RedisStore` on a throwaway three-master Redis Cluster.
+//! One conformance suite for every store backend: the in-process
+//! `MemoryStore`, the SQLite `EmbeddedStore` in a temporary directory,
+//! `RedisStore` on a single throwaway redis-server, and `RedisStore` on a
+//! throwaway three-master Redis Cluster.
 //!
 //! Each test is a generic async function over a [`Backend`]; the `suite!`
 //! macro instantiates it once per backend. The Redis tests of this binary
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sessiond::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
+use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
@@ -31,6 +33,8 @@ const HOUR: Millis = 60 * MIN;
 struct Backend {
     stores: Vec<Arc<dyn StoreBackend>>,
     tenant: String,
+    /// The data directory of a store that keeps one, removed with the test.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Backend {
@@ -54,6 +58,20 @@ async fn memory_backend(test: &str) -> Backend {
     Backend {
         stores: vec![store; 4],
         tenant: test.to_string(),
+        _dir: None,
+    }
+}
+
+/// One SQLite store in a directory of its own; its handles are one `Arc`,
+/// as a single process holds it.
+async fn embedded_backend(test: &str) -> Backend {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).expect("opening the store");
+    let store: Arc<dyn StoreBackend> = Arc::new(store);
+    Backend {
+        stores: vec![store; 4],
+        tenant: test.to_string(),
+        _dir: Some(dir),
     }
 }
 
@@ -73,6 +91,7 @@ async fn redis_handles(urls: Vec<String>, cluster: bool, test: &str) -> Backend 
     Backend {
         stores,
         tenant: test.to_string(),
+        _dir: None,
     }
 }
 
@@ -97,6 +116,14 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name(super::memory_backend(stringify!($name)).await).await
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::embedded_backend(stringify!($name)).await).await
                 }
             )*
         }

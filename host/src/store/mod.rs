@@ -1,13 +1,15 @@
 //! Session storage: four small object-safe traits, one per concern
-//! ([`SessionStore`], [`EndQueue`], [`KvStore`], [`AuditStore`]), and two
+//! ([`SessionStore`], [`EndQueue`], [`KvStore`], [`AuditStore`]), and three
 //! backends that implement all of them ([`StoreBackend`]).
 //!
 //! - [`memory::MemoryStore`]: the embedded default, so `sessiond serve` needs
 //!   nothing else.
+//! - [`embedded::EmbeddedStore`]: SQLite in one data directory, for a single
+//!   host that keeps its sessions, end queue, kv and audit across restarts.
 //! - [`redis::RedisStore`]: Redis (or Redis Cluster) shared by many stateless
 //!   hosts; every multi-step operation is one atomic Lua script.
 //!
-//! Both pass the same conformance suite (`tests/tests/store_conformance.rs`)
+//! All pass the same conformance suite (`tests/tests/store_conformance.rs`)
 //! and take their default settings from [`defaults`].
 
 use async_trait::async_trait;
@@ -15,6 +17,7 @@ use serde_json::Value;
 
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
 
+pub mod embedded;
 pub mod memory;
 pub mod redis;
 

@@ -1,0 +1,197 @@
+//! The database's tables, its schema version and the upgrade path, and the
+//! settings every connection gets.
+//!
+//! The schema version lives in the file (`PRAGMA user_version`). [`STEPS`]
+//! holds one SQL script per version: a file at version `n` is brought up to
+//! date by running `STEPS[n..]` in one transaction, so adding version 2 means
+//! appending its script. A file with a version newer than this build knows is
+//! refused untouched.
+//!
+//! Times are milliseconds since the Unix epoch, stored as SQLite integers
+//! (clamped to `i64::MAX`, far beyond any real deadline). Session and end-job
+//! records are the [`crate::session::SessionRecord`] JSON; the columns beside
+//! them are the indexed copies of the fields lookups need.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::Durability;
+use crate::store::{StoreError, StoreResult};
+
+/// Marks the file as a sessiond store (`PRAGMA application_id`, "sesd").
+pub(super) const APPLICATION_ID: i32 = 0x7365_7364;
+
+/// Version 1: sessions, end queue, plugin kv, audit stream.
+const V1: &str = "
+CREATE TABLE sessions (
+    tenant       TEXT    NOT NULL,
+    token_hash   TEXT    NOT NULL,
+    user         TEXT,              -- NULL when anonymous
+    last_seen_at INTEGER NOT NULL,  -- LRU order for eviction
+    deadline     INTEGER NOT NULL,  -- min(absolute, last_seen_at + idle)
+    record       TEXT    NOT NULL   -- the SessionRecord JSON
+);
+CREATE UNIQUE INDEX sessions_key ON sessions (tenant, token_hash);
+CREATE INDEX sessions_user ON sessions (tenant, user, last_seen_at, token_hash)
+    WHERE user IS NOT NULL;
+CREATE INDEX sessions_deadline ON sessions (tenant, deadline, token_hash);
+
+-- The last id handed out per tenant and stream ('ends', 'audit'), and the
+-- number of entries the audit stream holds (for its cap).
+CREATE TABLE streams (
+    tenant   TEXT    NOT NULL,
+    name     TEXT    NOT NULL,
+    last_ms  INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    len      INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+
+CREATE TABLE ends (
+    tenant     TEXT    NOT NULL,
+    ms         INTEGER NOT NULL,  -- job id <ms>-<seq>
+    seq        INTEGER NOT NULL,
+    record     TEXT    NOT NULL,  -- the session as it ended
+    reason     TEXT    NOT NULL,
+    ended_at   INTEGER NOT NULL,
+    consumer   TEXT,              -- the holder; NULL until first claimed
+    claimed_at INTEGER            -- wall clock of the last claim
+);
+CREATE UNIQUE INDEX ends_id ON ends (tenant, ms, seq);
+CREATE INDEX ends_waiting ON ends (tenant, ms, seq) WHERE claimed_at IS NULL;
+CREATE INDEX ends_claimed ON ends (tenant, ms, seq) WHERE claimed_at IS NOT NULL;
+
+CREATE TABLE kv (
+    tenant     TEXT    NOT NULL,
+    plugin     TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    expires_at INTEGER            -- NULL: never
+);
+CREATE UNIQUE INDEX kv_key ON kv (tenant, plugin, key);
+CREATE INDEX kv_expiry ON kv (tenant, expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE audit (
+    tenant  TEXT    NOT NULL,
+    ms      INTEGER NOT NULL,     -- record id <ms>-<seq>
+    seq     INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    plugin  TEXT    NOT NULL,
+    session TEXT,
+    record  TEXT    NOT NULL      -- JSON
+);
+CREATE UNIQUE INDEX audit_id ON audit (tenant, ms, seq);
+
+-- Idempotency keys of audit appends and the id the first one wrote.
+CREATE TABLE audit_once (
+    tenant     TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    id         TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE INDEX audit_once_expiry ON audit_once (tenant, expires_at);
+";
+
+/// The upgrade path: `STEPS[n]` takes a file from version `n` to `n + 1`.
+const STEPS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
+
+/// How long a connection waits for a lock held by another connection of
+/// this process (the writer's checkpoints, a reader opening the WAL).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// Opens the writer's connection: checks the file is ours and not newer,
+/// switches to WAL, applies `durability` and upgrades the schema.
+pub(super) fn open_writer(path: &Path, durability: Durability) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(path, flags())?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    if app != 0 && app != APPLICATION_ID {
+        return Err(StoreError::Corrupt(format!(
+            "{} is not a sessiond store (application id {app:#x})",
+            path.display()
+        )));
+    }
+    let found = check_version(&conn, path)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "{} cannot use write-ahead logging (journal mode {mode})",
+            path.display()
+        )));
+    }
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+        Durability::Off => "OFF",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    // Keep a WAL that grew under a burst from staying that large on disk.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "cache_size", -16 * 1024)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if found < SCHEMA_VERSION || app != APPLICATION_ID {
+        upgrade(&conn, path)?;
+    }
+    Ok(conn)
+}
+
+/// Opens a read connection; it never writes.
+pub(super) fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(path, flags())?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn version(conn: &Connection) -> StoreResult<u32> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v}")))
+}
+
+fn check_version(conn: &Connection, path: &Path) -> StoreResult<u32> {
+    let found = version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "{} has schema version {found}, newer than version {SCHEMA_VERSION} that this \
+             sessiond understands: run a newer sessiond",
+            path.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// Runs the steps from the file's version to [`SCHEMA_VERSION`] in one
+/// transaction, so a crash mid-upgrade leaves the old version intact.
+fn upgrade(conn: &Connection, path: &Path) -> StoreResult<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        // Read again under the write lock: the version checked before may be stale.
+        let from = check_version(conn, path)?;
+        for (i, step) in STEPS.iter().enumerate().skip(from as usize) {
+            conn.execute_batch(step)?;
+            conn.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
