@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sessiond::runtime::cli_support::view;
-use sessiond::runtime::{Capability, LoadedPlugin};
+use sessiond::runtime::{Capability, LoadedPlugin, PluginSession};
 use sessiond::session::{ClientInfo, SessionRecord, now_ms};
 use sessiond_tests::{Block, memory_runtime, spec};
 
@@ -35,13 +34,13 @@ fn record(user: Option<&str>) -> SessionRecord {
 }
 
 fn start(p: &LoadedPlugin, r: &SessionRecord) {
-    let s = view(r, &p.name);
-    let call = p.on_session_start(&s, &s.client).block();
+    let s = PluginSession::new(r, &p.name);
+    let call = p.on_session_start(&s, &r.client).block();
     assert!(call.result.is_ok(), "{:?}", call.result);
 }
 
 fn event(p: &LoadedPlugin, r: &SessionRecord) {
-    let s = view(r, &p.name);
+    let s = PluginSession::new(r, &p.name);
     let call = p.on_event(&s, "noop", "{}").block();
     assert!(call.result.is_ok(), "{:?}", call.result);
 }

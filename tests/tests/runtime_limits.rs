@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sessiond::runtime::{
     Chain, Decision, FailureKind, LimitOverrides, LoadError, LoadedPlugin, OnError, PluginFailure,
-    Runtime,
+    PluginSession, Runtime,
 };
 use sessiond::session::{ClientInfo, SessionRecord, now_ms};
 use sessiond_tests::{Block, memory_runtime, spec};
@@ -107,7 +107,7 @@ fn cut_off_without_holding_the_thread(mode: &str) {
         },
     );
     let bystander = hostile(&rt, "t-bystander", "ok", LimitOverrides::default());
-    let view = sessiond::runtime::cli_support::view(&session(&tenant, None), "hostile");
+    let view = PluginSession::new(&session(&tenant, None), "hostile");
     let started = std::time::Instant::now();
     let (stuck, served_after) = async {
         let stuck = p.on_message(&view, "anything", "{}");
@@ -156,7 +156,7 @@ fn infinite_loop_is_stopped_by_the_deadline() {
     let started = std::time::Instant::now();
     let call = p
         .on_message(
-            &sessiond::runtime::cli_support::view(&session("t-deadline", None), "hostile"),
+            &PluginSession::new(&session("t-deadline", None), "hostile"),
             "anything",
             "{}",
         )
@@ -285,7 +285,7 @@ fn failing_init_stops_the_plugin_from_loading_with_its_message() {
 #[test]
 fn a_trapped_instance_is_never_reused_but_a_plugin_error_keeps_it() {
     let (rt, _) = memory_runtime();
-    let view = sessiond::runtime::cli_support::view(&session("t-reuse", None), "hostile");
+    let view = PluginSession::new(&session("t-reuse", None), "hostile");
     let ok = hostile(&rt, "t-reuse", "ok", LimitOverrides::default());
     // The instance created at load serves the first call warm.
     assert!(

@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::runtime::{
-    Call, Capability, EngineSettings, HostStores, LimitOverrides, LoadedPlugin, OnError,
-    PluginSpec, Runtime, cli_support as rt,
+    Call, CallReport, Capability, EndInfo, EngineSettings, FailureKind, HOOK_NAMES, HostStores,
+    LimitOverrides, LoadedPlugin, OnError, PluginSession, PluginSpec, Runtime, Verdict,
+    cli_support as rt,
 };
 use crate::session::{ClientInfo, EndReason, SessionRecord, now_ms};
 use crate::store::memory::MemoryStore;
@@ -271,10 +272,10 @@ async fn call_hook(
     handler: &str,
     reason: &str,
 ) -> Result<(Value, u8)> {
-    let session = rt::view(record, PLUGIN_NAME);
+    let session = PluginSession::new(record, PLUGIN_NAME);
     let mut extra = Map::new();
     let implemented = plugin.description.hooks.contains(&hook);
-    if !implemented && rt::HOOK_NAMES.contains(&hook) {
+    if !implemented && HOOK_NAMES.contains(&hook) {
         bail!(
             "the plugin does not implement {hook} (it implements: {})",
             plugin.description.hooks.join(", ")
@@ -282,7 +283,7 @@ async fn call_hook(
     }
     let (outcome, report) = match hook {
         "on-session-start" => {
-            let call = plugin.on_session_start(&session, &session.client).await;
+            let call = plugin.on_session_start(&session, &record.client).await;
             verdict(call, &mut extra)
         }
         "on-event" => {
@@ -302,7 +303,11 @@ async fn call_hook(
         "on-session-end" => {
             let reason: EndReason = serde_json::from_value(json!(reason))
                 .with_context(|| format!("--reason {reason:?}: expected logout, expired, idle-timeout, revoked or evicted"))?;
-            let end = rt::end_info(reason, "local-end-1", now_ms());
+            let end = EndInfo {
+                reason,
+                end_id: "local-end-1".into(),
+                ended_at: now_ms(),
+            };
             finish(
                 plugin.on_session_end(&session, &end).await,
                 &mut extra,
@@ -330,9 +335,8 @@ async fn call_hook(
                 serde_json::from_value(payload.clone())
                     .context("--payload for on-list-active must be a list of session summaries")?
             };
-            let wit: Vec<_> = summaries.iter().map(rt::summary_view).collect();
             let user = record.user.clone().unwrap_or_default();
-            let call = plugin.on_list_active(&user, &wit).await;
+            let call = plugin.on_list_active(&user, &summaries).await;
             finish(call, &mut extra, |list, extra| {
                 extra.insert("sessions".into(), rt::summaries_json(list));
                 "ok"
@@ -340,7 +344,7 @@ async fn call_hook(
         }
         other => bail!(
             "unknown hook {other:?}: expected one of {}",
-            rt::HOOK_NAMES.join(", ")
+            HOOK_NAMES.join(", ")
         ),
     };
     let mut out = Map::new();
@@ -370,10 +374,7 @@ async fn call_hook(
     Ok((Value::Object(out), code))
 }
 
-fn verdict(
-    call: Call<rt::Verdict>,
-    extra: &mut Map<String, Value>,
-) -> (&'static str, crate::runtime::CallReport) {
+fn verdict(call: Call<Verdict>, extra: &mut Map<String, Value>) -> (&'static str, CallReport) {
     finish(call, extra, rt::verdict_json)
 }
 
@@ -381,13 +382,13 @@ fn finish<R>(
     call: Call<R>,
     extra: &mut Map<String, Value>,
     ok: impl FnOnce(&R, &mut Map<String, Value>) -> &'static str,
-) -> (&'static str, crate::runtime::CallReport) {
+) -> (&'static str, CallReport) {
     let outcome = match &call.result {
         Ok(value) => ok(value, extra),
         Err(f) => {
             extra.insert("failure".into(), json!(f));
             if f.kind.is_trap_or_limit() {
-                if f.kind == crate::runtime::FailureKind::Trap {
+                if f.kind == FailureKind::Trap {
                     "trap"
                 } else {
                     "limit"

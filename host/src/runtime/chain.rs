@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::bindings::sessiond::plugin::types;
+use super::convert::{PluginSession, data_json};
 use super::error::{FailureKind, PluginFailure};
-use super::host::{from_wit_client, to_wit_client, to_wit_summary};
-use super::plugin::{Call, Hook, LoadedPlugin, OnError};
+use super::plugin::{Call, LoadedPlugin, OnError};
+use super::types::{Changes, EndInfo, Hook, UpdateVerdict, Verdict, parse_object};
 use crate::session::{EndReason, Millis, SessionRecord, SessionSummary};
 
 /// The outcome of a chain that can veto.
@@ -91,12 +91,10 @@ impl Chain {
 
     /// Runs `on-session-start` over a session about to be created.
     pub async fn session_start(&self, mut record: SessionRecord, now: Millis) -> Decision {
-        let client = to_wit_client(&record.client);
         let mut data = data_json(&record);
         for p in self.with(Hook::SessionStart) {
-            let call = p
-                .on_session_start(&view_with(&record, &p.name, data.clone()), &client)
-                .await;
+            let session = PluginSession::with_data(&record, &p.name, data.clone());
+            let call = p.on_session_start(&session, &record.client).await;
             match self.verdict(p, call, &mut record, now) {
                 Ok(false) => {}
                 Ok(true) => data = data_json(&record),
@@ -117,9 +115,8 @@ impl Chain {
         let payload = payload.to_string();
         let mut data = data_json(&record);
         for p in self.with(Hook::Event) {
-            let call = p
-                .on_event(&view_with(&record, &p.name, data.clone()), name, &payload)
-                .await;
+            let session = PluginSession::with_data(&record, &p.name, data.clone());
+            let call = p.on_event(&session, name, &payload).await;
             match self.verdict(p, call, &mut record, now) {
                 Ok(false) => {}
                 Ok(true) => data = data_json(&record),
@@ -132,19 +129,19 @@ impl Chain {
     fn verdict(
         &self,
         p: &LoadedPlugin,
-        call: Call<types::Verdict>,
+        call: Call<Verdict>,
         record: &mut SessionRecord,
         now: Millis,
     ) -> Result<bool, Decision> {
         match call.result {
-            Ok(types::Verdict::Allow(changes)) => {
+            Ok(Verdict::Allow(changes)) => {
                 let patched = changes.data_patch.is_some();
                 match self.apply(p, record, changes, now) {
                     Ok(()) => Ok(patched),
                     Err(failure) => self.on_failure(p, failure).map(|()| false),
                 }
             }
-            Ok(types::Verdict::Deny(message)) => Err(Decision::Deny {
+            Ok(Verdict::Deny(message)) => Err(Decision::Deny {
                 plugin: p.name.clone(),
                 message,
                 failure: None,
@@ -177,7 +174,7 @@ impl Chain {
         roles: Option<Vec<String>>,
         now: Millis,
     ) -> Decision {
-        let mut proposed = types::Changes {
+        let mut proposed = Changes {
             data_patch: data_patch.map(Value::to_string),
             roles,
             state: None,
@@ -188,16 +185,15 @@ impl Chain {
         // The record only changes after the loop: serialize its data once.
         let data = data_json(&record);
         for p in self.with(Hook::SessionUpdate) {
-            let call = p
-                .on_session_update(&view_with(&record, &p.name, data.clone()), &proposed)
-                .await;
+            let session = PluginSession::with_data(&record, &p.name, data.clone());
+            let call = p.on_session_update(&session, &proposed).await;
             match call.result {
-                Ok(types::UpdateVerdict::Accept) => {}
-                Ok(types::UpdateVerdict::Rewrite(changes)) => {
+                Ok(UpdateVerdict::Accept) => {}
+                Ok(UpdateVerdict::Rewrite(changes)) => {
                     proposed = changes;
                     author = Some(p);
                 }
-                Ok(types::UpdateVerdict::Reject(message)) => {
+                Ok(UpdateVerdict::Reject(message)) => {
                     return Decision::Deny {
                         plugin: p.name.clone(),
                         message,
@@ -245,13 +241,16 @@ impl Chain {
         end_id: &str,
         ended_at: Millis,
     ) -> EndOutcome {
-        let end = end_info(reason, end_id, ended_at);
+        let end = EndInfo {
+            reason,
+            end_id: end_id.to_string(),
+            ended_at,
+        };
         let mut outcome = EndOutcome::default();
         let data = data_json(record);
         for p in self.with(Hook::SessionEnd) {
-            let call = p
-                .on_session_end(&view_with(record, &p.name, data.clone()), &end)
-                .await;
+            let session = PluginSession::with_data(record, &p.name, data.clone());
+            let call = p.on_session_end(&session, &end).await;
             outcome.store_unavailable |= call.report.store_unavailable;
             if let Err(f) = call.result {
                 tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = f.kind.as_str(),
@@ -277,13 +276,8 @@ impl Chain {
         // loop ends: the data is serialized once.
         let data = data_json(&record);
         for p in self.with(Hook::Message) {
-            let call = p
-                .on_message(
-                    &view_with(&record, &p.name, data.clone()),
-                    handler,
-                    &payload,
-                )
-                .await;
+            let session = PluginSession::with_data(&record, &p.name, data.clone());
+            let call = p.on_message(&session, handler, &payload).await;
             let answered = call.result.and_then(|r| {
                 let reply: Value = serde_json::from_str(&r.reply)
                     .map_err(|e| invalid(p, format!("the reply is not valid JSON: {e}")))?;
@@ -315,40 +309,29 @@ impl Chain {
         user: &str,
         summaries: Vec<SessionSummary>,
     ) -> Result<Vec<SessionSummary>, PluginFailure> {
-        let mut list: Vec<types::SessionSummary> = summaries.iter().map(to_wit_summary).collect();
+        let mut list = summaries;
         for p in self.with(Hook::ListActive) {
-            let result = p.on_list_active(user, &list).await.result.and_then(|out| {
-                out.into_iter()
-                    .map(|s| from_wit_summary(p, s))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|checked| (checked.iter().map(to_wit_summary).collect(), checked))
-            });
+            let result = p
+                .on_list_active(user, &list)
+                .await
+                .result
+                .and_then(|listed| listed.into_checked().map_err(|m| invalid(p, m)));
             match result {
-                Ok((wit, _)) => list = wit,
+                Ok(checked) => list = checked,
                 Err(f) if p.on_error == OnError::Deny => return Err(f),
                 Err(f) => {
                     tracing::warn!(tenant = %p.tenant, plugin = %p.name, "on-list-active failed, going on: {}", f.message);
                 }
             }
         }
-        list.into_iter()
-            .map(from_wit_summary_unchecked)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| PluginFailure {
-                plugin: String::new(),
-                kind: FailureKind::InvalidOutput,
-                message,
-                backtrace: None,
-                output: None,
-                store_unavailable: false,
-            })
+        Ok(list)
     }
 
     fn apply(
         &self,
         p: &LoadedPlugin,
         record: &mut SessionRecord,
-        changes: types::Changes,
+        changes: Changes,
         now: Millis,
     ) -> Result<(), PluginFailure> {
         apply_changes(record, &p.name, changes, now, self.max_lifetime_ms)
@@ -367,34 +350,6 @@ fn invalid(p: &LoadedPlugin, message: String) -> PluginFailure {
     }
 }
 
-fn from_wit_summary(
-    p: &LoadedPlugin,
-    s: types::SessionSummary,
-) -> Result<SessionSummary, PluginFailure> {
-    from_wit_summary_unchecked(s).map_err(|m| invalid(p, m))
-}
-
-fn from_wit_summary_unchecked(s: types::SessionSummary) -> Result<SessionSummary, String> {
-    let annotations = parse_object(&s.annotations, "annotations")?;
-    Ok(SessionSummary {
-        id: s.id,
-        roles: s.roles,
-        created_at: s.created_at,
-        last_seen_at: s.last_seen_at,
-        expires_at: s.expires_at,
-        client: from_wit_client(s.client),
-        annotations,
-    })
-}
-
-fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>, String> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(format!("{what} must be a JSON object")),
-        Err(e) => Err(format!("{what} is not valid JSON: {e}")),
-    }
-}
-
 /// Applies one plugin's changes to a session: merge-patches the shared data,
 /// replaces roles and the plugin's own state, and resets the lifetime (capped
 /// at `max_lifetime_ms` from creation). Nothing is applied if any part is
@@ -402,7 +357,7 @@ fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>, String> {
 pub(crate) fn apply_changes(
     record: &mut SessionRecord,
     plugin: &str,
-    changes: types::Changes,
+    changes: Changes,
     now: Millis,
     max_lifetime_ms: Millis,
 ) -> Result<(), String> {
@@ -432,50 +387,4 @@ pub(crate) fn apply_changes(
         record.absolute_expires_at = now.saturating_add(u64::from(ttl) * 1000).min(cap);
     }
     Ok(())
-}
-
-/// The session as plugin `plugin` sees it: with its own state only.
-pub fn view(record: &SessionRecord, plugin: &str) -> types::Session {
-    view_with(record, plugin, data_json(record))
-}
-
-/// The shared data as the JSON text plugins receive.
-fn data_json(record: &SessionRecord) -> String {
-    serde_json::to_string(&record.data).unwrap_or_else(|_| "{}".into())
-}
-
-/// [`view`] with the data already serialized: a chain serializes it once,
-/// and again only after a plugin changed it.
-fn view_with(record: &SessionRecord, plugin: &str, data: String) -> types::Session {
-    types::Session {
-        id: record.public_id.clone(),
-        tenant: record.tenant.clone(),
-        user: record.user.clone(),
-        roles: record.roles.clone(),
-        created_at: record.created_at,
-        last_seen_at: record.last_seen_at,
-        expires_at: record.expires_at(),
-        version: record.version,
-        client: to_wit_client(&record.client),
-        data,
-        state: record
-            .plugin_state
-            .get(plugin)
-            .map(Value::to_string)
-            .unwrap_or_else(|| "{}".into()),
-    }
-}
-
-pub(crate) fn end_info(reason: EndReason, end_id: &str, ended_at: Millis) -> types::EndInfo {
-    types::EndInfo {
-        reason: match reason {
-            EndReason::Logout => types::EndReason::Logout,
-            EndReason::Expired => types::EndReason::Expired,
-            EndReason::IdleTimeout => types::EndReason::IdleTimeout,
-            EndReason::Revoked => types::EndReason::Revoked,
-            EndReason::Evicted => types::EndReason::Evicted,
-        },
-        end_id: end_id.to_string(),
-        ended_at,
-    }
 }

@@ -1,21 +1,21 @@
 //! The per-store host state and the capabilities plugins import: `log`,
-//! `clock`, `kv`, `sessions` and `audit`. Every host call counts against the
-//! call's host-call cap, byte caps and deadline.
+//! `clock`, `kv`, `sessions` and `audit`, written against the host's own
+//! types (`convert` adapts the WIT interfaces to them). Every host call
+//! counts against the call's host-call cap, byte caps and deadline.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::Value;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::HostStores;
-use super::bindings::sessiond::plugin::{audit, clock, kv, log, sessions, types};
 use super::error::HostTrap;
 use super::limits::Limits;
 use super::output::TailPipe;
-use crate::session::{SessionSummary, now_ms};
+use super::types::{LogLevel, LogLine, summary_size};
+use crate::session::{SessionRecord, SessionSummary, now_ms};
 use crate::store::{StoreError, StoreResult};
 
 /// What every instance of one plugin in one tenant shares.
@@ -23,13 +23,6 @@ pub(crate) struct PluginEnv {
     pub tenant: String,
     pub plugin: String,
     pub stores: HostStores,
-}
-
-/// One line a plugin logged during a call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogLine {
-    pub level: &'static str,
-    pub message: String,
 }
 
 /// Tracks an instance's linear memory and refuses growth past its cap.
@@ -232,50 +225,50 @@ impl WasiView for HostState {
     }
 }
 
-impl types::Host for HostState {}
-
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+// The capabilities. Each returns `Err` to trap the call (a limit, the
+// deadline) and `Ok(Err(message))` for an error the plugin sees.
+impl HostState {
+    /// `log.log`
+    pub fn write_log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         self.call.enter()?;
         self.call.give_out("log message", message.len())?;
         let env = &self.env;
         let session = self.call.session.as_deref().unwrap_or("");
-        let level = match level {
-            log::Level::Trace => {
-                tracing::trace!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
-                "trace"
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
             }
-            log::Level::Debug => {
-                tracing::debug!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
-                "debug"
+            LogLevel::Debug => {
+                tracing::debug!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
             }
-            log::Level::Info => {
-                tracing::info!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
-                "info"
+            LogLevel::Info => {
+                tracing::info!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
             }
-            log::Level::Warn => {
-                tracing::warn!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
-                "warn"
+            LogLevel::Warn => {
+                tracing::warn!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
             }
-            log::Level::Error => {
-                tracing::error!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}");
-                "error"
+            LogLevel::Error => {
+                tracing::error!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
             }
-        };
-        self.call.logs.push(LogLine { level, message });
+        }
+        self.call.logs.push(LogLine {
+            level: level.as_str(),
+            message,
+        });
         Ok(())
     }
-}
 
-impl clock::Host for HostState {
-    fn now(&mut self) -> wasmtime::Result<u64> {
+    /// `clock.now`
+    pub fn clock_now(&mut self) -> wasmtime::Result<u64> {
         self.call.enter()?;
         Ok(now_ms())
     }
-}
 
-impl kv::Host for HostState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
+    /// `kv.get`
+    pub async fn kv_get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, String>> {
         let remaining = self.call.enter()?;
         self.call.give_out("kv key", key.len())?;
         let env = self.env.clone();
@@ -295,7 +288,8 @@ impl kv::Host for HostState {
         }
     }
 
-    async fn set(
+    /// `kv.set`
+    pub async fn kv_set(
         &mut self,
         key: String,
         value: String,
@@ -315,7 +309,8 @@ impl kv::Host for HostState {
         Ok(res.map_err(|e| e.to_string()))
     }
 
-    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, String>> {
+    /// `kv.delete`
+    pub async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<bool, String>> {
         let remaining = self.call.enter()?;
         self.call.give_out("kv key", key.len())?;
         let env = self.env.clone();
@@ -327,13 +322,12 @@ impl kv::Host for HostState {
             .await?;
         Ok(res.map_err(|e| e.to_string()))
     }
-}
 
-impl sessions::Host for HostState {
-    async fn list_active(
+    /// `sessions.list-active`
+    pub async fn list_sessions(
         &mut self,
         user: String,
-    ) -> wasmtime::Result<Result<Vec<types::SessionSummary>, String>> {
+    ) -> wasmtime::Result<Result<Vec<SessionSummary>, String>> {
         let remaining = self.call.enter()?;
         let env = self.env.clone();
         let res = self
@@ -344,10 +338,8 @@ impl sessions::Host for HostState {
             .await?;
         match res {
             Ok(records) => {
-                let list: Vec<types::SessionSummary> = records
-                    .iter()
-                    .map(|r| to_wit_summary(&r.summary()))
-                    .collect();
+                let list: Vec<SessionSummary> =
+                    records.iter().map(SessionRecord::summary).collect();
                 let size: usize = list.iter().map(summary_size).sum();
                 self.call.take_in("session list", size)?;
                 Ok(Ok(list))
@@ -355,10 +347,9 @@ impl sessions::Host for HostState {
             Err(e) => Ok(Err(e.to_string())),
         }
     }
-}
 
-impl audit::Host for HostState {
-    async fn append(&mut self, entry: String) -> wasmtime::Result<Result<(), String>> {
+    /// `audit.append`
+    pub async fn audit_append(&mut self, entry: String) -> wasmtime::Result<Result<(), String>> {
         let remaining = self.call.enter()?;
         self.call.give_out("audit entry", entry.len())?;
         let value: Value = match serde_json::from_str(&entry) {
@@ -395,48 +386,4 @@ impl audit::Host for HostState {
             Err(e) => Ok(Err(e.to_string())),
         }
     }
-}
-
-pub(crate) fn to_wit_client(c: &crate::session::ClientInfo) -> types::ClientInfo {
-    types::ClientInfo {
-        remote_addr: c.remote_addr.clone(),
-        user_agent: c.user_agent.clone(),
-        device: c.device.clone(),
-    }
-}
-
-pub(crate) fn from_wit_client(c: types::ClientInfo) -> crate::session::ClientInfo {
-    crate::session::ClientInfo {
-        remote_addr: c.remote_addr,
-        user_agent: c.user_agent,
-        device: c.device,
-    }
-}
-
-pub(crate) fn to_wit_summary(s: &SessionSummary) -> types::SessionSummary {
-    types::SessionSummary {
-        id: s.id.clone(),
-        roles: s.roles.clone(),
-        created_at: s.created_at,
-        last_seen_at: s.last_seen_at,
-        expires_at: s.expires_at,
-        client: to_wit_client(&s.client),
-        annotations: Value::Object(s.annotations.clone()).to_string(),
-    }
-}
-
-/// Bytes a summary carries across the boundary (its strings).
-pub(crate) fn summary_size(s: &types::SessionSummary) -> usize {
-    s.id.len()
-        + s.roles.iter().map(String::len).sum::<usize>()
-        + client_size(&s.client)
-        + s.annotations.len()
-        + 24
-}
-
-pub(crate) fn client_size(c: &types::ClientInfo) -> usize {
-    [&c.remote_addr, &c.user_agent, &c.device]
-        .iter()
-        .map(|o| o.as_ref().map_or(0, String::len))
-        .sum()
 }

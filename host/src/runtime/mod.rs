@@ -12,17 +12,28 @@
 //! yields). Each call is bounded by its plugin's deadline. Loading compiles
 //! the component first, which is CPU-bound (seconds for a Python component
 //! on a cache miss): load plugins before serving.
+//!
+//! The types generated from `wit/` stay inside: `bindings` generates them,
+//! `convert` alone converts them to and from the host's own types (in
+//! `types`, plus the session model of [`crate::session`]), implements the
+//! imported interfaces over `host`'s capabilities and wraps the exports.
+//! Everything else, this module's API included, speaks host types only.
+//! `instance` creates and pools a plugin's instances, `plugin` runs its
+//! hooks with every limit armed, `chain` runs a tenant's plugins in order.
 
 mod bindings;
 mod capability;
 mod chain;
 pub mod cli_support;
+mod convert;
 mod engine;
 mod error;
 mod host;
+mod instance;
 mod limits;
 mod output;
 mod plugin;
+mod types;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +43,15 @@ use serde::{Deserialize, Serialize};
 
 pub use capability::{Capability, ComponentError, WIT_PACKAGE, WIT_VERSION};
 pub use chain::{Chain, Decision, EndOutcome, MessageOutcome};
+pub use convert::PluginSession;
 pub use engine::CacheUse;
 pub use error::{FailureKind, PluginFailure};
-pub use host::LogLine;
 pub use limits::{EngineSettings, LimitOverrides, Limits};
-pub use plugin::{Call, CallReport, Description, Hook, LoadedPlugin, OnError, PluginStats};
+pub use plugin::{Call, CallReport, LoadedPlugin, OnError, PluginStats};
+pub use types::{
+    Changes, Description, EndInfo, HOOK_NAMES, Hook, ListedSessions, LogLevel, LogLine,
+    MessageReply, UpdateVerdict, Verdict,
+};
 
 use bindings::PluginPre;
 use engine::SharedEngine;

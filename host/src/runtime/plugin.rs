@@ -1,41 +1,35 @@
-//! A plugin loaded for one tenant: its checked component, its limits and
-//! policy, and its pool of warm instances.
-//!
-//! Instance strategy: an instance belongs to one (tenant, plugin) pair and is
-//! never shared with another tenant. After a successful call it goes back to
-//! a small pool and serves later calls of the same tenant and plugin, because
-//! a fresh componentize-py instance costs ~0.65 ms against ~3 µs for a call on
-//! a warm one. An instance is discarded after any trap or limit, after
-//! `recycle_after_calls` calls, or after every call when the plugin sets
-//! `instance_reuse = false`.
+//! A plugin loaded for one tenant: its description, limits, policy and
+//! stats, and its hooks. A hook call takes an instance (see `instance`),
+//! arms its limits, calls the export through `convert` and classifies the
+//! outcome; the hooks take and return the host's own types.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wasmtime::Store;
 
-use super::bindings::sessiond::plugin::types;
-use super::bindings::{Plugin, PluginPre};
+use super::bindings::PluginPre;
 use super::capability::Capability;
+use super::convert::{self, PluginSession};
 use super::engine::SharedEngine;
-use super::error::{FailureKind, HostTrap, PluginFailure, classify};
-use super::host::{HostState, LogLine, PluginEnv, client_size, summary_size};
+use super::error::{FailureKind, PluginFailure, classify};
+use super::host::{HostState, PluginEnv};
+use super::instance::{Instances, Warm};
 use super::limits::Limits;
-
-/// Fuel between two yields of a running plugin back to the async runtime
-/// (about a millisecond of guest code): a busy plugin then shares its
-/// thread with other requests instead of holding it up to its deadline.
-const FUEL_YIELD_INTERVAL: u64 = 2_000_000;
+use super::types::{
+    Changes, Description, EndInfo, ListedSessions, LogLine, MessageReply, UpdateVerdict, Verdict,
+    client_size, summary_size,
+};
+use crate::session::{ClientInfo, SessionSummary};
 
 /// One hook call: [`LoadedPlugin::begin`], the export call bounded by the
-/// deadline, then [`LoadedPlugin::finish`]. `|h, s|` name the hooks and the
-/// store for the call expression.
+/// deadline, then [`LoadedPlugin::finish`]. `|p, s|` name the instance and
+/// the store for the call expression.
 macro_rules! run_hook {
-    ($plugin:expr, $session:expr, $input:expr, |$h:ident, $s:ident| $call:expr, $size:expr) => {{
+    ($plugin:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {{
         let plugin = $plugin;
         match plugin.begin($session, $input).await {
             Err((failure, report)) => Call {
@@ -45,9 +39,9 @@ macro_rules! run_hook {
             Ok((mut warm, report)) => {
                 let started = Instant::now();
                 let outcome = {
-                    let $h = warm.bindings.sessiond_plugin_hooks();
+                    let $p = &warm.bindings;
                     let $s = &mut warm.store;
-                    plugin.bounded($call).await
+                    plugin.instances.bounded($call).await
                 };
                 plugin.finish(warm, report, started, outcome, $size)
             }
@@ -65,53 +59,6 @@ pub enum OnError {
     /// Fail open: a failure is logged and the chain goes on without this
     /// plugin's changes.
     Allow,
-}
-
-/// A hook a plugin implements, as listed by `describe`.
-pub type Hook = types::Hook;
-
-/// What `describe` returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Description {
-    pub name: String,
-    pub version: String,
-    pub hooks: Vec<&'static str>,
-    #[serde(skip)]
-    pub(crate) hook_set: Vec<Hook>,
-}
-
-/// Every hook's WIT name, in WIT order (the order of [`Hook`]).
-pub const HOOK_NAMES: [&str; 6] = [
-    "on-session-start",
-    "on-session-update",
-    "on-session-end",
-    "on-event",
-    "on-message",
-    "on-list-active",
-];
-
-pub(crate) fn hook_name(h: Hook) -> &'static str {
-    HOOK_NAMES[h as usize]
-}
-
-impl Description {
-    pub(crate) fn from_wit(info: types::PluginInfo) -> Description {
-        let mut hook_set = info.hooks;
-        // WIT order, so listings read like the contract.
-        hook_set.sort_by_key(|h| *h as u8);
-        hook_set.dedup();
-        Description {
-            name: info.name,
-            version: info.version,
-            hooks: hook_set.iter().map(|h| hook_name(*h)).collect(),
-            hook_set,
-        }
-    }
-
-    /// Whether the plugin implements `hook`.
-    pub fn implements(&self, hook: Hook) -> bool {
-        self.hook_set.contains(&hook)
-    }
 }
 
 /// What one call cost and what the plugin emitted during it.
@@ -168,12 +115,6 @@ impl PluginStats {
     }
 }
 
-struct Warm {
-    store: Store<HostState>,
-    bindings: Plugin,
-    calls: u64,
-}
-
 /// A plugin ready to run for one tenant.
 pub struct LoadedPlugin {
     /// The plugin's name in the tenant's chain (also the key of its private
@@ -186,12 +127,7 @@ pub struct LoadedPlugin {
     pub limits: Limits,
     pub on_error: OnError,
     pub stats: PluginStats,
-    reuse: bool,
-    config: Vec<(String, String)>,
-    pre: PluginPre<HostState>,
-    env: Arc<PluginEnv>,
-    engine: Arc<SharedEngine>,
-    pool: Mutex<Vec<Warm>>,
+    instances: Instances,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -222,155 +158,52 @@ impl LoadedPlugin {
     /// `init`; any failure there means the plugin does not load.
     pub(crate) async fn load(parts: LoadParts) -> Result<LoadedPlugin, PluginFailure> {
         let mut plugin = LoadedPlugin::load_parts(parts);
-        let mut warm = plugin.instantiate(true).await?;
+        let mut warm = plugin.instances.instantiate(true).await?;
         plugin.description = plugin.describe(&mut warm).await?;
-        plugin.release(warm);
+        plugin.instances.release(warm);
         Ok(plugin)
     }
 
     async fn describe(&self, warm: &mut Warm) -> Result<Description, PluginFailure> {
-        let hooks = warm.bindings.sessiond_plugin_hooks();
-        let info = self
-            .bounded(hooks.call_describe(&mut warm.store))
+        self.instances
+            .bounded(convert::call_describe(&warm.bindings, &mut warm.store))
             .await
-            .map_err(|e| classify(&self.name, &e))?;
-        Ok(Description::from_wit(info))
+            .map_err(|e| classify(&self.name, &e))
     }
 
     fn load_parts(parts: LoadParts) -> LoadedPlugin {
         LoadedPlugin {
+            instances: Instances::new(
+                parts.name.clone(),
+                parts.limits,
+                parts.reuse,
+                parts.config,
+                parts.pre,
+                parts.env,
+                parts.engine,
+            ),
             name: parts.name,
             tenant: parts.tenant,
-            description: Description::from_wit(types::PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                hooks: Vec::new(),
-            }),
+            description: Description::default(),
             imports: parts.imports,
             limits: parts.limits,
             on_error: parts.on_error,
             stats: PluginStats::default(),
-            reuse: parts.reuse,
-            config: parts.config,
-            pre: parts.pre,
-            env: parts.env,
-            engine: parts.engine,
-            pool: Mutex::new(Vec::new()),
         }
-    }
-
-    fn arm(&self, store: &mut Store<HostState>, session: Option<String>, input: u64) {
-        // Fuel is always enabled on this engine, so setting it cannot fail.
-        let _ = store.set_fuel(self.limits.fuel);
-        store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_ms));
-        let data = store.data_mut();
-        data.call.arm(&self.limits, session, input);
-        // Output of an earlier call or of instantiation is not this call's.
-        let _ = data.output.take();
     }
 
     /// Instantiates the component without calling `init` and returns what
     /// `describe` says (for `sessiond plugin check`).
-    pub(crate) async fn describe_only(parts: LoadParts) -> Result<Description, PluginFailure> {
-        let mut plugin = LoadedPlugin::load_parts(parts);
-        plugin.reuse = false;
-        let mut warm = plugin.instantiate(false).await?;
+    pub(crate) async fn describe_only(mut parts: LoadParts) -> Result<Description, PluginFailure> {
+        parts.reuse = false;
+        let plugin = LoadedPlugin::load_parts(parts);
+        let mut warm = plugin.instances.instantiate(false).await?;
         plugin.describe(&mut warm).await
-    }
-
-    /// Bounds a call into the component by the plugin's deadline.
-    ///
-    /// Epoch interruption stops guest code at the deadline; this also stops a
-    /// plugin that waits in the host past it (a WASI sleep or poll, say).
-    /// The instance is then discarded with the future.
-    async fn bounded<T>(
-        &self,
-        call: impl std::future::Future<Output = wasmtime::Result<T>>,
-    ) -> wasmtime::Result<T> {
-        let deadline = self.limits.deadline_ms;
-        let grace = self.engine.settings.epoch_tick_ms.max(1) * 2;
-        match tokio::time::timeout(Duration::from_millis(deadline + grace), call).await {
-            Ok(result) => result,
-            Err(_) => Err(HostTrap::Deadline(deadline).into()),
-        }
-    }
-
-    async fn instantiate(&self, init: bool) -> Result<Warm, PluginFailure> {
-        let state = HostState::new(self.env.clone(), self.limits.memory_bytes());
-        let mut store = Store::new(&self.engine.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        // Guest code runs on the request's task: hand the thread back to
-        // other tasks every so often, so a busy plugin delays nobody else.
-        // Fuel is always enabled on this engine, so this cannot fail.
-        let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
-        self.arm(&mut store, None, 0);
-        let bindings = self
-            .bounded(self.pre.instantiate_async(&mut store))
-            .await
-            .map_err(|e| {
-                let mut f = classify(&self.name, &e);
-                if f.kind == FailureKind::Trap {
-                    f.kind = FailureKind::Instantiate;
-                }
-                f.message = format!("instantiation failed: {}", f.message);
-                f
-            })?;
-        if !init {
-            return Ok(Warm {
-                store,
-                bindings,
-                calls: 0,
-            });
-        }
-        let hooks = bindings.sessiond_plugin_hooks();
-        match self
-            .bounded(hooks.call_init(&mut store, &self.config))
-            .await
-        {
-            Ok(Ok(())) => Ok(Warm {
-                store,
-                bindings,
-                calls: 0,
-            }),
-            Ok(Err(message)) => Err(PluginFailure {
-                plugin: self.name.clone(),
-                kind: FailureKind::Instantiate,
-                message: format!("init failed: {message}"),
-                backtrace: None,
-                output: None,
-                store_unavailable: false,
-            }),
-            Err(e) => {
-                let mut f = classify(&self.name, &e);
-                f.message = format!("init failed: {}", f.message);
-                Err(f)
-            }
-        }
-    }
-
-    fn take(&self) -> Option<Warm> {
-        if !self.reuse {
-            return None;
-        }
-        self.pool.lock().ok()?.pop()
-    }
-
-    fn release(&self, warm: Warm) {
-        if !self.reuse || warm.calls >= self.engine.settings.recycle_after_calls {
-            return;
-        }
-        if let Ok(mut pool) = self.pool.lock()
-            && pool.len() < self.engine.settings.max_idle_instances
-        {
-            pool.push(warm);
-        }
     }
 
     /// Drops every idle instance (the next call creates a fresh one).
     pub fn clear_pool(&self) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.clear();
-        }
+        self.instances.clear();
     }
 
     /// Checks the input cap and takes an instance (warm, or fresh) with
@@ -394,11 +227,11 @@ impl LoadedPlugin {
             self.stats.record(Some(f.kind));
             return Err((f, report));
         }
-        let mut warm = match self.take() {
+        let mut warm = match self.instances.take() {
             Some(w) => w,
             None => {
                 report.fresh_instance = true;
-                match self.instantiate(true).await {
+                match self.instances.instantiate(true).await {
                     Ok(w) => w,
                     Err(f) => {
                         self.stats.record(Some(f.kind));
@@ -408,7 +241,8 @@ impl LoadedPlugin {
                 }
             }
         };
-        self.arm(&mut warm.store, session.map(str::to_string), input_bytes);
+        self.instances
+            .arm(&mut warm.store, session.map(str::to_string), input_bytes);
         // The report's wall time counts instantiation too.
         report.wall_us = started.elapsed().as_micros() as u64;
         Ok((warm, report))
@@ -476,7 +310,7 @@ impl LoadedPlugin {
         match &result {
             // A trapped or over-limit instance is never reused.
             Err(f) if f.kind.is_trap_or_limit() => drop(warm),
-            _ => self.release(warm),
+            _ => self.instances.release(warm),
         }
         self.stats.record(result.as_ref().err().map(|f| f.kind));
         Call { result, report }
@@ -485,50 +319,46 @@ impl LoadedPlugin {
     /// Calls `on-session-start`.
     pub async fn on_session_start(
         &self,
-        session: &types::Session,
-        client: &types::ClientInfo,
-    ) -> Call<types::Verdict> {
-        let input = session_size(session) + client_size(client) as u64;
+        session: &PluginSession,
+        client: &ClientInfo,
+    ) -> Call<Verdict> {
+        let input = session.size() + client_size(client) as u64;
         run_hook!(
             self,
-            Some(&session.id),
+            Some(session.id()),
             input,
-            |h, s| h.call_on_session_start(s, session, client),
-            verdict_size
+            |p, s| convert::call_on_session_start(p, s, session, client),
+            Verdict::size
         )
     }
 
     /// Calls `on-session-update`.
     pub async fn on_session_update(
         &self,
-        session: &types::Session,
-        proposed: &types::Changes,
-    ) -> Call<types::UpdateVerdict> {
-        let input = session_size(session) + changes_size(proposed);
+        session: &PluginSession,
+        proposed: &Changes,
+    ) -> Call<UpdateVerdict> {
+        let input = session.size() + proposed.size();
         run_hook!(
             self,
-            Some(&session.id),
+            Some(session.id()),
             input,
-            |h, s| h.call_on_session_update(s, session, proposed),
-            |v: &types::UpdateVerdict| match v {
-                types::UpdateVerdict::Accept => 0,
-                types::UpdateVerdict::Rewrite(c) => changes_size(c),
-                types::UpdateVerdict::Reject(m) => m.len() as u64,
-            }
+            |p, s| convert::call_on_session_update(p, s, session, proposed),
+            UpdateVerdict::size
         )
     }
 
     /// Calls `on-session-end`; audit appends made during the call carry
     /// idempotency keys derived from the end id.
-    pub async fn on_session_end(&self, session: &types::Session, end: &types::EndInfo) -> Call<()> {
-        let input = session_size(session) + end.end_id.len() as u64;
+    pub async fn on_session_end(&self, session: &PluginSession, end: &EndInfo) -> Call<()> {
+        let input = session.size() + end.end_id.len() as u64;
         run_hook!(
             self,
-            Some(&session.id),
+            Some(session.id()),
             input,
-            |h, s| {
+            |p, s| {
                 s.data_mut().call.end_id = Some(end.end_id.clone());
-                h.call_on_session_end(s, session, end)
+                convert::call_on_session_end(p, s, session, end)
             },
             |_: &()| 0
         )
@@ -537,79 +367,51 @@ impl LoadedPlugin {
     /// Calls `on-event`.
     pub async fn on_event(
         &self,
-        session: &types::Session,
+        session: &PluginSession,
         name: &str,
         payload: &str,
-    ) -> Call<types::Verdict> {
-        let input = session_size(session) + (name.len() + payload.len()) as u64;
-        let payload = payload.to_string();
+    ) -> Call<Verdict> {
+        let input = session.size() + (name.len() + payload.len()) as u64;
         run_hook!(
             self,
-            Some(&session.id),
+            Some(session.id()),
             input,
-            |h, s| h.call_on_event(s, session, name, &payload),
-            verdict_size
+            |p, s| convert::call_on_event(p, s, session, name, payload),
+            Verdict::size
         )
     }
 
     /// Calls `on-message`.
     pub async fn on_message(
         &self,
-        session: &types::Session,
+        session: &PluginSession,
         handler: &str,
         payload: &str,
-    ) -> Call<types::MessageReply> {
-        let input = session_size(session) + (handler.len() + payload.len()) as u64;
-        let payload = payload.to_string();
+    ) -> Call<MessageReply> {
+        let input = session.size() + (handler.len() + payload.len()) as u64;
         run_hook!(
             self,
-            Some(&session.id),
+            Some(session.id()),
             input,
-            |h, s| h.call_on_message(s, session, handler, &payload),
-            |r: &types::MessageReply| r.reply.len() as u64 + changes_size(&r.changes)
+            |p, s| convert::call_on_message(p, s, session, handler, payload),
+            MessageReply::size
         )
     }
 
-    /// Calls `on-list-active`.
+    /// Calls `on-list-active`. The summaries come back as the plugin sent
+    /// them: [`ListedSessions::into_checked`] checks them.
     pub async fn on_list_active(
         &self,
         user: &str,
-        sessions: &[types::SessionSummary],
-    ) -> Call<Vec<types::SessionSummary>> {
+        sessions: &[SessionSummary],
+    ) -> Call<ListedSessions> {
         let input = user.len() as u64 + sessions.iter().map(summary_size).sum::<usize>() as u64;
         run_hook!(
             self,
             None,
             input,
-            |h, s| h.call_on_list_active(s, user, sessions),
-            |list: &Vec<types::SessionSummary>| list.iter().map(summary_size).sum::<usize>() as u64
+            |p, s| convert::call_on_list_active(p, s, user, sessions),
+            ListedSessions::size
         )
-    }
-}
-
-pub(crate) fn session_size(s: &types::Session) -> u64 {
-    (s.id.len()
-        + s.tenant.len()
-        + s.user.as_ref().map_or(0, String::len)
-        + s.roles.iter().map(String::len).sum::<usize>()
-        + client_size(&s.client)
-        + s.data.len()
-        + s.state.len()
-        + 40) as u64
-}
-
-fn changes_size(c: &types::Changes) -> u64 {
-    (c.data_patch.as_ref().map_or(0, String::len)
-        + c.roles
-            .as_ref()
-            .map_or(0, |r| r.iter().map(String::len).sum::<usize>())
-        + c.state.as_ref().map_or(0, String::len)
-        + 4) as u64
-}
-
-fn verdict_size(v: &types::Verdict) -> u64 {
-    match v {
-        types::Verdict::Allow(c) => changes_size(c),
-        types::Verdict::Deny(m) => m.len() as u64,
     }
 }
