@@ -43,7 +43,11 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn StoreBackend
             Arc::new(MemoryStore::with_audit_max_len(memory.audit_max_len.max(1)))
         }
         StoreConfig::Embedded(embedded) => {
-            let settings = embedded.embedded_config();
+            let mut settings = embedded.embedded_config();
+            // Absolute, so that every message names the directory unmistakably.
+            if let Ok(dir) = std::path::absolute(&settings.dir) {
+                settings.dir = dir;
+            }
             let dir = settings.dir.display().to_string();
             // Opening does a few blocking file operations (lock, schema check).
             let opened = tokio::task::spawn_blocking(move || EmbeddedStore::open(settings))
