@@ -1,5 +1,6 @@
 # sessiond — the recipes developers and CI both run.
 
+# sessiond.toml's embedded store keeps the sessions in ./data across restarts.
 # Run the server on 127.0.0.1:8080 with the embedded store and the example plugins.
 run: plugins
     cargo run --release -p sessiond -- serve --config sessiond.toml
@@ -36,7 +37,8 @@ bench: plugins
     cargo bench -p sessiond-tests --bench hooks
 
 # Bounded (10 s per run); the table also goes to target/load/report.md; knobs
-# (DURATION, CONNECTIONS, PLUGINS, ...) in docs/load.md.
+# (DURATION, CONNECTIONS, PLUGINS, STORES, ...) in docs/load.md. With
+# STORES="embedded memory redis": create, get and update on each store instead.
 # HTTP load on Redis with wrk, with and without the example plugins, against the redis-benchmark floor.
 load: setup
     scripts/load.sh

@@ -5,6 +5,11 @@
 # both on 127.0.0.1 only. Prints a markdown table (also written to
 # target/load/report.md) and the two target ratios. See docs/load.md.
 #
+# With STORES (e.g. STORES="embedded memory redis"), measures the stores
+# instead: create, get and update without plugins on each backend named, in
+# that order, in one table, plus the embedded store's bytes on disk per idle
+# session after its create run (no floor, no delete, no round-trip counts).
+#
 # Each measured run is bounded: DURATION seconds of wrk (default 10) with
 # CONNECTIONS (50) connections on THREADS (2) threads. Whole script: about
 # two minutes plus the release build.
@@ -22,7 +27,9 @@
 # default "single-session audit-log perspective"), KEEP_WORK (keep the
 # temporary directory), SESSIOND_BIN (a sessiond binary to measure instead of
 # building target/release/sessiond, e.g. an older build kept for an A/B run),
-# PLUGIN_DIR (the built components to load; default target/plugins).
+# PLUGIN_DIR (the built components to load; default target/plugins), STORES
+# (see above), EMBEDDED_DURABILITY (the embedded store's durability with
+# STORES, default full).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,9 +46,18 @@ CALIBRATE=${CALIBRATE:-20}
 BENCH_REQUESTS=${BENCH_REQUESTS:-200000}
 RUNTIME_TOML=${RUNTIME_TOML:-}
 PLUGINS=${PLUGINS:-single-session audit-log perspective}
+STORES=${STORES:-}
+EMBEDDED_DURABILITY=${EMBEDDED_DURABILITY:-full}
 KEY=load-test-key-not-secret
 
 say() { echo "load: $*" >&2; }
+
+for store in $STORES; do
+  case $store in
+    embedded | memory | redis) ;;
+    *) say "unknown store $store (STORES: embedded, memory, redis)"; exit 1 ;;
+  esac
+done
 
 # ------------------------------------------------------------------ tools
 
@@ -106,29 +122,42 @@ free_port() {
 }
 
 rport=$(free_port)
-taskset -c "$LOAD_CPU" redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$work" --logfile "$work/redis.log" &
-redis_pid=$!
 rcli() { redis-cli -h 127.0.0.1 -p "$rport" "$@"; }
-for _ in $(seq 100); do
-  [ "$(rcli PING 2>/dev/null)" = PONG ] && break
-  sleep 0.1
-done
-[ "$(rcli PING 2>/dev/null)" = PONG ] || { say "redis-server did not start"; cat "$work/redis.log" >&2; exit 1; }
-say "redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$rport (CPU $LOAD_CPU)"
+# Without STORES, or with redis among them.
+if [ -z "$STORES" ] || [[ " $STORES " == *" redis "* ]]; then
+  taskset -c "$LOAD_CPU" redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$work" --logfile "$work/redis.log" &
+  redis_pid=$!
+  for _ in $(seq 100); do
+    [ "$(rcli PING 2>/dev/null)" = PONG ] && break
+    sleep 0.1
+  done
+  [ "$(rcli PING 2>/dev/null)" = PONG ] || { say "redis-server did not start"; cat "$work/redis.log" >&2; exit 1; }
+  say "redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$rport (CPU $LOAD_CPU)"
+fi
 
 key_hash="sha256:$(printf %s "$KEY" | sha256sum | awk '{print $1}')"
 
-# write_config FILE PORT WITH_PLUGINS
+# store_toml STORE NAME: the [store] table's keys; the embedded store keeps
+# its data in $work/data-NAME.
+store_toml() {
+  case $1 in
+    redis) printf 'backend = "redis"\nurls = ["redis://127.0.0.1:%s"]\n' "$rport" ;;
+    embedded) printf 'backend = "embedded"\npath = "%s"\ndurability = "%s"\n' \
+      "$work/data-$2" "$EMBEDDED_DURABILITY" ;;
+    memory) printf 'backend = "memory"\n' ;;
+  esac
+}
+
+# write_config FILE PORT WITH_PLUGINS [STORE]: STORE defaults to redis.
 write_config() {
-  local file=$1 port=$2 with_plugins=$3
+  local file=$1 port=$2 with_plugins=$3 store=${4:-redis}
   cat >"$file" <<EOF
 [server]
 listen = "127.0.0.1:$port"
 
 [store]
-backend = "redis"
-urls = ["redis://127.0.0.1:$rport"]
+$(store_toml "$store" "$(basename "$file" .toml)")
 
 [runtime]
 cache_dir = "$root/.cache/sessiond"
@@ -330,6 +359,72 @@ run_config() {
   stop_server
 }
 
+# With STORES: one measured run, without Redis counts.
+measure_store() {
+  local store=$1 op=$2 line
+  shift 2
+  line=$(wrk_run "$op" "$DURATION" "$@")
+  say "$store $op: $line"
+  printf '%s\t%s\t%s\n' "$store" "$op" "$line" >>"$work/stores.tsv"
+}
+
+# run_store STORE: create, get and update without plugins on one backend;
+# for the embedded store, its bytes on disk per session after the creates.
+run_store() {
+  local store=$1 port sessions bytes
+  port=$(free_port)
+  write_config "$work/$store.toml" "$port" no "$store"
+  if [ "$store" = redis ]; then rcli FLUSHALL >/dev/null; fi
+  say "$store: starting sessiond on 127.0.0.1:$port (CPU $SERVER_CPU; no plugins)"
+  start_server "$work/$store.toml" "$port"
+  rm -f "$work/ids".* "$work/warm-ids".*
+  wrk_run create "$WARMUP" LOAD_RUN="$store-warmup" LOAD_IDS_OUT="$work/warm-ids" >/dev/null
+  measure_store "$store" create LOAD_RUN="$store-create" LOAD_IDS_OUT="$work/ids"
+  cat "$work/ids".* >"$work/$store.ids"
+  if [ "$store" = embedded ]; then
+    # Every session the warm-up and the create run made, all idle now.
+    sessions=$(cat "$work/warm-ids".* "$work/ids".* 2>/dev/null | wc -l)
+    bytes=$(du -s -B1 "$work/data-$store" | cut -f1)
+    say "$store: $bytes bytes on disk for $sessions sessions"
+    printf '%s\t%s\t%s\n' "$store" "$bytes" "$sessions" >>"$work/disk.tsv"
+  fi
+  measure_store "$store" get LOAD_IDS="$work/$store.ids"
+  measure_store "$store" update LOAD_IDS="$work/$store.ids"
+  stop_server
+}
+
+# The report of the STORES runs.
+report_stores() {
+  touch "$work/disk.tsv"
+  mkdir -p "$root/target/load"
+  python3 - "$work/stores.tsv" "$work/disk.tsv" "$DURATION" "$CONNECTIONS" "$THREADS" \
+    "$SERVER_CPU" "$LOAD_CPU" "$LOG" "$EMBEDDED_DURABILITY" <<'EOF' | tee "$root/target/load/report.md"
+import sys
+
+results, disk = sys.argv[1:3]
+duration, connections, threads, server_cpu, load_cpu, log, durability = sys.argv[3:10]
+print("## sessiond HTTP load per store (no plugins)\n")
+print(f"wrk -t{threads} -c{connections} -d{duration}s; sessiond on CPU {server_cpu}, "
+      f"wrk (and redis-server) on CPU {load_cpu}; RUST_LOG={log}; "
+      f"embedded durability {durability}.\n")
+print("| store | op | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for line in open(results):
+    store, op, result = line.rstrip("\n").split("\t")
+    fields = dict(item.split("=") for item in result.split()[1:])
+    rps = int(fields["requests"]) / (int(fields["duration_us"]) / 1e6)
+    errors = sum(int(fields[k]) for k in ("connect", "read", "write", "timeout"))
+    print(f"| {store} | {op} | {rps:,.0f} | {int(fields['p50_us']) / 1000:.2f} | "
+          f"{int(fields['p99_us']) / 1000:.2f} | {int(fields['non2xx'])} | {errors} |")
+print()
+for line in open(disk):
+    store, size, sessions = line.rstrip("\n").split("\t")
+    per = int(size) / max(int(sessions), 1)
+    print(f"{store}: {per:,.0f} bytes on disk per idle session after the create run "
+          f"(du of the data directory, {int(size):,} bytes / {int(sessions):,} sessions)")
+EOF
+}
+
 # The floor: FLOOR.md's create-session script (HSET 5 fields + PEXPIRE +
 # ZADD) through EVALSHA, 50 clients.
 floor() {
@@ -347,6 +442,12 @@ floor() {
 }
 
 # ------------------------------------------------------------------ the runs
+
+if [ -n "$STORES" ]; then
+  for store in $STORES; do run_store "$store"; done
+  report_stores
+  exit 0
+fi
 
 say "floor: redis-benchmark create-session script, 50 clients, $BENCH_REQUESTS requests"
 floor_before=$(floor)

@@ -22,6 +22,7 @@ use crate::config::{Config, StoreConfig, SweeperConfig};
 use crate::ends::{EndWork, EndWorker};
 use crate::runtime::{HostStores, Runtime};
 use crate::store::StoreBackend;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::tenant::{Tenant, TenantRegistry, Tenants};
@@ -33,11 +34,26 @@ pub struct Server {
     sweeper: SweeperConfig,
 }
 
-/// Builds the store from `[store]`.
+/// Builds the store from `[store]`. The embedded store is opened (and its
+/// data directory taken) here: a directory another process holds fails the
+/// build with that process's PID.
 pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn StoreBackend>> {
     Ok(match &config.store {
         StoreConfig::Memory(memory) => {
             Arc::new(MemoryStore::with_audit_max_len(memory.audit_max_len.max(1)))
+        }
+        StoreConfig::Embedded(embedded) => {
+            let mut settings = embedded.embedded_config();
+            // Absolute, so that every message names the directory unmistakably.
+            if let Ok(dir) = std::path::absolute(&settings.dir) {
+                settings.dir = dir;
+            }
+            let dir = settings.dir.display().to_string();
+            // Opening does a few blocking file operations (lock, schema check).
+            let opened = tokio::task::spawn_blocking(move || EmbeddedStore::open(settings))
+                .await
+                .context("opening the embedded store")?;
+            Arc::new(opened.with_context(|| format!("opening the embedded store in {dir}"))?)
         }
         StoreConfig::Redis(redis) => Arc::new(
             RedisStore::connect_with(redis.redis_config())

@@ -165,3 +165,74 @@ impl Drop for Host {
         self.kill();
     }
 }
+
+/// Hosts that must not start, and what a test needs of a running one.
+impl Host {
+    /// The process id, while the host runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts `bin serve` as [`Host::start`] does, for a host that must
+    /// refuse to start: waits (at most `timeout`) for it to exit, and returns
+    /// its exit status and its log. Panics if it answers `/readyz` with 200
+    /// first, or does not exit in time.
+    pub fn start_refused(
+        bin: &str,
+        dir: &Path,
+        name: &str,
+        toml: &str,
+        timeout: Duration,
+    ) -> (ExitStatus, String) {
+        let mut host = Host::spawn(bin, dir, name, toml);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if probe(host.port, "/readyz") == Some(200) {
+                panic!("host {name} became ready:\n{}", host.log());
+            }
+            let child = host.child.as_mut().expect("the host was started");
+            if let Ok(Some(status)) = child.try_wait() {
+                host.child = None;
+                return (status, host.log());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "host {name} neither started nor exited within {timeout:?}:\n{}",
+                    host.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes the config and starts the process, without waiting for it.
+    fn spawn(bin: &str, dir: &Path, name: &str, toml: &str) -> Host {
+        let port = free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            toml.replace("{listen}", &format!("127.0.0.1:{port}")),
+        )
+        .expect("writing a host config");
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("creating a host log");
+        let err = out.try_clone().expect("cloning a file handle");
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        Host {
+            child: Some(child),
+            port,
+            log,
+            name: name.to_string(),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! written once.
 
 use crate::store::defaults as store;
+use crate::store::embedded::Durability;
 
 /// The config file read when `--config` is not given.
 pub const CONFIG_PATH: &str = "sessiond.toml";
@@ -14,8 +15,13 @@ pub const LISTEN: &str = "127.0.0.1:8080";
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `runtime.cache_dir`, relative to the working directory.
 pub const CACHE_DIR: &str = ".cache/sessiond";
-/// `store.audit_max_len`, with either backend.
+/// `store.audit_max_len`, with every backend.
 pub const AUDIT_MAX_LEN: usize = store::AUDIT_MAX_LEN;
+/// `store.path` (backend `embedded`): the data directory, relative to the
+/// config file's directory.
+pub const EMBEDDED_PATH: &str = "data";
+/// `store.durability` (backend `embedded`): the store's own default.
+pub const EMBEDDED_DURABILITY: Durability = Durability::Full;
 /// `store.cluster` (backend `redis`).
 pub const REDIS_CLUSTER: bool = false;
 /// `store.prefix` (backend `redis`).

@@ -2,9 +2,10 @@
 //! [`super`]), applied after parsing and before validation.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::schema::hash_api_key;
-use super::store::{RedisStoreConfig, StoreConfig};
+use super::store::{EmbeddedStoreConfig, RedisStoreConfig, StoreConfig};
 use super::{Config, ConfigError};
 
 /// The environment variable that overrides a tenant's API keys.
@@ -40,6 +41,12 @@ pub(super) fn apply(
     if let Some(listen) = vars.get("SESSIOND_LISTEN") {
         config.server.listen = listen.trim().to_string();
     }
+    if vars.contains_key("SESSIOND_REDIS_URL") && vars.contains_key("SESSIOND_DATA_DIR") {
+        return Err(invalid(
+            "SESSIOND_DATA_DIR",
+            "is set with SESSIOND_REDIS_URL: each chooses a store backend; set one".into(),
+        ));
+    }
     if let Some(urls) = vars.get("SESSIOND_REDIS_URL") {
         let urls: Vec<String> = urls
             .split(',')
@@ -53,16 +60,30 @@ pub(super) fn apply(
                 "is set but names no URL".into(),
             ));
         }
-        match &mut config.store {
-            StoreConfig::Redis(redis) => redis.urls = urls,
-            // The memory store's settings that Redis shares carry over.
-            StoreConfig::Memory(memory) => {
-                config.store = StoreConfig::Redis(RedisStoreConfig {
-                    urls,
-                    audit_max_len: memory.audit_max_len,
-                    ..RedisStoreConfig::default()
-                });
-            }
+        if let StoreConfig::Redis(redis) = &mut config.store {
+            redis.urls = urls;
+        } else {
+            // The settings Redis shares with the other backend carry over.
+            config.store = StoreConfig::Redis(RedisStoreConfig {
+                urls,
+                audit_max_len: config.store.audit_max_len(),
+                ..RedisStoreConfig::default()
+            });
+        }
+    }
+    if let Some(dir) = vars.get("SESSIOND_DATA_DIR") {
+        if dir.is_empty() {
+            return Err(invalid("SESSIOND_DATA_DIR", "is set but empty".into()));
+        }
+        let path = PathBuf::from(dir);
+        if let StoreConfig::Embedded(embedded) = &mut config.store {
+            embedded.path = path;
+        } else {
+            config.store = StoreConfig::Embedded(EmbeddedStoreConfig {
+                path,
+                audit_max_len: config.store.audit_max_len(),
+                ..EmbeddedStoreConfig::default()
+            });
         }
     }
     for (name, tenant) in &mut config.tenants {
@@ -83,6 +104,7 @@ mod tests {
 
     use super::*;
     use crate::config::parse_api_key_hash;
+    use crate::store::embedded::Durability;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -140,5 +162,60 @@ mod tests {
             .apply_env("test.toml", vars(&[("SESSIOND_REDIS_URL", " , ")]))
             .unwrap_err();
         assert!(err.to_string().contains("SESSIOND_REDIS_URL"), "{err}");
+
+        let text = "[store]\nbackend = \"embedded\"\naudit_max_len = 8\n";
+        let mut config = Config::parse(text, "test.toml", Path::new(".")).unwrap();
+        config
+            .apply_env("test.toml", vars(&[("SESSIOND_REDIS_URL", "redis://c:3")]))
+            .unwrap();
+        let expected = RedisStoreConfig {
+            urls: vec!["redis://c:3".into()],
+            audit_max_len: 8,
+            ..RedisStoreConfig::default()
+        };
+        assert_eq!(config.store, StoreConfig::Redis(expected));
+    }
+
+    #[test]
+    fn data_dir_sets_or_switches_to_the_embedded_store() {
+        let dir = vars(&[("SESSIOND_DATA_DIR", "/srv/sessiond")]);
+        let expected = |audit_max_len| {
+            StoreConfig::Embedded(EmbeddedStoreConfig {
+                path: "/srv/sessiond".into(),
+                audit_max_len,
+                ..EmbeddedStoreConfig::default()
+            })
+        };
+        for (text, audit_max_len) in [
+            ("[store]\naudit_max_len = 9\n", 9),
+            (
+                "[store]\nbackend = \"redis\"\nurls = [\"redis://a:1\"]\naudit_max_len = 6\n",
+                6,
+            ),
+        ] {
+            let mut config = Config::parse(text, "test.toml", Path::new(".")).unwrap();
+            config.apply_env("test.toml", dir.clone()).unwrap();
+            assert_eq!(config.store, expected(audit_max_len), "{text}");
+        }
+
+        let text = "[store]\nbackend = \"embedded\"\ndurability = \"off\"\n";
+        let mut config = Config::parse(text, "test.toml", Path::new("/etc")).unwrap();
+        config.apply_env("test.toml", dir.clone()).unwrap();
+        let StoreConfig::Embedded(embedded) = &config.store else {
+            panic!("{:?}", config.store);
+        };
+        assert_eq!(embedded.path, Path::new("/srv/sessiond"));
+        assert_eq!(embedded.durability, Durability::Off);
+
+        for vars in [
+            vars(&[("SESSIOND_DATA_DIR", "")]),
+            vars(&[
+                ("SESSIOND_DATA_DIR", "/srv/sessiond"),
+                ("SESSIOND_REDIS_URL", "redis://a:1"),
+            ]),
+        ] {
+            let err = Config::default().apply_env("test.toml", vars).unwrap_err();
+            assert!(err.to_string().contains("SESSIOND_DATA_DIR"), "{err}");
+        }
     }
 }

@@ -4,16 +4,22 @@
 //! error (line and column) and the file name instead of being ignored. The
 //! tables are in [`schema`] and, for `[store]` (a choice of backend, each with
 //! its own keys), [`store`]. Every default is in [`defaults`] (the runtime's
-//! come from its own module). After parsing, relative plugin paths are
-//! resolved against the config file's directory, the environment overrides
-//! are applied ([`env`]) and the whole config is validated ([`validate`]),
-//! each message naming the offending key.
+//! come from its own module). After parsing, relative plugin paths and the
+//! embedded store's relative `store.path` are resolved against the config
+//! file's directory, the environment overrides are applied ([`env`]) and the
+//! whole config is validated ([`validate`]), each message naming the
+//! offending key.
 //!
 //! Environment overrides:
 //! - `SESSIOND_LISTEN`: `server.listen`;
 //! - `SESSIOND_REDIS_URL`: comma-separated Redis URLs; sets `store.urls`,
-//!   switching a memory store to `backend = "redis"` with the default Redis
+//!   switching another backend to `backend = "redis"` with the default Redis
 //!   settings (its `audit_max_len` carries over);
+//! - `SESSIOND_DATA_DIR`: the embedded store's data directory (relative to the
+//!   working directory); sets `store.path`, switching another backend to
+//!   `backend = "embedded"` with the default embedded settings (its
+//!   `audit_max_len` carries over). Setting it and `SESSIOND_REDIS_URL` is an
+//!   error;
 //! - `SESSIOND_API_KEY_<TENANT>`: one plain API key for the tenant, hashed at
 //!   startup; it replaces the tenant's `api_keys`. `<TENANT>` is the tenant's
 //!   name upper-cased with every character other than `A-Z` and `0-9` turned
@@ -38,7 +44,7 @@ pub use schema::{
     API_KEY_HASH_PREFIX, EndsConfig, ProxyNet, ServerConfig, SessmanConfig, SweeperConfig,
     TenantConfig, hash_api_key, parse_api_key_hash,
 };
-pub use store::{MemoryStoreConfig, RedisStoreConfig, StoreConfig};
+pub use store::{EmbeddedStoreConfig, MemoryStoreConfig, RedisStoreConfig, StoreConfig};
 
 /// The whole host configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,8 +102,9 @@ impl Config {
     }
 
     /// Parses TOML text (from `origin`, named in errors) and resolves relative
-    /// plugin paths against `base_dir`. Neither applies the environment nor
-    /// validates: see [`Config::apply_env`] and [`Config::validate`].
+    /// plugin paths and data directory against `base_dir`. Neither applies
+    /// the environment nor validates: see [`Config::apply_env`] and
+    /// [`Config::validate`].
     pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
@@ -109,6 +116,13 @@ impl Config {
                     plugin.path = base_dir.join(&plugin.path);
                 }
             }
+        }
+        // An empty path stays empty, for validation to refuse.
+        if let StoreConfig::Embedded(embedded) = &mut config.store
+            && embedded.path.is_relative()
+            && !embedded.path.as_os_str().is_empty()
+        {
+            embedded.path = base_dir.join(&embedded.path);
         }
         if config.runtime.cache_dir.is_none() {
             config.runtime.cache_dir = Some(PathBuf::from(defaults::CACHE_DIR));
@@ -204,6 +218,26 @@ mod tests {
             demo.plugins[0].path,
             Path::new("/etc/sessiond/plugins/a.wasm")
         );
+    }
+
+    #[test]
+    fn the_data_directory_is_relative_to_the_config_file() {
+        let embedded = |text: &str, base: &str| {
+            let config = Config::parse(text, "test.toml", Path::new(base)).unwrap();
+            match config.store {
+                StoreConfig::Embedded(embedded) => embedded.path,
+                other => panic!("{other:?}"),
+            }
+        };
+        let text = "[store]\nbackend = \"embedded\"\n";
+        assert_eq!(
+            embedded(text, "/etc/sessiond"),
+            Path::new("/etc/sessiond/data")
+        );
+        // `--config sessiond.toml`: the file's directory is the working one.
+        assert_eq!(embedded(text, ""), Path::new("data"));
+        let text = "[store]\nbackend = \"embedded\"\npath = \"/srv/sessiond\"\n";
+        assert_eq!(embedded(text, "/etc/sessiond"), Path::new("/srv/sessiond"));
     }
 
     #[test]

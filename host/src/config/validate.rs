@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use super::env::api_key_env_var;
 use super::schema::parse_api_key_hash;
-use super::store::StoreConfig;
+use super::store::{RedisStoreConfig, StoreConfig};
 use super::{Config, ConfigError};
 
 /// A problem with one key; the caller adds the origin.
@@ -68,11 +68,20 @@ pub fn min_grace_ms(config: &Config) -> u64 {
 }
 
 fn store(config: &Config) -> Checked {
-    // The memory store has nothing to check; a Redis-only key under it is
-    // already a parse error.
-    let StoreConfig::Redis(redis) = &config.store else {
-        return Ok(());
-    };
+    // The memory store has nothing to check; a key of another backend under
+    // any backend is already a parse error.
+    match &config.store {
+        StoreConfig::Memory(_) => Ok(()),
+        StoreConfig::Embedded(embedded) if embedded.path.as_os_str().is_empty() => invalid(
+            "store.path",
+            "backend = \"embedded\" needs the path of its data directory (or SESSIOND_DATA_DIR)",
+        ),
+        StoreConfig::Embedded(_) => Ok(()),
+        StoreConfig::Redis(redis) => redis_store(config, redis),
+    }
+}
+
+fn redis_store(config: &Config, redis: &RedisStoreConfig) -> Checked {
     if redis.urls.is_empty() {
         return invalid(
             "store.urls",
@@ -274,6 +283,13 @@ mod tests {
             (
                 format!("[store]\nbackend = \"redis\"\n{}", minimal()),
                 "store.urls",
+            ),
+            (
+                format!(
+                    "[store]\nbackend = \"embedded\"\npath = \"\"\n{}",
+                    minimal()
+                ),
+                "store.path",
             ),
             (String::new(), "tenants"),
             (
