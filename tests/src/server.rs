@@ -94,8 +94,8 @@ impl TestServer {
                 // The config's own Redis settings, if it has any, else the defaults.
                 let base = match &config.store {
                     StoreConfig::Redis(redis) => redis.clone(),
-                    StoreConfig::Memory(memory) => RedisStoreConfig {
-                        audit_max_len: memory.audit_max_len,
+                    other => RedisStoreConfig {
+                        audit_max_len: other.audit_max_len(),
                         ..RedisStoreConfig::default()
                     },
                 };
