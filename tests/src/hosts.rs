@@ -1,4 +1,4 @@
-//! Whole sessiond host processes for multi-host tests: each runs
+//! Whole sessiond host processes for multi-host and restart tests: each runs
 //! `sessiond serve` (the test crate's `sessiond-host` binary) with its own
 //! config on a free port, logs to a file, and can be stopped gracefully
 //! (SIGTERM) or killed (SIGKILL) like a crashing machine.

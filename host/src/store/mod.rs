@@ -2,8 +2,9 @@
 //! ([`SessionStore`], [`EndQueue`], [`KvStore`], [`AuditStore`]), and three
 //! backends that implement all of them ([`StoreBackend`]).
 //!
-//! - [`memory::MemoryStore`]: the embedded default, so `sessiond serve` needs
-//!   nothing else.
+//! - [`memory::MemoryStore`]: this process's memory; for tests and for
+//!   deliberately ephemeral use (the built-in default when a config has no
+//!   `[store]` table).
 //! - [`embedded::EmbeddedStore`]: SQLite in one data directory, for a single
 //!   host that keeps its sessions, end queue, kv and audit across restarts.
 //! - [`redis::RedisStore`]: Redis (or Redis Cluster) shared by many stateless
