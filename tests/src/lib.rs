@@ -1,10 +1,11 @@
-//! The test harness: paths of the guest components built by `build.rs`, a
-//! throwaway `redis-server`, a sessiond server on a free port, and whole
-//! sessiond host processes.
+//! The test harness: shared fixtures, paths of the guest components built
+//! by `build.rs`, a throwaway `redis-server`, a sessiond server on a free
+//! port, and whole sessiond host processes.
 
 use std::path::PathBuf;
 
 pub mod edge;
+pub mod fixtures;
 pub mod hosts;
 pub mod redis_server;
 pub mod server;
