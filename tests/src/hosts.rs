@@ -3,7 +3,6 @@
 //! config on a free port, logs to a file, and can be stopped gracefully
 //! (SIGTERM) or killed (SIGKILL) like a crashing machine.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +16,6 @@ pub struct Host {
     port: u16,
     log: PathBuf,
     pub name: String,
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("finding a free port")
 }
 
 /// The status of `GET path` on 127.0.0.1:`port`, over a plain blocking
@@ -49,7 +40,7 @@ impl Host {
     /// once `/readyz` answers 200; panics with the host's log if it does not
     /// within `timeout`.
     pub fn start(bin: &str, dir: &Path, name: &str, toml: &str, timeout: Duration) -> Host {
-        let port = free_port();
+        let port = crate::free_port(&[]);
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,

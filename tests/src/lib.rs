@@ -2,6 +2,7 @@
 //! by `build.rs`, a throwaway `redis-server`, a sessiond server on a free
 //! port, and whole sessiond host processes.
 
+use std::net::TcpListener;
 use std::path::PathBuf;
 
 pub mod edge;
@@ -105,4 +106,20 @@ macro_rules! both_stores {
             }
         }
     )*};
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, as was `port + offset`
+/// for each offset in `also_free` (a Redis Cluster node's bus port, say).
+pub fn free_port(also_free: &[u16]) -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+        let port = listener.local_addr().expect("local address").port();
+        let others_free = also_free.iter().all(|offset| {
+            port.checked_add(*offset)
+                .is_some_and(|other| TcpListener::bind(("127.0.0.1", other)).is_ok())
+        });
+        if others_free {
+            return port;
+        }
+    }
 }

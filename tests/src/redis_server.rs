@@ -7,7 +7,7 @@
 //! removes its directory once the test process is gone.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +16,9 @@ use tempfile::TempDir;
 
 /// How long a server may take to answer its first PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cluster node talks to the others on its port plus this.
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Mode {
@@ -54,7 +57,11 @@ impl RedisServer {
         let mut last_log = String::new();
         // A free port can be taken between choosing and binding it: retry.
         for _ in 0..5 {
-            let port = free_port(mode.cluster);
+            let port = if mode.cluster {
+                crate::free_port(&[CLUSTER_BUS_OFFSET])
+            } else {
+                crate::free_port(&[])
+            };
             let dir = tempfile::Builder::new()
                 .prefix("sessiond-redis-")
                 .tempdir()
@@ -296,21 +303,6 @@ impl RedisCluster {
 
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
-    }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago. For a cluster node, its
-/// bus port (`port + 10000`) was free too.
-fn free_port(cluster: bool) -> u16 {
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-        let port = listener.local_addr().expect("local address").port();
-        if !cluster {
-            return port;
-        }
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
     }
 }
 

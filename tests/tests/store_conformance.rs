@@ -1983,11 +1983,7 @@ async fn redis_down_is_unavailable_and_recovers() {
 /// Connecting to nothing fails quickly with `Unavailable`.
 #[tokio::test]
 async fn redis_unreachable_at_connect() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sessiond_tests::free_port(&[]);
     let started = std::time::Instant::now();
     let err = RedisStore::connect(&[format!("redis://127.0.0.1:{port}")])
         .await
