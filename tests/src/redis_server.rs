@@ -1,15 +1,17 @@
 //! Throwaway `redis-server` processes for tests: one server on a free port, or
-//! a three-master Redis Cluster. Each lives in its own temporary directory and
-//! is killed when dropped. Tests never touch a shared Redis.
+//! a three-master Redis Cluster, either of a test's own or shared by the tests
+//! of one binary (`shared`). Each lives in its own temporary directory and is
+//! killed when dropped. Tests never touch a Redis they did not start.
 //!
-//! A server kept in a `static` (shared by the tests of one binary) is never
-//! dropped, so each server also gets a tiny watchdog shell that kills it and
-//! removes its directory once the test process is gone.
+//! A shared server lives in a `static` and is never dropped, so each server
+//! also gets a tiny watchdog shell that kills it and removes its directory
+//! once the test process is gone.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -41,6 +43,14 @@ impl RedisServer {
     /// A server without persistence (`--save "" --appendonly no`).
     pub fn start() -> Self {
         Self::start_mode(Mode::default())
+    }
+
+    /// One server for all the tests of this binary, started by the first
+    /// that asks (blocking). Tests that share it keep apart by tenant or
+    /// key prefix, and never kill it.
+    pub fn shared() -> &'static RedisServer {
+        static SERVER: OnceLock<RedisServer> = OnceLock::new();
+        SERVER.get_or_init(RedisServer::start)
     }
 
     /// A server that writes every change to its append-only file before
@@ -285,6 +295,13 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         cluster
+    }
+
+    /// One cluster for all the tests of this binary, like
+    /// [`RedisServer::shared`].
+    pub fn shared() -> &'static RedisCluster {
+        static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+        CLUSTER.get_or_init(RedisCluster::start)
     }
 
     /// Whether every node reports `cluster_state:ok` and all slots assigned.
