@@ -1,7 +1,7 @@
-//! The session stores a test can run on, and [`every_backend!`], which runs
-//! a test once on each. What a backend becomes is up to the test: store
-//! handles in the conformance suite, a [`crate::server::TestServer`] in the
-//! API tests.
+//! The session stores a test can run on ([`Backend`]), and
+//! [`every_backend!`](crate::every_backend), which runs a test once on each.
+//! What a backend becomes is up to the test: store handles in the
+//! conformance suite, a [`crate::server::TestServer`] in the API tests.
 
 /// A session store backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
