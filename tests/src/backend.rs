@@ -34,6 +34,7 @@ macro_rules! every_backend {
             ($($test),+));
     };
     (servers: $($test:ident),+ $(,)?) => {
+        // `[embedded Embedded]` joins once `TestServer::try_start` maps it.
         $crate::every_backend!(@backends ()
             [memory Memory] [redis Redis] [cluster Cluster];
             ($($test),+));
