@@ -7,30 +7,22 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sessiond::runtime::{Capability, LoadedPlugin, PluginSession};
-use sessiond::session::{ClientInfo, SessionRecord, now_ms};
-use sessiond_tests::{Block, memory_runtime, spec};
+use sessiond::session::SessionRecord;
+use sessiond_tests::{Block, fixtures, memory_runtime, spec};
 
 fn record(user: Option<&str>) -> SessionRecord {
-    let now = now_ms();
-    SessionRecord {
-        token_hash: "ab".repeat(32),
-        public_id: "bench-session".into(),
-        tenant: "bench".into(),
-        user: user.map(str::to_string),
-        roles: vec!["Operator".into()],
-        created_at: now,
-        last_seen_at: now,
-        absolute_expires_at: now + 3_600_000,
-        idle_timeout_ms: 900_000,
-        version: 1,
-        client: ClientInfo {
-            remote_addr: Some("10.1.2.3".into()),
-            user_agent: Some("bench/1.0".into()),
-            device: Some("desktop".into()),
-        },
-        data: serde_json::from_str(r#"{"theme": "dark", "pageViews": 3}"#).unwrap(),
-        plugin_state: Default::default(),
-    }
+    fixtures::session("bench")
+        .token_hash("ab".repeat(32))
+        .public_id("bench-session")
+        .user(user)
+        .roles(&["Operator"])
+        .lifetime(3_600_000)
+        .idle_timeout(900_000)
+        .remote_addr("10.1.2.3")
+        .user_agent("bench/1.0")
+        .device("desktop")
+        .data(serde_json::json!({"theme": "dark", "pageViews": 3}))
+        .build()
 }
 
 fn start(p: &LoadedPlugin, r: &SessionRecord) {

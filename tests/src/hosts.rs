@@ -3,7 +3,6 @@
 //! config on a free port, logs to a file, and can be stopped gracefully
 //! (SIGTERM) or killed (SIGKILL) like a crashing machine.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +16,6 @@ pub struct Host {
     port: u16,
     log: PathBuf,
     pub name: String,
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("finding a free port")
 }
 
 /// The status of `GET path` on 127.0.0.1:`port`, over a plain blocking
@@ -49,33 +40,7 @@ impl Host {
     /// once `/readyz` answers 200; panics with the host's log if it does not
     /// within `timeout`.
     pub fn start(bin: &str, dir: &Path, name: &str, toml: &str, timeout: Duration) -> Host {
-        let port = free_port();
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            toml.replace("{listen}", &format!("127.0.0.1:{port}")),
-        )
-        .expect("writing a host config");
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("creating a host log");
-        let err = out.try_clone().expect("cloning a file handle");
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        let mut host = Host {
-            child: Some(child),
-            port,
-            log,
-            name: name.to_string(),
-        };
+        let mut host = Host::spawn(bin, dir, name, toml);
         host.wait_ready(timeout);
         host
     }
@@ -207,7 +172,7 @@ impl Host {
 
     /// Writes the config and starts the process, without waiting for it.
     fn spawn(bin: &str, dir: &Path, name: &str, toml: &str) -> Host {
-        let port = free_port();
+        let port = crate::free_port(&[]);
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,

@@ -1,13 +1,19 @@
-//! The test harness: paths of the guest components built by `build.rs`, a
-//! throwaway `redis-server`, a sessiond server on a free port, and whole
-//! sessiond host processes.
+//! The test harness: the backends a test runs on ([`every_backend!`]),
+//! shared fixtures, paths of the guest components built by `build.rs`,
+//! throwaway `redis-server`s, a sessiond server on a free port, the router
+//! without a socket, and whole sessiond host processes.
 
+use std::net::TcpListener;
 use std::path::PathBuf;
 
+pub mod backend;
 pub mod edge;
+pub mod fixtures;
 pub mod hosts;
 pub mod redis_server;
 pub mod server;
+
+pub use backend::Backend;
 
 /// The path of a built guest component, such as `plugin("single_session")`.
 pub fn plugin(name: &str) -> PathBuf {
@@ -87,21 +93,18 @@ pub fn spec(name: &str, file: &str, grants: &[Capability], config: &[(&str, &str
     }
 }
 
-/// Runs each named async test function (taking a
-/// [`server::StoreKind`]) once per store: a `memory` and a `redis` test in a
-/// module named after the function.
-#[macro_export]
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn memory() {
-                super::$name($crate::server::StoreKind::Memory).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                super::$name($crate::server::StoreKind::Redis).await
-            }
+/// A port on 127.0.0.1 that was free a moment ago, as was `port + offset`
+/// for each offset in `also_free` (a Redis Cluster node's bus port, say).
+pub fn free_port(also_free: &[u16]) -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+        let port = listener.local_addr().expect("local address").port();
+        let others_free = also_free.iter().all(|offset| {
+            port.checked_add(*offset)
+                .is_some_and(|other| TcpListener::bind(("127.0.0.1", other)).is_ok())
+        });
+        if others_free {
+            return port;
         }
-    )*};
+    }
 }

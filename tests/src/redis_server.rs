@@ -1,21 +1,26 @@
 //! Throwaway `redis-server` processes for tests: one server on a free port, or
-//! a three-master Redis Cluster. Each lives in its own temporary directory and
-//! is killed when dropped. Tests never touch a shared Redis.
+//! a three-master Redis Cluster, either of a test's own or shared by the tests
+//! of one binary (`shared`). Each lives in its own temporary directory and is
+//! killed when dropped. Tests never touch a Redis they did not start.
 //!
-//! A server kept in a `static` (shared by the tests of one binary) is never
-//! dropped, so each server also gets a tiny watchdog shell that kills it and
-//! removes its directory once the test process is gone.
+//! A shared server lives in a `static` and is never dropped, so each server
+//! also gets a tiny watchdog shell that kills it and removes its directory
+//! once the test process is gone.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 /// How long a server may take to answer its first PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cluster node talks to the others on its port plus this.
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Mode {
@@ -40,6 +45,14 @@ impl RedisServer {
         Self::start_mode(Mode::default())
     }
 
+    /// One server for all the tests of this binary, started by the first
+    /// that asks (blocking). Tests that share it keep apart by tenant or
+    /// key prefix, and never kill it.
+    pub fn shared() -> &'static RedisServer {
+        static SERVER: OnceLock<RedisServer> = OnceLock::new();
+        SERVER.get_or_init(RedisServer::start)
+    }
+
     /// A server that writes every change to its append-only file before
     /// answering (`--appendonly yes --appendfsync always`), so that
     /// [`RedisServer::restart`] loses nothing that was acknowledged.
@@ -54,7 +67,11 @@ impl RedisServer {
         let mut last_log = String::new();
         // A free port can be taken between choosing and binding it: retry.
         for _ in 0..5 {
-            let port = free_port(mode.cluster);
+            let port = if mode.cluster {
+                crate::free_port(&[CLUSTER_BUS_OFFSET])
+            } else {
+                crate::free_port(&[])
+            };
             let dir = tempfile::Builder::new()
                 .prefix("sessiond-redis-")
                 .tempdir()
@@ -280,6 +297,13 @@ impl RedisCluster {
         cluster
     }
 
+    /// One cluster for all the tests of this binary, like
+    /// [`RedisServer::shared`].
+    pub fn shared() -> &'static RedisCluster {
+        static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+        CLUSTER.get_or_init(RedisCluster::start)
+    }
+
     /// Whether every node reports `cluster_state:ok` and all slots assigned.
     fn is_ok(&self) -> bool {
         self.nodes.iter().all(|n| {
@@ -296,21 +320,6 @@ impl RedisCluster {
 
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
-    }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago. For a cluster node, its
-/// bus port (`port + 10000`) was free too.
-fn free_port(cluster: bool) -> u16 {
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-        let port = listener.local_addr().expect("local address").port();
-        if !cluster {
-            return port;
-        }
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
     }
 }
 

@@ -1,14 +1,17 @@
 //! A real sessiond server for HTTP tests: built from a TOML config, bound to
 //! 127.0.0.1 on a free port, run on its own thread and async runtime (so the
-//! test's runtime, whatever its flavour, only plays the client), with the
-//! memory store or its own throwaway `redis-server`. Dropping it shuts the
-//! server down gracefully.
+//! test's runtime, whatever its flavour, only plays the client), on a
+//! [`Backend`]: the memory store, a throwaway `redis-server` of its own, or
+//! the binary's shared Redis Cluster under a key prefix of its own. Dropping
+//! it shuts the server down gracefully. Also the HTTP client of the tests
+//! ([`Api`], [`Reply`]).
 //!
 //! In a config text, `{plugins}` stands for the directory of the built guest
 //! components.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,18 +20,14 @@ use anyhow::{Context, Result, anyhow};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use sessiond::config::{Config, RedisStoreConfig, StoreConfig, hash_api_key};
+use sessiond::config::{Config, EmbeddedStoreConfig, RedisStoreConfig, StoreConfig, hash_api_key};
 use sessiond::runtime::EngineSettings;
 
-use crate::redis_server::RedisServer;
+use crate::Backend;
+use crate::redis_server::{RedisCluster, RedisServer};
 
-/// Which session store a test server uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Memory,
-    /// A `redis-server` of its own, started for this test server.
-    Redis,
-}
+/// The older name of [`Backend`], for the server's store.
+pub type StoreKind = Backend;
 
 /// The directory of the built guest components.
 pub fn plugin_dir() -> PathBuf {
@@ -61,17 +60,17 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server; panics when it does not start.
-    pub fn start(store: StoreKind, toml: &str) -> TestServer {
-        match TestServer::try_start(store, toml) {
+    pub fn start(backend: Backend, toml: &str) -> TestServer {
+        match TestServer::try_start(backend, toml) {
             Ok(server) => server,
             Err(e) => panic!("the test server did not start: {e:#}"),
         }
     }
 
     /// Parses `toml` (with `{plugins}` replaced), points the store at
-    /// `store`, and starts a server on a free port of 127.0.0.1. Returns once
-    /// it accepts requests, or with the error that stopped it.
-    pub fn try_start(store: StoreKind, toml: &str) -> Result<TestServer> {
+    /// `backend`, and starts a server on a free port of 127.0.0.1. Returns
+    /// once it accepts requests, or with the error that stopped it.
+    pub fn try_start(backend: Backend, toml: &str) -> Result<TestServer> {
         init_logging();
         let dir = tempfile::Builder::new()
             .prefix("sessiond-test-")
@@ -87,18 +86,19 @@ impl TestServer {
             config.runtime.max_instances = test_settings.max_instances;
         }
         config.runtime.cache_dir = test_settings.cache_dir;
-        let redis = match store {
-            StoreKind::Memory => None,
-            StoreKind::Redis => {
+        // The config's own Redis settings, if it has any, else the defaults.
+        let base = match &config.store {
+            StoreConfig::Redis(redis) => redis.clone(),
+            other => RedisStoreConfig {
+                audit_max_len: other.audit_max_len(),
+                ..RedisStoreConfig::default()
+            },
+        };
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => {
                 let server = RedisServer::start();
-                // The config's own Redis settings, if it has any, else the defaults.
-                let base = match &config.store {
-                    StoreConfig::Redis(redis) => redis.clone(),
-                    other => RedisStoreConfig {
-                        audit_max_len: other.audit_max_len(),
-                        ..RedisStoreConfig::default()
-                    },
-                };
+                // Short timeouts: a test that kills its Redis sees 503s soon.
                 config.store = StoreConfig::Redis(RedisStoreConfig {
                     urls: vec![server.url()],
                     operation_timeout_ms: 1_000,
@@ -107,6 +107,27 @@ impl TestServer {
                     ..base
                 });
                 Some(server)
+            }
+            Backend::Cluster => {
+                // Other servers of this binary share the cluster: a prefix
+                // of its own keeps every key of this one apart.
+                static SERVERS: AtomicU64 = AtomicU64::new(1);
+                let n = SERVERS.fetch_add(1, Ordering::Relaxed);
+                config.store = StoreConfig::Redis(RedisStoreConfig {
+                    urls: RedisCluster::shared().urls(),
+                    cluster: true,
+                    prefix: format!("test-server-{n}"),
+                    ..base
+                });
+                None
+            }
+            Backend::Embedded => {
+                config.store = StoreConfig::Embedded(EmbeddedStoreConfig {
+                    path: dir.path().join("data"),
+                    audit_max_len: config.store.audit_max_len(),
+                    ..EmbeddedStoreConfig::default()
+                });
+                None
             }
         };
         config.validate(&origin)?;
@@ -183,7 +204,8 @@ impl TestServer {
         }
     }
 
-    /// The server's own redis-server, with [`StoreKind::Redis`].
+    /// The server's own redis-server, with [`Backend::Redis`] (the shared
+    /// cluster is no one server's).
     pub fn redis(&mut self) -> Option<&mut RedisServer> {
         self.redis.as_mut()
     }

@@ -6,48 +6,41 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
-use sessiond_tests::server::{StoreKind, TestServer, key_hash};
+use sessiond_tests::fixtures::{Plugin, Tenant};
+use sessiond_tests::server::TestServer;
+use sessiond_tests::{Backend, every_backend};
 
-use sessiond_tests::both_stores;
-
-both_stores!(
+every_backend!(
+    servers:
     messages_reach_plugins,
     audit_is_paginated,
-    end_queue_is_reported
+    end_queue_is_reported,
 );
 
-/// A tenant `name` (API key `key-<name>`) whose chain is the hostile fixture
-/// in `mode` (with `extra` spec lines), then audit-log.
-fn hostile_tenant(name: &str, mode: &str, extra: &str) -> String {
-    format!(
-        r#"
-[tenants.{name}]
-api_keys = ["{hash}"]
-
-[[tenants.{name}.plugins]]
-name = "hostile"
-path = "{{plugins}}/hostile.wasm"
-config = {{ mode = "{mode}" }}
-{extra}
-
-[[tenants.{name}.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-"#,
-        hash = key_hash(&format!("key-{name}"))
-    )
+/// The hostile fixture in `mode`.
+fn hostile(mode: &str) -> Plugin {
+    Plugin::new("hostile", "hostile").config("mode", mode)
 }
 
-async fn messages_reach_plugins(store: StoreKind) {
+/// A tenant `name` (API key `key-<name>`) whose chain is `plugin` (the
+/// hostile fixture), then audit-log.
+fn hostile_tenant(name: &str, plugin: Plugin) -> String {
+    Tenant::new(name)
+        .key(&format!("key-{name}"))
+        .plugin(plugin)
+        .plugin(Plugin::audit_log())
+        .toml()
+}
+
+async fn messages_reach_plugins(backend: Backend) {
     let text = [
-        hostile_tenant("ok", "ok", ""),
-        hostile_tenant("failing", "error", "on_error = \"allow\""),
-        hostile_tenant("trapping", "panic", "on_error = \"allow\""),
-        hostile_tenant("strict", "error", ""),
+        hostile_tenant("ok", hostile("ok")),
+        hostile_tenant("failing", hostile("error").on_error("allow")),
+        hostile_tenant("trapping", hostile("panic").on_error("allow")),
+        hostile_tenant("strict", hostile("error")),
     ]
     .concat();
-    let server = TestServer::start(store, &text);
+    let server = TestServer::start(backend, &text);
 
     // A reply, with the plugin's changes stored.
     let ok = server.api("key-ok");
@@ -128,8 +121,8 @@ async fn messages_reach_plugins(store: StoreKind) {
     assert!(strict.audit_all().await.is_empty());
 }
 
-async fn end_queue_is_reported(store: StoreKind) {
-    let server = TestServer::start(store, &hostile_tenant("ok", "ok", ""));
+async fn end_queue_is_reported(backend: Backend) {
+    let server = TestServer::start(backend, &hostile_tenant("ok", hostile("ok")));
     let api = server.api("key-ok");
     let before = api.get("/v1/ends").await.expect(200).body;
     assert_eq!(before["waiting"], 0);
@@ -158,8 +151,8 @@ async fn end_queue_is_reported(store: StoreKind) {
         .problem(401, "unauthorized");
 }
 
-async fn audit_is_paginated(store: StoreKind) {
-    let server = TestServer::start(store, &hostile_tenant("ok", "ok", ""));
+async fn audit_is_paginated(backend: Backend) {
+    let server = TestServer::start(backend, &hostile_tenant("ok", hostile("ok")));
     let api = server.api("key-ok");
     let mut public_ids = BTreeSet::new();
     for _ in 0..5 {
@@ -223,11 +216,11 @@ async fn audit_is_paginated(store: StoreKind) {
 #[tokio::test]
 async fn plugins_are_listed_with_their_counts() {
     let text = [
-        hostile_tenant("ok", "ok", ""),
-        hostile_tenant("failing", "error", "on_error = \"allow\""),
+        hostile_tenant("ok", hostile("ok")),
+        hostile_tenant("failing", hostile("error").on_error("allow")),
     ]
     .concat();
-    let server = TestServer::start(StoreKind::Memory, &text);
+    let server = TestServer::start(Backend::Memory, &text);
     let failing = server.api("key-failing");
     let id = failing.create(&json!({})).await["id"]
         .as_str()
@@ -283,7 +276,7 @@ async fn plugins_are_listed_with_their_counts() {
 
 #[tokio::test]
 async fn store_outage_is_503_and_readiness_follows() {
-    let mut server = TestServer::start(StoreKind::Redis, &hostile_tenant("ok", "ok", ""));
+    let mut server = TestServer::start(Backend::Redis, &hostile_tenant("ok", hostile("ok")));
     let api = server.api("key-ok");
     let anon = server.anonymous();
     let id = api.create(&json!({})).await["id"]
@@ -324,18 +317,21 @@ async fn store_outage_is_503_and_readiness_follows() {
 
 #[tokio::test]
 async fn a_plugin_that_does_not_load_stops_startup() {
-    let err = TestServer::try_start(StoreKind::Memory, &hostile_tenant("acme", "init-error", ""))
-        .unwrap_err()
-        .to_string();
+    let err = TestServer::try_start(
+        Backend::Memory,
+        &hostile_tenant("acme", hostile("init-error")),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("tenant \"acme\""), "{err}");
     assert!(err.contains("plugin \"hostile\""), "{err}");
     assert!(err.contains("init refused: bad config"), "{err}");
 
-    let text = format!(
-        "[tenants.acme]\napi_keys = [\"{}\"]\n[[tenants.acme.plugins]]\nname = \"gone\"\npath = \"missing.wasm\"\n",
-        key_hash("k")
-    );
-    let err = TestServer::try_start(StoreKind::Memory, &text)
+    let text = Tenant::new("acme")
+        .key("k")
+        .plugin(Plugin::at_path("gone", "missing.wasm"))
+        .toml();
+    let err = TestServer::try_start(Backend::Memory, &text)
         .unwrap_err()
         .to_string();
     assert!(
@@ -344,13 +340,11 @@ async fn a_plugin_that_does_not_load_stops_startup() {
     );
 
     // A reclaim time an end hook could outlast.
-    let text = format!(
-        "[ends]\nreclaim_after_ms = 1000\n[tenants.acme]\napi_keys = [\"{}\"]\n\
-         [[tenants.acme.plugins]]\nname = \"audit-log\"\npath = \"{{plugins}}/audit_log.wasm\"\n\
-         grants = [\"audit\"]\nlimits = {{ deadline_ms = 600 }}\n",
-        key_hash("k")
-    );
-    let err = TestServer::try_start(StoreKind::Memory, &text)
+    let tenant = Tenant::new("acme")
+        .key("k")
+        .plugin(Plugin::audit_log().limit("deadline_ms", 600));
+    let text = format!("[ends]\nreclaim_after_ms = 1000\n{}", tenant.toml());
+    let err = TestServer::try_start(Backend::Memory, &text)
         .unwrap_err()
         .to_string();
     assert!(
@@ -359,22 +353,19 @@ async fn a_plugin_that_does_not_load_stops_startup() {
     );
 
     // single-session without the `sessions` grant.
-    let text = format!(
-        "[tenants.acme]\napi_keys = [\"{}\"]\n[[tenants.acme.plugins]]\nname = \"single\"\npath = \"{{plugins}}/single_session.wasm\"\n",
-        key_hash("k")
-    );
-    let err = TestServer::try_start(StoreKind::Memory, &text)
+    let text = Tenant::new("acme")
+        .key("k")
+        .plugin(Plugin::new("single", "single_session"))
+        .toml();
+    let err = TestServer::try_start(Backend::Memory, &text)
         .unwrap_err()
         .to_string();
     assert!(err.contains("plugin \"single\""), "{err}");
     assert!(err.contains("sessions"), "{err}");
 
-    let err = TestServer::try_start(
-        StoreKind::Memory,
-        "[tenants.acme]\napi_keys = []\nttl = 5\n",
-    )
-    .unwrap_err()
-    .to_string();
+    let err = TestServer::try_start(Backend::Memory, "[tenants.acme]\napi_keys = []\nttl = 5\n")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("sessiond.toml") && err.contains("line 3"),
         "{err}"
@@ -387,10 +378,9 @@ async fn shutdown_finishes_requests_in_flight() {
     // lets the session be created.
     let text = hostile_tenant(
         "slow",
-        "loop",
-        "on_error = \"allow\"\nlimits = { deadline_ms = 1000 }",
+        hostile("loop").on_error("allow").limit("deadline_ms", 1000),
     );
-    let server = TestServer::start(StoreKind::Memory, &text);
+    let server = TestServer::start(Backend::Memory, &text);
     let api = server.api("key-slow");
     let url = server.base_url();
     let request = {
@@ -408,20 +398,15 @@ async fn shutdown_finishes_requests_in_flight() {
 
 #[tokio::test]
 async fn the_python_plugin_over_http() {
-    let text = format!(
-        r#"
-[tenants.plant]
-api_keys = ["{hash}"]
-
-[[tenants.plant.plugins]]
-name = "perspective"
-path = "{{plugins}}/perspective.wasm"
-grants = ["kv", "sessions", "audit"]
-limits = {{ deadline_ms = 2000 }}
-"#,
-        hash = key_hash("key-plant")
-    );
-    let server = TestServer::start(StoreKind::Memory, &text);
+    let text = Tenant::new("plant")
+        .key("key-plant")
+        .plugin(
+            Plugin::new("perspective", "perspective")
+                .grants(&["kv", "sessions", "audit"])
+                .limit("deadline_ms", 2000),
+        )
+        .toml();
+    let server = TestServer::start(Backend::Memory, &text);
     let api = server.api("key-plant");
     let s = api.create(&json!({"device": "mobile"})).await;
     assert_eq!(s["data"]["viewMode"], "compact", "{s}");

@@ -9,20 +9,14 @@ use std::collections::BTreeSet;
 use axum::http::Method;
 use serde_json::{Value, json};
 use sessiond_tests::edge::Edge;
-use sessiond_tests::server::key_hash;
+use sessiond_tests::fixtures::Tenant;
 
 const KEY: &str = "test-key-edge";
 
 async fn edge() -> Edge {
     let toml = format!(
-        r#"
-[server]
-max_body_bytes = 2048
-
-[tenants.acme]
-api_keys = ["{}"]
-"#,
-        key_hash(KEY)
+        "[server]\nmax_body_bytes = 2048\n{}",
+        Tenant::new("acme").key(KEY).toml()
     );
     Edge::start(&toml).await.with_key(KEY)
 }

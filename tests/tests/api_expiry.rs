@@ -1,43 +1,33 @@
 //! Absolute and idle timeouts: expired sessions are never returned, and the
-//! sweeper ends each exactly once with the right reason, against the memory
-//! store and a throwaway redis-server.
+//! sweeper ends each exactly once with the right reason, on every backend of
+//! a test server.
 
 use std::time::Duration;
 
 use serde_json::json;
-use sessiond_tests::server::{StoreKind, TestServer, eventually, key_hash};
+use sessiond_tests::fixtures::{Plugin, Tenant};
+use sessiond_tests::server::{TestServer, eventually};
+use sessiond_tests::{Backend, every_backend};
 
 const KEY: &str = "test-key-expiry";
 
-use sessiond_tests::both_stores;
-
-both_stores!(
+every_backend!(
+    servers:
     lifetime_ends_with_reason_expired,
     idleness_ends_with_reason_idle_timeout,
 );
 
 fn config(ttl: u64, idle: u64) -> String {
-    format!(
-        r#"
-[sweeper]
-interval_ms = 50
-
-[tenants.acme]
-api_keys = ["{hash}"]
-ttl_seconds = {ttl}
-idle_timeout_seconds = {idle}
-
-[[tenants.acme.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-"#,
-        hash = key_hash(KEY)
-    )
+    let tenant = Tenant::new("acme")
+        .key(KEY)
+        .ttl(ttl)
+        .idle(idle)
+        .plugin(Plugin::audit_log());
+    format!("[sweeper]\ninterval_ms = 50\n{}", tenant.toml())
 }
 
-async fn lifetime_ends_with_reason_expired(store: StoreKind) {
-    let server = TestServer::start(store, &config(1, 60));
+async fn lifetime_ends_with_reason_expired(backend: Backend) {
+    let server = TestServer::start(backend, &config(1, 60));
     let api = server.api(KEY);
     let s = api.create(&json!({"user": "frank"})).await;
     let id = s["id"].as_str().unwrap().to_string();
@@ -79,8 +69,8 @@ async fn lifetime_ends_with_reason_expired(store: StoreKind) {
     assert_eq!(api.end_reasons(&public_id).await, ["expired"]);
 }
 
-async fn idleness_ends_with_reason_idle_timeout(store: StoreKind) {
-    let server = TestServer::start(store, &config(60, 1));
+async fn idleness_ends_with_reason_idle_timeout(backend: Backend) {
+    let server = TestServer::start(backend, &config(60, 1));
     let api = server.api(KEY);
     let s = api.create(&json!({})).await;
     let id = s["id"].as_str().unwrap().to_string();

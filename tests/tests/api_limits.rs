@@ -1,15 +1,16 @@
 //! Per-user session limits (deny and evict-lru, on create and on
 //! authenticate), the single-session plugin's veto and the user endpoints,
-//! against the memory store and a throwaway redis-server.
+//! on every backend of a test server.
 
 use serde_json::json;
-use sessiond_tests::server::{StoreKind, TestServer, key_hash};
+use sessiond_tests::fixtures::{Plugin, Tenant};
+use sessiond_tests::server::TestServer;
+use sessiond_tests::{Backend, every_backend};
 
 const KEY: &str = "test-key-limits";
 
-use sessiond_tests::both_stores;
-
-both_stores!(
+every_backend!(
+    servers:
     single_session_plugin_denies_a_second_session,
     limit_deny,
     limit_evict_lru_ends_the_least_recently_used,
@@ -18,23 +19,14 @@ both_stores!(
     list_and_revoke_a_users_sessions,
 );
 
-/// A tenant with `limit` lines and the audit-log plugin (plus `plugins`).
-fn config(limit: &str, plugins: &str) -> String {
-    format!(
-        r#"
-[tenants.acme]
-api_keys = ["{hash}"]
-{limit}
+/// The tenant `acme`, with the key [`KEY`].
+fn acme() -> Tenant {
+    Tenant::new("acme").key(KEY)
+}
 
-{plugins}
-
-[[tenants.acme.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-"#,
-        hash = key_hash(KEY)
-    )
+/// The TOML of `tenant`, with the audit-log plugin last in its chain.
+fn config(tenant: Tenant) -> String {
+    tenant.plugin(Plugin::audit_log()).toml()
 }
 
 fn id(session: &serde_json::Value) -> String {
@@ -48,14 +40,8 @@ fn public_id(session: &serde_json::Value) -> String {
         .to_string()
 }
 
-async fn single_session_plugin_denies_a_second_session(store: StoreKind) {
-    let plugin = r#"
-[[tenants.acme.plugins]]
-name = "single-session"
-path = "{plugins}/single_session.wasm"
-grants = ["sessions"]
-"#;
-    let server = TestServer::start(store, &config("", plugin));
+async fn single_session_plugin_denies_a_second_session(backend: Backend) {
+    let server = TestServer::start(backend, &config(acme().plugin(Plugin::single_session())));
     let api = server.api(KEY);
     let first = api.create(&json!({"user": "alice"})).await;
     let p = api
@@ -83,10 +69,10 @@ grants = ["sessions"]
     api.create(&json!({"user": "alice"})).await;
 }
 
-async fn limit_deny(store: StoreKind) {
+async fn limit_deny(backend: Backend) {
     let server = TestServer::start(
-        store,
-        &config("max_sessions_per_user = 2\nlimit_policy = \"deny\"", ""),
+        backend,
+        &config(acme().max_sessions(2).limit_policy("deny")),
     );
     let api = server.api(KEY);
     let a = api.create(&json!({"user": "alice"})).await;
@@ -116,13 +102,10 @@ async fn limit_deny(store: StoreKind) {
     api.create(&json!({"user": "alice"})).await;
 }
 
-async fn limit_evict_lru_ends_the_least_recently_used(store: StoreKind) {
+async fn limit_evict_lru_ends_the_least_recently_used(backend: Backend) {
     let server = TestServer::start(
-        store,
-        &config(
-            "max_sessions_per_user = 2\nlimit_policy = \"evict-lru\"",
-            "",
-        ),
+        backend,
+        &config(acme().max_sessions(2).limit_policy("evict-lru")),
     );
     let api = server.api(KEY);
     let s1 = api.create(&json!({"user": "alice"})).await;
@@ -151,8 +134,8 @@ async fn limit_evict_lru_ends_the_least_recently_used(store: StoreKind) {
     assert_eq!(list.body["sessions"].as_array().unwrap().len(), 2);
 }
 
-async fn authenticate_into_a_full_user_deny(store: StoreKind) {
-    let server = TestServer::start(store, &config("max_sessions_per_user = 1", ""));
+async fn authenticate_into_a_full_user_deny(backend: Backend) {
+    let server = TestServer::start(backend, &config(acme().max_sessions(1)));
     let api = server.api(KEY);
     api.create(&json!({"user": "alice"})).await;
     let anon = api.create(&json!({"roles": ["guest"]})).await;
@@ -186,13 +169,10 @@ async fn authenticate_into_a_full_user_deny(store: StoreKind) {
     .expect(200);
 }
 
-async fn authenticate_into_a_full_user_evicts(store: StoreKind) {
+async fn authenticate_into_a_full_user_evicts(backend: Backend) {
     let server = TestServer::start(
-        store,
-        &config(
-            "max_sessions_per_user = 1\nlimit_policy = \"evict-lru\"",
-            "",
-        ),
+        backend,
+        &config(acme().max_sessions(1).limit_policy("evict-lru")),
     );
     let api = server.api(KEY);
     let old = api.create(&json!({"user": "alice"})).await;
@@ -214,8 +194,8 @@ async fn authenticate_into_a_full_user_evicts(store: StoreKind) {
     assert_eq!(sessions[0]["public_id"], authed.body["public_id"]);
 }
 
-async fn list_and_revoke_a_users_sessions(store: StoreKind) {
-    let server = TestServer::start(store, &config("", ""));
+async fn list_and_revoke_a_users_sessions(backend: Backend) {
+    let server = TestServer::start(backend, &config(acme()));
     let api = server.api(KEY);
     let a = api
         .create(&json!({"user": "dave", "roles": ["Operator"], "device": "kiosk"}))

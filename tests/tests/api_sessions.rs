@@ -1,17 +1,18 @@
 //! The session endpoints over real HTTP, with the real runtime and plugins,
-//! against the memory store and a throwaway redis-server.
+//! on every backend of a test server.
 
 use std::collections::BTreeSet;
 
 use reqwest::Method;
 use serde_json::json;
-use sessiond_tests::server::{StoreKind, TestServer, key_hash};
+use sessiond_tests::fixtures::{Plugin, Tenant};
+use sessiond_tests::server::TestServer;
+use sessiond_tests::{Backend, every_backend};
 
 const KEY: &str = "test-key-sessions";
 
-use sessiond_tests::both_stores;
-
-both_stores!(
+every_backend!(
+    servers:
     lifecycle,
     if_match_guards_every_write,
     concurrent_patches_lose_nothing,
@@ -21,31 +22,22 @@ both_stores!(
     lifetime_is_capped,
 );
 
-/// One tenant with the audit-log plugin.
+/// One tenant with the audit-log plugin, after `[server]` lines `extra`.
 fn config(extra: &str) -> String {
+    let tenant = Tenant::new("acme")
+        .key(KEY)
+        .ttl(600)
+        .max_ttl(3600)
+        .idle(300)
+        .plugin(Plugin::audit_log());
     format!(
-        r#"
-[server]
-max_body_bytes = 2048
-{extra}
-
-[tenants.acme]
-api_keys = ["{hash}"]
-ttl_seconds = 600
-max_ttl_seconds = 3600
-idle_timeout_seconds = 300
-
-[[tenants.acme.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-"#,
-        hash = key_hash(KEY)
+        "[server]\nmax_body_bytes = 2048\n{extra}\n{}",
+        tenant.toml()
     )
 }
 
-fn start(store: StoreKind) -> TestServer {
-    TestServer::start(store, &config(""))
+fn start(backend: Backend) -> TestServer {
+    TestServer::start(backend, &config(""))
 }
 
 fn etag_version(reply: &sessiond_tests::server::Reply) -> u64 {
@@ -55,8 +47,8 @@ fn etag_version(reply: &sessiond_tests::server::Reply) -> u64 {
         .unwrap_or_else(|_| panic!("bad ETag {etag:?}"))
 }
 
-async fn lifecycle(store: StoreKind) {
-    let server = start(store);
+async fn lifecycle(backend: Backend) {
+    let server = start(backend);
     let api = server.api(KEY);
 
     // Create.
@@ -209,8 +201,8 @@ async fn lifecycle(store: StoreKind) {
     server.stop().expect("graceful shutdown");
 }
 
-async fn if_match_guards_every_write(store: StoreKind) {
-    let server = start(store);
+async fn if_match_guards_every_write(backend: Backend) {
+    let server = start(backend);
     let api = server.api(KEY);
     let id = api.create(&json!({"data": {"a": 1}})).await["id"]
         .as_str()
@@ -305,8 +297,8 @@ async fn if_match_guards_every_write(store: StoreKind) {
     .problem(404, "session-not-found");
 }
 
-async fn concurrent_patches_lose_nothing(store: StoreKind) {
-    let server = start(store);
+async fn concurrent_patches_lose_nothing(backend: Backend) {
+    let server = start(backend);
     let api = server.api(KEY);
     let id = api.create(&json!({})).await["id"]
         .as_str()
@@ -338,8 +330,8 @@ async fn concurrent_patches_lose_nothing(store: StoreKind) {
     assert_eq!(got.body["version"], 21);
 }
 
-async fn authenticate_rotates_the_token(store: StoreKind) {
-    let server = start(store);
+async fn authenticate_rotates_the_token(backend: Backend) {
+    let server = start(backend);
     let api = server.api(KEY);
     let created = api
         .create(&json!({"roles": ["guest"], "data": {"cart": 1}}))
@@ -411,8 +403,8 @@ async fn authenticate_rotates_the_token(store: StoreKind) {
     assert_eq!(p["field"], "name");
 }
 
-async fn bad_input_is_a_problem_and_writes_nothing(store: StoreKind) {
-    let server = start(store);
+async fn bad_input_is_a_problem_and_writes_nothing(backend: Backend) {
+    let server = start(backend);
     let api = server.api(KEY);
     let raw = |method: Method, path: &str, body: &str| {
         api.request(method, path)
@@ -519,27 +511,10 @@ async fn bad_input_is_a_problem_and_writes_nothing(store: StoreKind) {
     assert!(got.body["user"].is_null());
 }
 
-async fn tenants_are_isolated(store: StoreKind) {
-    let text = format!(
-        r#"
-[tenants.one]
-api_keys = ["{one}"]
-[[tenants.one.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-
-[tenants.two]
-api_keys = ["{two}"]
-[[tenants.two.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-"#,
-        one = key_hash("key-one"),
-        two = key_hash("key-two")
-    );
-    let server = TestServer::start(store, &text);
+async fn tenants_are_isolated(backend: Backend) {
+    let tenant = |name: &str, key: &str| Tenant::new(name).key(key).plugin(Plugin::audit_log());
+    let text = tenant("one", "key-one").toml() + &tenant("two", "key-two").toml();
+    let server = TestServer::start(backend, &text);
     let (one, two) = (server.api("key-one"), server.api("key-two"));
     let created = one.create(&json!({"user": "alice"})).await;
     let id = created["id"].as_str().unwrap();
@@ -577,8 +552,8 @@ grants = ["audit"]
     );
 }
 
-async fn lifetime_is_capped(store: StoreKind) {
-    let server = start(store);
+async fn lifetime_is_capped(backend: Backend) {
+    let server = start(backend);
     let api = server.api(KEY);
     let s = api.create(&json!({"ttl_seconds": 1_000_000})).await;
     let created = s["created_at_ms"].as_u64().unwrap();
@@ -598,7 +573,7 @@ async fn lifetime_is_capped(store: StoreKind) {
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let trusted = TestServer::start(
-        StoreKind::Memory,
+        Backend::Memory,
         &config("trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]"),
     );
     let api = trusted.api(KEY);
@@ -623,7 +598,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(create("10.9.9.9").await, "10.9.9.9");
     assert_eq!(create("garbage").await, "127.0.0.1");
 
-    let untrusted = TestServer::start(StoreKind::Memory, &config(""));
+    let untrusted = TestServer::start(Backend::Memory, &config(""));
     let api = untrusted.api(KEY);
     let s = api
         .send(

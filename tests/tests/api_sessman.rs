@@ -1,5 +1,5 @@
-//! The `/sessman/*` compatibility API over real HTTP, against the memory
-//! store and a throwaway redis-server: the published sessman JavaScript
+//! The `/sessman/*` compatibility API over real HTTP, on every backend of a
+//! test server: the published sessman JavaScript
 //! `Session` class itself (tests/sessman/session.js, run by node through
 //! tests/sessman/driver.js), then plain HTTP for auth, content types, the
 //! query aliases and the errors.
@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use sessiond_tests::server::{Api, Reply, StoreKind, TestServer, key_hash};
+use sessiond_tests::fixtures::{Plugin, Tenant};
+use sessiond_tests::server::{Api, Reply, TestServer};
+use sessiond_tests::{Backend, every_backend};
 
 /// The key of `acme`: sessman enabled, and requests without a key are its.
 const ACME: &str = "test-key-sessman-acme";
@@ -18,9 +20,8 @@ const KEYED: &str = "test-key-sessman-keyed";
 /// The key of `plain`: no sessman.
 const PLAIN: &str = "test-key-sessman-plain";
 
-use sessiond_tests::both_stores;
-
-both_stores!(
+every_backend!(
+    servers:
     the_unmodified_class_round_trips,
     the_class_cannot_send_its_key,
     bearer_keys_content_types_and_aliases,
@@ -30,56 +31,38 @@ both_stores!(
     without_allow_unauthenticated_a_key_is_needed,
 );
 
-/// Three tenants (see the keys); `acme` and `keyed` run audit-log.
-fn config() -> String {
+/// Three tenants (see the keys); `acme` and `keyed` run audit-log. Requests
+/// without a key are `acme`'s only when `allow_unauthenticated`.
+fn config(allow_unauthenticated: bool) -> String {
+    let acme = Tenant::new("acme")
+        .key(ACME)
+        .ttl(600)
+        .max_ttl(3600)
+        .idle(300)
+        .sessman()
+        .plugin(Plugin::audit_log());
+    let acme = if allow_unauthenticated {
+        acme.allow_unauthenticated()
+    } else {
+        acme
+    };
+    let keyed = Tenant::new("keyed")
+        .key(KEYED)
+        .idle(120)
+        .sessman()
+        .plugin(Plugin::single_session())
+        .plugin(Plugin::audit_log());
+    let plain = Tenant::new("plain").key(PLAIN);
     format!(
-        r#"
-[server]
-max_body_bytes = 2048
-
-[tenants.acme]
-api_keys = ["{acme}"]
-ttl_seconds = 600
-max_ttl_seconds = 3600
-idle_timeout_seconds = 300
-
-[tenants.acme.sessman]
-enabled = true
-allow_unauthenticated = true
-
-[[tenants.acme.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-
-[tenants.keyed]
-api_keys = ["{keyed}"]
-idle_timeout_seconds = 120
-
-[tenants.keyed.sessman]
-enabled = true
-
-[[tenants.keyed.plugins]]
-name = "single-session"
-path = "{{plugins}}/single_session.wasm"
-grants = ["sessions"]
-
-[[tenants.keyed.plugins]]
-name = "audit-log"
-path = "{{plugins}}/audit_log.wasm"
-grants = ["audit"]
-
-[tenants.plain]
-api_keys = ["{plain}"]
-"#,
-        acme = key_hash(ACME),
-        keyed = key_hash(KEYED),
-        plain = key_hash(PLAIN),
+        "[server]\nmax_body_bytes = 2048\n{}{}{}",
+        acme.toml(),
+        keyed.toml(),
+        plain.toml()
     )
 }
 
-fn start(store: StoreKind) -> TestServer {
-    TestServer::start(store, &config())
+fn start(backend: Backend) -> TestServer {
+    TestServer::start(backend, &config(true))
 }
 
 fn sessman_dir() -> PathBuf {
@@ -158,12 +141,12 @@ fn token(reply: &Reply) -> String {
         .to_string()
 }
 
-async fn the_unmodified_class_round_trips(store: StoreKind) {
+async fn the_unmodified_class_round_trips(backend: Backend) {
     if !node_available().await {
         eprintln!("SKIPPED: node 18+ (with fetch) is not on the PATH");
         return;
     }
-    let server = start(store);
+    let server = start(backend);
     let base_url = server.url("/sessman");
     let out = driver(&["roundtrip", &base_url, "alice@example.com"]).await;
 
@@ -199,12 +182,12 @@ async fn the_unmodified_class_round_trips(store: StoreKind) {
 
 /// The published class reads `self.options.auth`: with `options.auth` set
 /// it throws before sending anything, so it can never send its key.
-async fn the_class_cannot_send_its_key(store: StoreKind) {
+async fn the_class_cannot_send_its_key(backend: Backend) {
     if !node_available().await {
         eprintln!("SKIPPED: node 18+ (with fetch) is not on the PATH");
         return;
     }
-    let server = start(store);
+    let server = start(backend);
     let out = driver(&["auth", &server.url("/sessman"), "bob", KEYED]).await;
     assert_eq!(out["ok"], false, "{out}");
     assert_eq!(out["error"], "ReferenceError", "{out}");
@@ -219,8 +202,8 @@ async fn the_class_cannot_send_its_key(store: StoreKind) {
     }
 }
 
-async fn bearer_keys_content_types_and_aliases(store: StoreKind) {
-    let server = start(store);
+async fn bearer_keys_content_types_and_aliases(backend: Backend) {
+    let server = start(backend);
     let keyed = server.api(KEYED);
 
     // The class's content type, with `userid` (the documented name).
@@ -300,8 +283,8 @@ async fn bearer_keys_content_types_and_aliases(store: StoreKind) {
         .problem(400, "bad-query");
 }
 
-async fn update_replaces_the_data_and_slides_the_deadline(store: StoreKind) {
-    let server = start(store);
+async fn update_replaces_the_data_and_slides_the_deadline(backend: Backend) {
+    let server = start(backend);
     let api = server.api(ACME);
     let created = class_call(
         &api,
@@ -382,8 +365,8 @@ async fn update_replaces_the_data_and_slides_the_deadline(store: StoreKind) {
     assert_eq!(got.body["version"], 16);
 }
 
-async fn get_answers_only_the_sessions_user(store: StoreKind) {
-    let server = start(store);
+async fn get_answers_only_the_sessions_user(backend: Backend) {
+    let server = start(backend);
     let api = server.api(ACME);
     let id = token(
         &class_call(&api, "/sessman/new?user=hugo", &json!({"a": 1}))
@@ -435,8 +418,8 @@ async fn get_answers_only_the_sessions_user(store: StoreKind) {
         .problem(404, "session-not-found");
 }
 
-async fn errors_are_problems(store: StoreKind) {
-    let server = start(store);
+async fn errors_are_problems(backend: Backend) {
+    let server = start(backend);
     let api = server.api(ACME);
     let id = token(
         &class_call(&api, "/sessman/new?user=jack", &json!({"a": 1}))
@@ -511,9 +494,8 @@ async fn errors_are_problems(store: StoreKind) {
     api.get("/sessman/new?user=x").await.problem(405, "");
 }
 
-async fn without_allow_unauthenticated_a_key_is_needed(store: StoreKind) {
-    let text = config().replace("allow_unauthenticated = true\n", "");
-    let server = TestServer::start(store, &text);
+async fn without_allow_unauthenticated_a_key_is_needed(backend: Backend) {
+    let server = TestServer::start(backend, &config(false));
     let anonymous = server.anonymous();
     let p = class_call(&anonymous, "/sessman/new?user=mia", &json!({"a": 1}))
         .await

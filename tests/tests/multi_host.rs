@@ -29,10 +29,11 @@ use serde_json::{Value, json};
 use sessiond::session::now_ms;
 use sessiond::store::redis::RedisStore;
 use sessiond::store::{EndQueue, EndQueueStats};
+use sessiond_tests::cache_dir;
+use sessiond_tests::fixtures::{Plugin, Tenant};
 use sessiond_tests::hosts::{Host, probe};
 use sessiond_tests::redis_server::RedisServer;
-use sessiond_tests::server::{Api, Reply, eventually, key_hash};
-use sessiond_tests::{cache_dir, plugin};
+use sessiond_tests::server::{Api, Reply, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessiond-host");
 const KEY: &str = "multi-host-test-key";
@@ -73,24 +74,21 @@ batch = 64
 reclaim_after_ms = {reclaim_after_ms}
 shutdown_drain_ms = 10000
 
-[tenants.{TENANT}]
-api_keys = ["{hash}"]
-ttl_seconds = 600
-idle_timeout_seconds = 600
-
-[[tenants.{TENANT}.plugins]]
-name = "ender"
-path = "{ender}"
-grants = ["audit"]
-config = {{ delay_ms = "{delay_ms}" }}
-limits = {{ deadline_ms = {deadline_ms} }}
-"#,
+{tenant}"#,
         cache = cache_dir().display(),
-        hash = key_hash(KEY),
-        ender = plugin("ender").display(),
-        // Room for the hook's sleeps; the reclaim time must be more than
-        // twice this (checked at startup).
-        deadline_ms = (2 * delay_ms).max(250),
+        tenant = Tenant::new(TENANT)
+            .key(KEY)
+            .ttl(600)
+            .idle(600)
+            .plugin(
+                Plugin::new("ender", "ender")
+                    .grants(&["audit"])
+                    .config("delay_ms", &delay_ms.to_string())
+                    // Room for the hook's sleeps; the reclaim time must be
+                    // more than twice this (checked at startup).
+                    .limit("deadline_ms", (2 * delay_ms).max(250)),
+            )
+            .toml(),
     )
 }
 

@@ -3,39 +3,26 @@
 
 use serde_json::{Value, json};
 use sessiond::runtime::{Capability, Chain, Decision, MessageOutcome};
-use sessiond::session::{ClientInfo, EndReason, SessionRecord, now_ms};
+use sessiond::session::{EndReason, SessionRecord, now_ms};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::{AuditStore, KvStore, SessionStore};
-use sessiond_tests::{Block, memory_runtime, spec, tokio};
+use sessiond_tests::{Block, fixtures, memory_runtime, spec, tokio};
 
 const DAY_MS: u64 = 86_400_000;
 
 fn session(tenant: &str, user: Option<&str>, roles: &[&str], device: &str) -> SessionRecord {
     let now = now_ms();
-    SessionRecord {
-        token_hash: format!("{:064x}", rand_u64()),
-        public_id: format!("pub-{}", rand_u64()),
-        tenant: tenant.into(),
-        user: user.map(str::to_string),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        created_at: now - 5_000,
-        last_seen_at: now,
-        absolute_expires_at: now + 3_600_000,
-        idle_timeout_ms: 900_000,
-        version: 1,
-        client: ClientInfo {
-            remote_addr: Some("192.0.2.10".into()),
-            user_agent: Some("Firefox 139.0".into()),
-            device: Some(device.into()),
-        },
-        data: Default::default(),
-        plugin_state: Default::default(),
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::Instant::now())
+    fixtures::session(tenant)
+        .user(user)
+        .roles(roles)
+        .at(now)
+        .created_at(now - 5_000)
+        .lifetime(3_600_000)
+        .idle_timeout(900_000)
+        .remote_addr("192.0.2.10")
+        .user_agent("Firefox 139.0")
+        .device(device)
+        .build()
 }
 
 fn allowed(d: Decision) -> SessionRecord {

@@ -9,30 +9,23 @@ use sessiond::runtime::{
     Chain, Decision, FailureKind, LimitOverrides, LoadError, LoadedPlugin, OnError, PluginFailure,
     PluginSession, Runtime,
 };
-use sessiond::session::{ClientInfo, SessionRecord, now_ms};
-use sessiond_tests::{Block, memory_runtime, spec};
+use sessiond::session::{SessionRecord, now_ms};
+use sessiond_tests::{Block, fixtures, memory_runtime, spec};
 
 fn session(tenant: &str, user: Option<&str>) -> SessionRecord {
     let now = now_ms();
-    SessionRecord {
-        token_hash: format!("{:064x}", now),
-        public_id: format!("pub-{now}"),
-        tenant: tenant.into(),
-        user: user.map(str::to_string),
-        roles: vec!["Operator".into()],
-        created_at: now,
-        last_seen_at: now,
-        absolute_expires_at: now + 3_600_000,
-        idle_timeout_ms: 900_000,
-        version: 1,
-        client: ClientInfo {
-            remote_addr: Some("10.0.0.7".into()),
-            user_agent: Some("test".into()),
-            device: Some("desktop".into()),
-        },
-        data: Default::default(),
-        plugin_state: Default::default(),
-    }
+    fixtures::session(tenant)
+        .token_hash(format!("{now:064x}"))
+        .public_id(format!("pub-{now}"))
+        .user(user)
+        .roles(&["Operator"])
+        .at(now)
+        .lifetime(3_600_000)
+        .idle_timeout(900_000)
+        .remote_addr("10.0.0.7")
+        .user_agent("test")
+        .device("desktop")
+        .build()
 }
 
 fn hostile(rt: &Runtime, tenant: &str, mode: &str, limits: LimitOverrides) -> Arc<LoadedPlugin> {

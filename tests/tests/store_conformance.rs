@@ -3,18 +3,18 @@
 //! `RedisStore` on a single throwaway redis-server, and `RedisStore` on a
 //! throwaway three-master Redis Cluster.
 //!
-//! Each test is a generic async function over a [`Backend`]; the `suite!`
-//! macro instantiates it once per backend. The Redis tests of this binary
-//! share one server (and one cluster) and stay independent by using a tenant
-//! named after the test.
+//! Each test is an async function of a [`Backend`], run once per backend by
+//! `every_backend!`; it opens its [`Stores`] on that backend. The Redis tests
+//! of this binary share one server (and one cluster) and stay independent
+//! by using a tenant of their own.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
-use sessiond::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
+use sessiond::session::{EndReason, Millis, SessionRecord, now_ms};
 use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
@@ -23,6 +23,7 @@ use sessiond::store::{
     StoreBackend, StoreError, UserLimit, WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
+use sessiond_tests::{Backend, every_backend, fixtures};
 
 const SEC: Millis = 1000;
 const MIN: Millis = 60 * SEC;
@@ -30,14 +31,49 @@ const HOUR: Millis = 60 * MIN;
 
 /// Several handles on one store, as several hosts would hold, and the tenant
 /// this test owns.
-struct Backend {
+struct Stores {
     stores: Vec<Arc<dyn StoreBackend>>,
     tenant: String,
     /// The data directory of a store that keeps one, removed with the test.
     _dir: Option<tempfile::TempDir>,
 }
 
-impl Backend {
+impl Stores {
+    /// Four handles on `backend`, with a tenant no other test of this binary
+    /// uses; the embedded store gets a directory of its own.
+    async fn open(backend: Backend) -> Stores {
+        static TENANTS: AtomicU64 = AtomicU64::new(1);
+        let tenant = format!("tenant-{}", TENANTS.fetch_add(1, Ordering::Relaxed));
+        // One `Arc` of an in-process store, as a single process holds it.
+        let shared = |store: Arc<dyn StoreBackend>| vec![store; 4];
+        let (stores, dir) = match backend {
+            Backend::Memory => (shared(Arc::new(MemoryStore::new())), None),
+            Backend::Embedded => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()))
+                    .expect("opening the store");
+                (shared(Arc::new(store)), Some(dir))
+            }
+            Backend::Redis => {
+                let url = tokio::task::spawn_blocking(|| RedisServer::shared().url())
+                    .await
+                    .unwrap();
+                (redis_handles(vec![url], false).await, None)
+            }
+            Backend::Cluster => {
+                let urls = tokio::task::spawn_blocking(|| RedisCluster::shared().urls())
+                    .await
+                    .unwrap();
+                (redis_handles(urls, true).await, None)
+            }
+        };
+        Stores {
+            stores,
+            tenant,
+            _dir: dir,
+        }
+    }
+
     fn store(&self) -> &dyn StoreBackend {
         self.stores[0].as_ref()
     }
@@ -53,32 +89,8 @@ impl Backend {
     }
 }
 
-async fn memory_backend(test: &str) -> Backend {
-    let store: Arc<dyn StoreBackend> = Arc::new(MemoryStore::new());
-    Backend {
-        stores: vec![store; 4],
-        tenant: test.to_string(),
-        _dir: None,
-    }
-}
-
-/// One SQLite store in a directory of its own; its handles are one `Arc`,
-/// as a single process holds it.
-async fn embedded_backend(test: &str) -> Backend {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).expect("opening the store");
-    let store: Arc<dyn StoreBackend> = Arc::new(store);
-    Backend {
-        stores: vec![store; 4],
-        tenant: test.to_string(),
-        _dir: Some(dir),
-    }
-}
-
-static SERVER: OnceLock<RedisServer> = OnceLock::new();
-static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
-
-async fn redis_handles(urls: Vec<String>, cluster: bool, test: &str) -> Backend {
+/// Four connections to the Redis at `urls`, as four hosts would hold.
+async fn redis_handles(urls: Vec<String>, cluster: bool) -> Vec<Arc<dyn StoreBackend>> {
     let mut stores: Vec<Arc<dyn StoreBackend>> = Vec::new();
     for _ in 0..4 {
         let mut config = RedisConfig::new(urls.clone());
@@ -88,65 +100,11 @@ async fn redis_handles(urls: Vec<String>, cluster: bool, test: &str) -> Backend 
             .expect("connecting to the test Redis");
         stores.push(Arc::new(store));
     }
-    Backend {
-        stores,
-        tenant: test.to_string(),
-        _dir: None,
-    }
+    stores
 }
 
-async fn redis_backend(test: &str) -> Backend {
-    let url = tokio::task::spawn_blocking(|| SERVER.get_or_init(RedisServer::start).url())
-        .await
-        .unwrap();
-    redis_handles(vec![url], false, test).await
-}
-
-async fn cluster_backend(test: &str) -> Backend {
-    let urls = tokio::task::spawn_blocking(|| CLUSTER.get_or_init(RedisCluster::start).urls())
-        .await
-        .unwrap();
-    redis_handles(urls, true, test).await
-}
-
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::memory_backend(stringify!($name)).await).await
-                }
-            )*
-        }
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::embedded_backend(stringify!($name)).await).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::redis_backend(stringify!($name)).await).await
-                }
-            )*
-        }
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::cluster_backend(stringify!($name)).await).await
-                }
-            )*
-        }
-    };
-}
-
-suite!(
+every_backend!(
+    stores:
     ping,
     create_and_get,
     create_existing_token_hash_fails,
@@ -181,44 +139,29 @@ suite!(
 
 // ---------------------------------------------------------------- helpers
 
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
 /// A fresh session of `tenant` created at `t0`: 8 h lifetime, 30 min idle.
 fn session(tenant: &str, user: Option<&str>, t0: Millis) -> SessionRecord {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut plugin_state = std::collections::BTreeMap::new();
-    plugin_state.insert("audit-log".to_string(), json!({"seen": [], "n": n}));
-    SessionRecord {
-        token_hash: format!("{:016x}{:048x}", std::process::id(), n),
-        public_id: format!("pub-{n}"),
-        tenant: tenant.to_string(),
-        user: user.map(str::to_string),
-        roles: vec![],
-        created_at: t0,
-        last_seen_at: t0,
-        absolute_expires_at: t0 + 8 * HOUR,
-        idle_timeout_ms: 30 * MIN,
-        version: 1,
-        client: ClientInfo {
-            remote_addr: Some("203.0.113.7".into()),
-            user_agent: Some("test/1.0 \"quoted\" ünïcödé".into()),
-            device: None,
-        },
-        data: json!({
+    let builder = fixtures::session(tenant);
+    let n = builder.serial();
+    builder
+        .user(user)
+        .at(t0)
+        .lifetime(8 * HOUR)
+        .idle_timeout(30 * MIN)
+        .remote_addr("203.0.113.7")
+        .user_agent("test/1.0 \"quoted\" ünïcödé")
+        .data(json!({
             "cart": [1, {}, []],
             "empty": {},
             "price": 12.5,
             "big": 12345678901234567u64,
             "text": "a\nb\u{0}c"
-        })
-        .as_object()
-        .unwrap()
-        .clone(),
-        plugin_state,
-    }
+        }))
+        .plugin_state("audit-log", json!({"seen": [], "n": n}))
+        .build()
 }
 
-async fn create(b: &Backend, record: &SessionRecord, t0: Millis) {
+async fn create(b: &Stores, record: &SessionRecord, t0: Millis) {
     match b.store().create(record, None, true, t0).await.unwrap() {
         CreateOutcome::Created { evicted } => assert!(evicted.is_empty()),
         other => panic!("create without a limit answered {other:?}"),
@@ -249,11 +192,13 @@ fn id_key(id: &str) -> (u64, u64) {
 
 // ---------------------------------------------------------------- sessions
 
-async fn ping(b: Backend) {
+async fn ping(backend: Backend) {
+    let b = Stores::open(backend).await;
     b.store().ping().await.unwrap();
 }
 
-async fn create_and_get(b: Backend) {
+async fn create_and_get(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let anon = session(&b.tenant, None, t0);
     let user = session(&b.tenant, Some("alice"), t0);
@@ -292,7 +237,8 @@ async fn create_and_get(b: Backend) {
     );
 }
 
-async fn create_existing_token_hash_fails(b: Backend) {
+async fn create_existing_token_hash_fails(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let first = session(&b.tenant, Some("alice"), t0);
     create(&b, &first, t0).await;
@@ -317,7 +263,8 @@ async fn create_existing_token_hash_fails(b: Backend) {
     );
 }
 
-async fn absolute_expiry_hides_session(b: Backend) {
+async fn absolute_expiry_hides_session(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let mut s = session(&b.tenant, Some("alice"), t0);
     s.absolute_expires_at = t0 + MIN;
@@ -356,7 +303,8 @@ async fn absolute_expiry_hides_session(b: Backend) {
     );
 }
 
-async fn idle_expiry_hides_session(b: Backend) {
+async fn idle_expiry_hides_session(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = session(&b.tenant, None, t0); // idle 30 min, lifetime 8 h
     create(&b, &s, t0).await;
@@ -381,7 +329,8 @@ async fn idle_expiry_hides_session(b: Backend) {
     assert_eq!(taken[0].record, s);
 }
 
-async fn update_compare_and_set(b: Backend) {
+async fn update_compare_and_set(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = session(&b.tenant, Some("alice"), t0);
     create(&b, &s, t0).await;
@@ -453,7 +402,8 @@ async fn update_compare_and_set(b: Backend) {
     assert_eq!(written, 1);
 }
 
-async fn update_rotates_token(b: Backend) {
+async fn update_rotates_token(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = session(&b.tenant, Some("alice"), t0);
     let other = session(&b.tenant, Some("alice"), t0);
@@ -537,7 +487,8 @@ async fn update_rotates_token(b: Backend) {
     assert_eq!(taken, expected);
 }
 
-async fn update_changes_user(b: Backend) {
+async fn update_changes_user(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let anon = session(&b.tenant, None, t0);
     create(&b, &anon, t0).await;
@@ -614,7 +565,8 @@ async fn update_changes_user(b: Backend) {
     );
 }
 
-async fn touch_slides_idle_deadline(b: Backend) {
+async fn touch_slides_idle_deadline(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let mut s = session(&b.tenant, Some("alice"), t0);
     s.idle_timeout_ms = 10 * MIN;
@@ -702,7 +654,8 @@ async fn touch_slides_idle_deadline(b: Backend) {
     );
 }
 
-async fn remove_exactly_once(b: Backend) {
+async fn remove_exactly_once(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = session(&b.tenant, Some("alice"), t0);
     create(&b, &s, t0).await;
@@ -749,7 +702,8 @@ async fn remove_exactly_once(b: Backend) {
     create(&b, &s, t0).await;
 }
 
-async fn remove_of_expired_leaves_it_to_sweeper(b: Backend) {
+async fn remove_of_expired_leaves_it_to_sweeper(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = session(&b.tenant, Some("alice"), t0);
     create(&b, &s, t0).await;
@@ -779,7 +733,8 @@ async fn remove_of_expired_leaves_it_to_sweeper(b: Backend) {
 
 // ---------------------------------------------------------------- limits
 
-async fn limit_deny_exact_under_concurrency(b: Backend) {
+async fn limit_deny_exact_under_concurrency(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -832,7 +787,8 @@ async fn limit_deny_exact_under_concurrency(b: Backend) {
     ));
 }
 
-async fn limit_counts_only_live_sessions(b: Backend) {
+async fn limit_counts_only_live_sessions(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let store = b.store();
     let mut old = session(&b.tenant, Some("alice"), t0);
@@ -891,7 +847,8 @@ async fn limit_counts_only_live_sessions(b: Backend) {
     assert_eq!(taken[0].record, old);
 }
 
-async fn limit_evict_lru(b: Backend) {
+async fn limit_evict_lru(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let store = b.store();
     let evict = limit(3, LimitPolicy::EvictLru);
@@ -965,7 +922,8 @@ async fn limit_evict_lru(b: Backend) {
     );
 }
 
-async fn limit_evict_lru_under_concurrency(b: Backend) {
+async fn limit_evict_lru_under_concurrency(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let mut tasks = Vec::new();
     for i in 0..20 {
@@ -996,7 +954,8 @@ async fn limit_evict_lru_under_concurrency(b: Backend) {
     assert!(listed.iter().all(|s| !evicted.contains(&s.token_hash)));
 }
 
-async fn limit_zero(b: Backend) {
+async fn limit_zero(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     for policy in [LimitPolicy::Deny, LimitPolicy::EvictLru] {
         let s = session(&b.tenant, Some("alice"), t0);
@@ -1016,7 +975,8 @@ async fn limit_zero(b: Backend) {
 
 // ---------------------------------------------------------------- per user
 
-async fn list_user_oldest_first(b: Backend) {
+async fn list_user_oldest_first(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let store = b.store();
     let mut made = Vec::new();
@@ -1063,7 +1023,8 @@ async fn list_user_oldest_first(b: Backend) {
     );
 }
 
-async fn remove_user_exactly_once(b: Backend) {
+async fn remove_user_exactly_once(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let mut alice = Vec::new();
     for _ in 0..3 {
@@ -1130,7 +1091,8 @@ async fn remove_user_exactly_once(b: Backend) {
 
 // ---------------------------------------------------------------- sweeping
 
-async fn take_expired_reasons_order_and_max(b: Backend) {
+async fn take_expired_reasons_order_and_max(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let store = b.store();
     // Deadlines at +1..+5 min, alternating absolute and idle.
@@ -1215,7 +1177,8 @@ async fn take_expired_reasons_order_and_max(b: Backend) {
     );
 }
 
-async fn take_expired_concurrent_never_duplicates(b: Backend) {
+async fn take_expired_concurrent_never_duplicates(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let mut made = HashSet::new();
     for i in 0..40u64 {
@@ -1252,7 +1215,8 @@ async fn take_expired_concurrent_never_duplicates(b: Backend) {
 
 // ---------------------------------------------------------------- kv
 
-async fn kv_get_set_delete(b: Backend) {
+async fn kv_get_set_delete(backend: Backend) {
+    let b = Stores::open(backend).await;
     let (s, t) = (b.store(), b.tenant.as_str());
     assert_eq!(s.kv_get(t, "p", "k").await.unwrap(), None);
     s.kv_set(t, "p", "k", "v1", None).await.unwrap();
@@ -1277,7 +1241,8 @@ async fn kv_get_set_delete(b: Backend) {
     assert_eq!(s.kv_get(t, "p", "zero").await.unwrap(), None);
 }
 
-async fn kv_ttl(b: Backend) {
+async fn kv_ttl(backend: Backend) {
+    let b = Stores::open(backend).await;
     let (s, t) = (b.store(), b.tenant.as_str());
     s.kv_set(t, "p", "short", "1", Some(1)).await.unwrap();
     s.kv_set(t, "p", "gone", "1", Some(1)).await.unwrap();
@@ -1316,7 +1281,8 @@ async fn kv_ttl(b: Backend) {
     );
 }
 
-async fn kv_isolation(b: Backend) {
+async fn kv_isolation(backend: Backend) {
+    let b = Stores::open(backend).await;
     let s = b.store();
     let (t1, t2) = (b.tenant.clone(), b.other_tenant());
     s.kv_set(&t1, "p1", "k", "t1p1", None).await.unwrap();
@@ -1359,7 +1325,8 @@ async fn kv_isolation(b: Backend) {
 
 // ---------------------------------------------------------------- audit
 
-async fn audit_append_and_page(b: Backend) {
+async fn audit_append_and_page(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = b.store();
     let page = s.audit_page(&b.tenant, None, 10).await.unwrap();
@@ -1467,7 +1434,8 @@ async fn audit_append_and_page(b: Backend) {
 
 // ---------------------------------------------------------------- tenants
 
-async fn tenants_are_isolated(b: Backend) {
+async fn tenants_are_isolated(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let store = b.store();
     let a = session(&b.tenant, Some("alice"), t0);
@@ -1503,7 +1471,8 @@ async fn tenants_are_isolated(b: Backend) {
     assert_eq!(taken[0].record, other);
 }
 
-async fn odd_tenant_names(b: Backend) {
+async fn odd_tenant_names(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let store = b.store();
     let names = [
@@ -1579,7 +1548,8 @@ async fn claim_all(store: &dyn StoreBackend, tenant: &str, consumer: &str) -> Ve
     }
 }
 
-async fn ends_queued_by_every_ending(b: Backend) {
+async fn ends_queued_by_every_ending(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = b.store();
     let logout = session(&b.tenant, Some("ann"), t0);
@@ -1700,7 +1670,8 @@ async fn ends_queued_by_every_ending(b: Backend) {
     );
 }
 
-async fn ends_each_claimed_once_under_concurrency(b: Backend) {
+async fn ends_each_claimed_once_under_concurrency(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let mut public = Vec::new();
     for _ in 0..60 {
@@ -1739,7 +1710,8 @@ async fn ends_each_claimed_once_under_concurrency(b: Backend) {
     assert_eq!(claimed, public, "every job claimed by exactly one consumer");
 }
 
-async fn ends_abandoned_are_reclaimed(b: Backend) {
+async fn ends_abandoned_are_reclaimed(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = b.store();
     for _ in 0..3 {
@@ -1806,7 +1778,8 @@ async fn ends_abandoned_are_reclaimed(b: Backend) {
     );
 }
 
-async fn audit_append_once(b: Backend) {
+async fn audit_append_once(backend: Backend) {
+    let b = Stores::open(backend).await;
     let t0 = now_ms();
     let s = b.store();
     let record = json!({"type": "session_ended"});
@@ -1983,11 +1956,7 @@ async fn redis_down_is_unavailable_and_recovers() {
 /// Connecting to nothing fails quickly with `Unavailable`.
 #[tokio::test]
 async fn redis_unreachable_at_connect() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sessiond_tests::free_port(&[]);
     let started = std::time::Instant::now();
     let err = RedisStore::connect(&[format!("redis://127.0.0.1:{port}")])
         .await

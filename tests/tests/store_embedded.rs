@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sessiond::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
+use sessiond::session::{EndReason, Millis, SessionRecord, now_ms};
 use sessiond::store::embedded::{
     DB_FILE, Durability, EmbeddedConfig, EmbeddedStore, LOCK_FILE, SCHEMA_VERSION,
 };
@@ -19,6 +19,7 @@ use sessiond::store::{
     AuditStore, CreateOutcome, EndQueue, EndQueueStats, KvStore, SessionStore, StoreError,
     WriteOutcome,
 };
+use sessiond_tests::fixtures;
 
 const MIN: Millis = 60 * 1000;
 const HOUR: Millis = 60 * MIN;
@@ -30,25 +31,17 @@ fn open(dir: &Path) -> EmbeddedStore {
 
 /// A session of tenant [`T`] numbered `n`: 8 h lifetime, 30 min idle.
 fn session(n: u64, user: Option<&str>, t0: Millis) -> SessionRecord {
-    SessionRecord {
-        token_hash: format!("{n:064x}"),
-        public_id: format!("pub-{n}"),
-        tenant: T.into(),
-        user: user.map(str::to_string),
-        roles: vec!["member".into()],
-        created_at: t0,
-        last_seen_at: t0,
-        absolute_expires_at: t0 + 8 * HOUR,
-        idle_timeout_ms: 30 * MIN,
-        version: 1,
-        client: ClientInfo {
-            remote_addr: Some("203.0.113.7".into()),
-            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0".into()),
-            device: None,
-        },
-        data: serde_json::Map::new(),
-        plugin_state: Default::default(),
-    }
+    fixtures::session(T)
+        .token_hash(format!("{n:064x}"))
+        .public_id(format!("pub-{n}"))
+        .user(user)
+        .roles(&["member"])
+        .at(t0)
+        .lifetime(8 * HOUR)
+        .idle_timeout(30 * MIN)
+        .remote_addr("203.0.113.7")
+        .user_agent("Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0")
+        .build()
 }
 
 async fn create(store: &EmbeddedStore, record: &SessionRecord, now: Millis) {

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use sessiond::session::{ClientInfo, SessionRecord, now_ms};
+use sessiond::session::{SessionRecord, now_ms};
 use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::{CreateOutcome, SessionStore, WriteOutcome};
+use sessiond_tests::fixtures;
 
 /// The tenant every session of the test belongs to.
 const TENANT: &str = "crash";
@@ -19,21 +20,16 @@ const WRITERS: u64 = 8;
 const VERSIONS: u64 = 5;
 
 fn record(writer: u64, n: u64, now: u64) -> SessionRecord {
-    SessionRecord {
-        token_hash: format!("{writer:02x}{n:062x}"),
-        public_id: format!("pub-{writer}-{n}"),
-        tenant: TENANT.into(),
-        user: Some(format!("user-{writer}")),
-        roles: vec!["member".into()],
-        created_at: now,
-        last_seen_at: now,
-        absolute_expires_at: now + 24 * 3600 * 1000,
-        idle_timeout_ms: 3600 * 1000,
-        version: 1,
-        client: ClientInfo::default(),
-        data: json!({"step": 1}).as_object().cloned().unwrap_or_default(),
-        plugin_state: Default::default(),
-    }
+    fixtures::session(TENANT)
+        .token_hash(format!("{writer:02x}{n:062x}"))
+        .public_id(format!("pub-{writer}-{n}"))
+        .user(format!("user-{writer}").as_str())
+        .roles(&["member"])
+        .at(now)
+        .lifetime(24 * 3600 * 1000)
+        .idle_timeout(3600 * 1000)
+        .data(json!({"step": 1}))
+        .build()
 }
 
 async fn write_forever(store: Arc<EmbeddedStore>, writer: u64) {
