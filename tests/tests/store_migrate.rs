@@ -660,7 +660,10 @@ async fn cli_export_then_import_refuse_and_merge() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("session: 0 written, 6 already there"), "{err}");
+    assert!(
+        err.contains("session: 0 written, 6 skipped (already there)"),
+        "{err}"
+    );
     assert_eq!(dump(&target).await, dump(&source).await);
 }
 

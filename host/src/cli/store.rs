@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Subcommand;
+use tempfile::NamedTempFile;
 
 use crate::config::{Config, defaults};
 use crate::session::now_ms;
@@ -30,7 +31,7 @@ pub(super) enum StoreCommand {
     /// Write every session, end job, kv entry, audit record and audit
     /// idempotency key of the config's store as JSON lines.
     Export {
-        /// The config file; its [store] is read.
+        /// The config file; the store it names is read.
         #[arg(long, short, default_value = defaults::CONFIG_PATH, env = "SESSIOND_CONFIG")]
         config: PathBuf,
         /// Where to write the dump (`-`: standard output).
@@ -40,7 +41,7 @@ pub(super) enum StoreCommand {
     /// Write a dump's items into the config's store, keeping token hashes,
     /// versions, deadlines, end ids and audit ids.
     Import {
-        /// The config file; its [store] is written.
+        /// The config file; the store it names is written.
         #[arg(long, short, default_value = defaults::CONFIG_PATH, env = "SESSIOND_CONFIG")]
         config: PathBuf,
         /// The dump to read (`-`: standard input).
@@ -111,22 +112,24 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StoreBackend>, Failure> {
         .map_err(|e| Failure::store(format_args!("opening the store: {e:#}")))
 }
 
+/// A temporary file beside `out`, renamed to it once the dump is complete,
+/// so that a failed export leaves no partial dump behind; none for `-`.
+fn temp_beside(out: &Path) -> Result<Option<NamedTempFile>, Failure> {
+    if is_stdio(out) {
+        return Ok(None);
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    NamedTempFile::new_in(dir)
+        .map(Some)
+        .map_err(|e| Failure::input(format_args!("cannot write in {}: {e}", dir.display())))
+}
+
 fn export(config: &Path, out: &Path) -> Result<(), Failure> {
     let config = Config::load(config).map_err(Failure::input)?;
-    // The dump goes to a temporary file beside the target, renamed once
-    // complete: a failed export leaves no partial dump behind.
-    let mut file =
-        if is_stdio(out) {
-            None
-        } else {
-            let dir = match out.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            Some(tempfile::NamedTempFile::new_in(dir).map_err(|e| {
-                Failure::input(format_args!("cannot write in {}: {e}", dir.display()))
-            })?)
-        };
+    let mut file = temp_beside(out)?;
     let stdout = io::stdout();
     let mut writer: Box<dyn Write> = match &mut file {
         Some(f) => Box::new(BufWriter::new(f.as_file_mut())),
@@ -179,7 +182,9 @@ fn rewind(file: &mut File) -> Result<BufReader<&mut File>, Failure> {
 
 fn import_failure(e: ImportError) -> Failure {
     match e {
-        ImportError::Store(e) => Failure::store(e),
+        ImportError::Store(e) => Failure::Store(format!(
+            "{e} (what was written before stays: the same import with --merge finishes it)"
+        )),
         ImportError::NotEmpty(_) => Failure::Input(format!(
             "{e}; import writes into an empty store only, unless --merge: then it keeps every \
              item the store holds and adds the others"

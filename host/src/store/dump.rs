@@ -67,8 +67,7 @@ pub mod lines;
 pub const PAGE_SIZE: usize = 200;
 
 /// The kinds of item, in the order an export writes them for each tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Session,
     EndJob,
@@ -354,8 +353,9 @@ pub enum Imported {
 }
 
 /// Reading a store's whole content and writing it into another. Reads see
-/// what every other read sees (sessions past their deadline included);
-/// writes keep token hashes, versions, deadlines, end-job ids and audit ids.
+/// everything the store holds, sessions past their deadline included (kv
+/// entries and idempotency keys that lapsed excepted); writes keep token
+/// hashes, versions, deadlines, end-job ids and audit ids.
 #[async_trait]
 pub trait StoreDump: Send + Sync + 'static {
     /// The tenants the store holds anything for, in name order. That
@@ -380,4 +380,63 @@ pub trait StoreDump: Send + Sync + 'static {
     /// deadline expires. End jobs and audit records of one tenant must come
     /// in id order to be placed.
     async fn import_items(&self, items: &[Item], now: Millis) -> StoreResult<Vec<Imported>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Item, String> {
+        let item: Item = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        item.check().map(|()| item)
+    }
+
+    const RECORD: &str = r#"{"token_hash":"h","public_id":"p","tenant":"t","created_at":1,
+        "last_seen_at":1,"absolute_expires_at":9,"idle_timeout_ms":5,"version":2}"#;
+
+    #[test]
+    fn lines_are_checked() {
+        let job = |id: &str, end_id: &str| {
+            format!(
+                r#"{{"kind":"end-job","tenant":"t","id":"{id}","end_id":"{end_id}",
+                "reason":"expired","ended_at":3,"record":{RECORD}}}"#
+            )
+        };
+        let item = parse(&job("7-0", "p.7-0")).unwrap();
+        assert_eq!((item.kind(), item.key()), (Kind::EndJob, "7-0".to_string()));
+        let line = serde_json::to_string(&item).unwrap();
+        assert!(
+            line.starts_with(r#"{"kind":"end-job","tenant":"t","id":"7-0""#),
+            "{line}"
+        );
+        assert_eq!(parse(&line).unwrap(), item);
+
+        for (line, error) in [
+            (job("7-0", "p.8-0"), "is not <public id>.<id>"),
+            (job("7", "p.7"), "is not a stream id"),
+            (
+                job("9223372036854775808-0", "p.9223372036854775808-0"),
+                "2^63 - 1",
+            ),
+            (
+                format!(r#"{{"kind":"session","tenant":"u","record":{RECORD}}}"#),
+                "is not the item's tenant",
+            ),
+            (
+                r#"{"kind":"kv","tenant":"t","plugin":"p","key":"k","value":"v","expire_at":1}"#
+                    .into(),
+                "unknown field `expire_at`",
+            ),
+            (
+                r#"{"kind":"sessions","tenant":"t"}"#.into(),
+                "unknown variant",
+            ),
+        ] {
+            let err = parse(&line).unwrap_err();
+            assert!(err.contains(error), "{line}: {err}");
+        }
+        assert_eq!(stream_id("12-3"), Some((12, 3)));
+        assert_eq!(stream_id("12-"), None);
+        assert_eq!(stream_id("+1-3"), None);
+    }
 }

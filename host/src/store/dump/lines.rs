@@ -61,7 +61,7 @@ impl Tally {
         }
     }
 
-    /// One line per kind: `session: 3 written, 1 already there`.
+    /// One line per kind: `session: 3 written, 1 skipped (already there)`.
     pub fn lines(&self, written: &str) -> Vec<String> {
         Kind::ALL
             .iter()
@@ -69,7 +69,7 @@ impl Tally {
                 let c = self.get(kind);
                 let mut line = format!("{}: {} {written}", kind.as_str(), c.written);
                 for (n, what) in [
-                    (c.exists, "already there (kept)"),
+                    (c.exists, "skipped (already there)"),
                     (c.lapsed, "lapsed"),
                     (c.out_of_order, "out of order (not written)"),
                 ] {
@@ -105,9 +105,18 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
+/// `tenant "a"`, `tenants "a", "b"`, or the first ten and how many more.
 fn tenant_list(tenants: &[String]) -> String {
-    let names: Vec<String> = tenants.iter().map(|t| format!("{t:?}")).collect();
-    match names.len() {
+    const NAMED: usize = 10;
+    let mut names: Vec<String> = tenants
+        .iter()
+        .take(NAMED)
+        .map(|t| format!("{t:?}"))
+        .collect();
+    if tenants.len() > NAMED {
+        names.push(format!("{} more", tenants.len() - NAMED));
+    }
+    match tenants.len() {
         1 => format!("tenant {}", names[0]),
         _ => format!("tenants {}", names.join(", ")),
     }

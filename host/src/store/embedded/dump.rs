@@ -1,6 +1,6 @@
-//! [`StoreDump`] for the embedded store: pages are read in key order on the
-//! read connections; an import step is one writer operation, so its items
-//! share one transaction (and one fsync).
+//! [`StoreDump`](crate::store::dump::StoreDump) for the embedded store: pages
+//! are read in key order on the read connections; an import step is one
+//! writer operation, so its items share one transaction (and one fsync).
 //!
 //! Imported end jobs and audit records are inserted with their ids and move
 //! the tenant's stream counter (`streams`) up to them, so that ids handed out
@@ -281,7 +281,8 @@ fn import_end(conn: &Connection, i: &EndJobItem) -> StoreResult<Imported> {
         return Ok(Imported::OutOfOrder);
     }
     conn.prepare_cached(
-        "INSERT INTO ends (tenant, ms, seq, record, reason, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO ends (tenant, ms, seq, record, reason, ended_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         i.tenant,

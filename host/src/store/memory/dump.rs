@@ -1,5 +1,6 @@
-//! [`StoreDump`] for the memory store: each tenant is read whole, in one
-//! page per kind, and every import item is written under its tenant's lock.
+//! [`StoreDump`](crate::store::dump::StoreDump) for the memory store: each
+//! tenant is read whole, in one page per kind, and every import item is
+//! written under its tenant's lock.
 
 use async_trait::async_trait;
 
@@ -13,7 +14,7 @@ use crate::store::dump::{
 use crate::store::{EndJob, StoreError, StoreResult};
 
 /// The token hash of the placeholder session that moves a tenant's end-id
-/// counter ([`advance_end_ids`]); no SHA-256 hex digest looks like it.
+/// counter (`Tenant::advance_end_ids`); no SHA-256 hex digest looks like it.
 const PLACEHOLDER: &str = "\0end-id-placeholder";
 
 /// The most placeholder jobs one imported end job may take.

@@ -1,15 +1,17 @@
-//! [`StoreDump`] for Redis: scripts of their own (`lua/dump_*.lua`,
-//! `lua/scan_*.lua`, `lua/import_*.lua`), each touching the keys of one
-//! tenant only, so that everything works on Redis Cluster as on one server.
+//! [`StoreDump`](crate::store::dump::StoreDump) for Redis: scripts of their
+//! own (`lua/dump_*.lua`, `lua/scan_*.lua`, `lua/import_*.lua`), each
+//! touching the keys of one tenant only, so that everything works on Redis
+//! Cluster as on one server.
 //!
 //! - Tenants: a `SCAN` for `<prefix>:{*` on every master (`node`).
 //! - Sessions: a `ZSCAN` of `deadlines`, which names every stored session,
 //!   reading each one's `r`, `v` and `l`. Kv entries and idempotency keys: a
 //!   `SCAN` of the tenant's `kv:*` and `once:*` keys on its node. End jobs
 //!   and audit records: `XRANGE` in id order.
-//! - Import: one script per run of up to [`PAGE_SIZE`] items of one tenant
-//!   and kind. A session is written with its user and deadline index entries
-//!   and its key expires the grace period after its deadline or, when that
+//! - Import: one script per run of up to
+//!   [`PAGE_SIZE`](crate::store::dump::PAGE_SIZE) items of one tenant and
+//!   kind. A session is written with its user and deadline index entries and
+//!   its key expires the grace period after its deadline or, when that
 //!   passed, after the import. End jobs and audit records are `XADD`ed under
 //!   their own ids (the end id given to hooks is `<public id>.<entry id>`, so
 //!   it stays the same); kv entries and idempotency keys are `SET NX` with
