@@ -1,4 +1,5 @@
-//! The `sessiond` command line: `serve`, `plugin check` and `plugin run`.
+//! The `sessiond` command line: `serve`, `plugin check`, `plugin run`,
+//! `store export` and `store import`.
 
 use std::process::ExitCode;
 
@@ -6,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod plugin;
 mod serve;
+mod store;
 
 /// sessiond: a session runtime extended by sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -24,6 +26,9 @@ enum Command {
     /// Try a plugin locally, without a server.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Move a store's whole content to another store, as JSON lines.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -32,5 +37,6 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
     }
 }

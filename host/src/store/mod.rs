@@ -11,13 +11,16 @@
 //!   hosts; every multi-step operation is one atomic Lua script.
 //!
 //! All pass the same conformance suite (`tests/tests/store_conformance.rs`)
-//! and take their default settings from [`defaults`].
+//! and take their default settings from [`defaults`]. Each also reads and
+//! writes its whole content ([`dump::StoreDump`]), so a store moves to
+//! another backend (`sessiond store export` and `import`).
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
 
+pub mod dump;
 pub mod embedded;
 pub mod memory;
 pub mod redis;
@@ -355,9 +358,13 @@ pub trait AuditStore: Send + Sync + 'static {
 }
 
 /// A whole backend: all four concerns over one storage, so that ending a
-/// session and queuing its end job can be one atomic step. Components take
-/// only the trait they use (`Arc<dyn SessionStore>`, `Arc<dyn KvStore>`...);
-/// an `Arc<dyn StoreBackend>` coerces to each.
-pub trait StoreBackend: SessionStore + EndQueue + KvStore + AuditStore {}
+/// session and queuing its end job can be one atomic step, and the dump of
+/// all of it ([`dump::StoreDump`]). Components take only the trait they use
+/// (`Arc<dyn SessionStore>`, `Arc<dyn KvStore>`...); an
+/// `Arc<dyn StoreBackend>` coerces to each.
+pub trait StoreBackend: SessionStore + EndQueue + KvStore + AuditStore + dump::StoreDump {}
 
-impl<T: SessionStore + EndQueue + KvStore + AuditStore + ?Sized> StoreBackend for T {}
+impl<T: SessionStore + EndQueue + KvStore + AuditStore + dump::StoreDump + ?Sized> StoreBackend
+    for T
+{
+}

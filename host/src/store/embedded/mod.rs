@@ -68,6 +68,8 @@ use crate::session::Millis;
 use crate::store::{StoreError, StoreResult};
 
 mod audit;
+/// [`crate::store::dump::StoreDump`] for this store.
+mod dump;
 mod ends;
 mod kv;
 mod lock;

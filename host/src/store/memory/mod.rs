@@ -33,6 +33,8 @@ use super::{
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
+/// [`super::dump::StoreDump`] for this store.
+mod dump;
 mod tenant;
 
 use tenant::{KvEntry, StreamId, Tenant, lock, next_id};

@@ -30,6 +30,8 @@ use super::{
 use crate::session::{EndReason, Millis, SessionRecord};
 
 mod conn;
+/// [`super::dump::StoreDump`] for this store.
+mod dump;
 mod keys;
 mod reply;
 mod scripts;

@@ -1,0 +1,344 @@
+//! [`StoreDump`](crate::store::dump::StoreDump) for the memory store: each
+//! tenant is read whole, in one page per kind, and every import item is
+//! written under its tenant's lock.
+
+use async_trait::async_trait;
+
+use super::MemoryStore;
+use super::tenant::{KvEntry, QueuedEnd, StreamId, Tenant, lock};
+use crate::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
+use crate::store::dump::{
+    AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, SessionItem,
+    StoreDump, stream_id,
+};
+use crate::store::{EndJob, StoreError, StoreResult};
+
+/// The token hash of the placeholder session that moves a tenant's end-id
+/// counter (`Tenant::advance_end_ids`); no SHA-256 hex digest looks like it.
+const PLACEHOLDER: &str = "\0end-id-placeholder";
+
+/// The most placeholder jobs one imported end job may take.
+const MAX_ADVANCE: u64 = 1 << 20;
+
+impl Tenant {
+    fn holds_anything(&self, now: Millis) -> bool {
+        !self.sessions.is_empty()
+            || !self.ends.is_empty()
+            || !self.audit.is_empty()
+            || !self.audit_once.is_empty()
+            || self.last_audit_id != StreamId::default()
+            || self
+                .kv
+                .values()
+                .any(|e| e.expires_at.is_none_or(|at| at > now))
+    }
+
+    fn page(&self, tenant: &str, kind: Kind, now: Millis) -> Vec<Item> {
+        match kind {
+            Kind::Session => {
+                let mut records: Vec<&SessionRecord> = self.sessions.values().collect();
+                records.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
+                records
+                    .into_iter()
+                    .map(|r| Item::Session(SessionItem::from(r)))
+                    .collect()
+            }
+            Kind::EndJob => self
+                .ends
+                .values()
+                .map(|q| Item::EndJob(EndJobItem::from(&q.job)))
+                .collect(),
+            Kind::Kv => {
+                let mut entries: Vec<(&(String, String), &KvEntry)> = self
+                    .kv
+                    .iter()
+                    .filter(|(_, e)| e.expires_at.is_none_or(|at| at > now))
+                    .collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                entries
+                    .into_iter()
+                    .map(|((plugin, key), e)| {
+                        Item::Kv(KvItem {
+                            tenant: tenant.to_string(),
+                            plugin: plugin.clone(),
+                            key: key.clone(),
+                            value: e.value.clone(),
+                            expires_at: e.expires_at,
+                        })
+                    })
+                    .collect()
+            }
+            Kind::Audit => self
+                .audit
+                .iter()
+                .map(|(_, r)| Item::Audit(AuditItem::from(r)))
+                .collect(),
+            Kind::AuditOnce => {
+                let mut keys: Vec<AuditOnceItem> = self
+                    .audit_once_order
+                    .iter()
+                    .filter(|(until, _)| *until > now)
+                    .filter_map(|(until, key)| {
+                        Some(AuditOnceItem {
+                            tenant: tenant.to_string(),
+                            key: key.clone(),
+                            id: self.audit_once.get(key)?.clone(),
+                            expires_at: *until,
+                        })
+                    })
+                    .collect();
+                keys.sort_by(|a, b| a.key.cmp(&b.key));
+                keys.into_iter().map(Item::AuditOnce).collect()
+            }
+        }
+    }
+
+    fn import(&mut self, item: &Item, audit_max_len: usize, now: Millis) -> StoreResult<Imported> {
+        if item.lapsed(now) {
+            return Ok(Imported::Lapsed);
+        }
+        Ok(match item {
+            Item::Session(i) => {
+                if self.sessions.contains_key(&i.record.token_hash) {
+                    Imported::Exists
+                } else {
+                    self.insert(i.record.clone());
+                    Imported::Written
+                }
+            }
+            Item::EndJob(i) => self.import_end(i)?,
+            Item::Kv(i) => {
+                let id = (i.plugin.clone(), i.key.clone());
+                if self
+                    .kv
+                    .get(&id)
+                    .is_some_and(|e| e.expires_at.is_none_or(|at| at > now))
+                {
+                    return Ok(Imported::Exists);
+                }
+                self.kv_remove(&i.plugin, &i.key);
+                if let Some(at) = i.expires_at {
+                    self.kv_expiry.insert((at, i.plugin.clone(), i.key.clone()));
+                }
+                self.kv.insert(
+                    id,
+                    KvEntry {
+                        value: i.value.clone(),
+                        expires_at: i.expires_at,
+                    },
+                );
+                Imported::Written
+            }
+            Item::Audit(i) => {
+                let id = StreamId::parse(&i.id)?;
+                let at = self.audit.partition_point(|(a, _)| *a < id);
+                if self.audit.get(at).is_some_and(|(a, _)| *a == id) {
+                    return Ok(Imported::Exists);
+                }
+                if id <= self.last_audit_id {
+                    return Ok(Imported::OutOfOrder);
+                }
+                self.last_audit_id = id;
+                self.audit.push_back((id, i.to_record()));
+                while self.audit.len() > audit_max_len {
+                    self.audit.pop_front();
+                }
+                Imported::Written
+            }
+            Item::AuditOnce(i) => {
+                // Lapsed keys go first, as an append with a key does it.
+                let clock = now_ms();
+                while self
+                    .audit_once_order
+                    .front()
+                    .is_some_and(|(until, _)| *until <= clock)
+                {
+                    let (_, lapsed) = self.audit_once_order.pop_front().expect("non-empty");
+                    self.audit_once.remove(&lapsed);
+                }
+                if self.audit_once.contains_key(&i.key) {
+                    return Ok(Imported::Exists);
+                }
+                self.audit_once.insert(i.key.clone(), i.id.clone());
+                // The order stays sorted by expiry, which the purge relies on.
+                let at = self
+                    .audit_once_order
+                    .partition_point(|(until, _)| *until <= i.expires_at);
+                self.audit_once_order
+                    .insert(at, (i.expires_at, i.key.clone()));
+                Imported::Written
+            }
+        })
+    }
+
+    fn import_end(&mut self, i: &EndJobItem) -> StoreResult<Imported> {
+        let id = StreamId::parse(&i.id)?;
+        if self.ends.contains_key(&id) {
+            return Ok(Imported::Exists);
+        }
+        if !self.advance_end_ids(&i.tenant, &i.id, id)? {
+            return Ok(Imported::OutOfOrder);
+        }
+        let job = EndJob {
+            id: i.id.clone(),
+            end_id: i.end_id.clone(),
+            record: i.record.clone(),
+            reason: i.reason,
+            ended_at: i.ended_at,
+            reclaimed: false,
+        };
+        self.ends.insert(id, QueuedEnd { job, claimed: None });
+        Ok(Imported::Written)
+    }
+
+    /// Moves the tenant's end-id counter up to `id`, so that every job it
+    /// queues from now on gets a larger id; false when the counter is past
+    /// `id` already.
+    ///
+    /// The tenant hands out an end-job id only as it queues a job, at the
+    /// time the job is queued. So a placeholder session is ended at `id`'s
+    /// time, once more for each step of the sequence number, and each of its
+    /// jobs dropped at once. Every queued id is at most the counter, so each
+    /// placeholder job is the last of the queue.
+    fn advance_end_ids(&mut self, tenant: &str, text: &str, id: StreamId) -> StoreResult<bool> {
+        let (ms, seq) = stream_id(text)
+            .ok_or_else(|| StoreError::Backend(format!("invalid end job id {text:?}")))?;
+        if seq > MAX_ADVANCE {
+            return Err(StoreError::Backend(format!(
+                "end job {text}: the memory store places sequence numbers up to {MAX_ADVANCE}"
+            )));
+        }
+        if self.sessions.contains_key(PLACEHOLDER) {
+            return Err(StoreError::Backend(
+                "a session uses the end-id placeholder's token hash".into(),
+            ));
+        }
+        let mut first = true;
+        loop {
+            self.insert(placeholder(tenant));
+            self.end(PLACEHOLDER, EndReason::Logout, true, ms);
+            let (given, _) = self.ends.pop_last().expect("the placeholder's job");
+            if given == id {
+                return Ok(true);
+            }
+            if given > id {
+                debug_assert!(first, "the counter steps by one");
+                return Ok(false);
+            }
+            first = false;
+        }
+    }
+}
+
+fn placeholder(tenant: &str) -> SessionRecord {
+    SessionRecord {
+        token_hash: PLACEHOLDER.into(),
+        public_id: String::new(),
+        tenant: tenant.to_string(),
+        user: None,
+        roles: Vec::new(),
+        created_at: 0,
+        last_seen_at: 0,
+        absolute_expires_at: Millis::MAX,
+        idle_timeout_ms: Millis::MAX,
+        version: 1,
+        client: ClientInfo::default(),
+        data: Default::default(),
+        plugin_state: Default::default(),
+    }
+}
+
+#[async_trait]
+impl StoreDump for MemoryStore {
+    async fn dump_tenants(&self) -> StoreResult<Vec<String>> {
+        let tenants: Vec<(String, _)> = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, t)| (name.clone(), t.clone()))
+            .collect();
+        let now = now_ms();
+        let mut out: Vec<String> = tenants
+            .into_iter()
+            .filter(|(_, t)| lock(t).holds_anything(now))
+            .map(|(name, _)| name)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn dump_page(
+        &self,
+        tenant: &str,
+        kind: Kind,
+        cursor: Option<&str>,
+    ) -> StoreResult<DumpPage> {
+        // The first page holds everything; there is no second.
+        if cursor.is_some() {
+            return Ok(DumpPage::default());
+        }
+        let t = self.tenant(tenant);
+        let items = lock(&t).page(tenant, kind, now_ms());
+        Ok(DumpPage { items, next: None })
+    }
+
+    async fn import_items(&self, items: &[Item], now: Millis) -> StoreResult<Vec<Imported>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let t = self.tenant(item.tenant());
+            out.push(lock(&t).import(item, self.audit_max_len, now)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SessionStore;
+
+    fn job(public_id: &str, id: &str) -> Item {
+        let mut record = placeholder("t");
+        record.token_hash = format!("h-{public_id}");
+        record.public_id = public_id.into();
+        Item::EndJob(EndJobItem {
+            tenant: "t".into(),
+            id: id.into(),
+            end_id: crate::store::dump::end_id(public_id, id),
+            reason: EndReason::Expired,
+            ended_at: 5,
+            record,
+        })
+    }
+
+    #[tokio::test]
+    async fn imported_end_jobs_keep_their_ids_and_later_ends_come_after() {
+        let store = MemoryStore::new();
+        let items = [job("a", "100-0"), job("b", "100-3"), job("c", "100-2")];
+        let outcomes = store.import_items(&items, 1).await.unwrap();
+        assert_eq!(
+            outcomes,
+            [Imported::Written, Imported::Written, Imported::OutOfOrder]
+        );
+        assert_eq!(
+            store.import_items(&items[..1], 1).await.unwrap(),
+            [Imported::Exists]
+        );
+        // A session ended in the same millisecond gets a later id.
+        let mut record = placeholder("t");
+        record.token_hash = "live".into();
+        record.public_id = "d".into();
+        store.create(&record, None, false, 100).await.unwrap();
+        store
+            .remove("t", "live", EndReason::Logout, true, 100)
+            .await
+            .unwrap();
+        let t = store.tenant("t");
+        let ids: Vec<StreamId> = lock(&t).ends.keys().copied().collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[1], StreamId::parse("100-3").unwrap());
+        assert!(ids[2] > ids[1]);
+        assert!(!lock(&t).sessions.contains_key(PLACEHOLDER));
+    }
+}
