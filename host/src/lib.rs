@@ -3,7 +3,8 @@
 //! The map of the crate, from the edges inwards (a module imports only
 //! modules further down this list):
 //!
-//! - [`cli`]: the `sessiond` command line (`serve`, `plugin check|run`).
+//! - [`cli`]: the `sessiond` command line (`serve`, `plugin check|run`,
+//!   `store export|import`).
 //! - [`server`]: the composition root. Builds the store, the runtime, the
 //!   tenants and the [`app::App`] from a [`config::Config`], then runs the
 //!   API, the [`sweeper`] and the end worker ([`ends`]) until shutdown.

@@ -6,19 +6,12 @@ use async_trait::async_trait;
 
 use super::MemoryStore;
 use super::tenant::{KvEntry, QueuedEnd, StreamId, Tenant, lock};
-use crate::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
+use crate::session::{Millis, SessionRecord, now_ms};
 use crate::store::dump::{
     AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, SessionItem,
-    StoreDump, stream_id,
+    StoreDump,
 };
-use crate::store::{EndJob, StoreError, StoreResult};
-
-/// The token hash of the placeholder session that moves a tenant's end-id
-/// counter (`Tenant::advance_end_ids`); no SHA-256 hex digest looks like it.
-const PLACEHOLDER: &str = "\0end-id-placeholder";
-
-/// The most placeholder jobs one imported end job may take.
-const MAX_ADVANCE: u64 = 1 << 20;
+use crate::store::{EndJob, StoreResult};
 
 impl Tenant {
     fn holds_anything(&self, now: Millis) -> bool {
@@ -176,7 +169,7 @@ impl Tenant {
         if self.ends.contains_key(&id) {
             return Ok(Imported::Exists);
         }
-        if !self.advance_end_ids(&i.tenant, &i.id, id)? {
+        if !self.advance_end_ids(id) {
             return Ok(Imported::OutOfOrder);
         }
         let job = EndJob {
@@ -192,59 +185,14 @@ impl Tenant {
     }
 
     /// Moves the tenant's end-id counter up to `id`, so that every job it
-    /// queues from now on gets a larger id; false when the counter is past
-    /// `id` already.
-    ///
-    /// The tenant hands out an end-job id only as it queues a job, at the
-    /// time the job is queued. So a placeholder session is ended at `id`'s
-    /// time, once more for each step of the sequence number, and each of its
-    /// jobs dropped at once. Every queued id is at most the counter, so each
-    /// placeholder job is the last of the queue.
-    fn advance_end_ids(&mut self, tenant: &str, text: &str, id: StreamId) -> StoreResult<bool> {
-        let (ms, seq) = stream_id(text)
-            .ok_or_else(|| StoreError::Backend(format!("invalid end job id {text:?}")))?;
-        if seq > MAX_ADVANCE {
-            return Err(StoreError::Backend(format!(
-                "end job {text}: the memory store places sequence numbers up to {MAX_ADVANCE}"
-            )));
+    /// queues from now on gets a larger id; false when the counter is at or
+    /// past `id` already (a stream only grows at its end, as on Redis).
+    fn advance_end_ids(&mut self, id: StreamId) -> bool {
+        if id <= self.last_end_id {
+            return false;
         }
-        if self.sessions.contains_key(PLACEHOLDER) {
-            return Err(StoreError::Backend(
-                "a session uses the end-id placeholder's token hash".into(),
-            ));
-        }
-        let mut first = true;
-        loop {
-            self.insert(placeholder(tenant));
-            self.end(PLACEHOLDER, EndReason::Logout, true, ms);
-            let (given, _) = self.ends.pop_last().expect("the placeholder's job");
-            if given == id {
-                return Ok(true);
-            }
-            if given > id {
-                debug_assert!(first, "the counter steps by one");
-                return Ok(false);
-            }
-            first = false;
-        }
-    }
-}
-
-fn placeholder(tenant: &str) -> SessionRecord {
-    SessionRecord {
-        token_hash: PLACEHOLDER.into(),
-        public_id: String::new(),
-        tenant: tenant.to_string(),
-        user: None,
-        roles: Vec::new(),
-        created_at: 0,
-        last_seen_at: 0,
-        absolute_expires_at: Millis::MAX,
-        idle_timeout_ms: Millis::MAX,
-        version: 1,
-        client: ClientInfo::default(),
-        data: Default::default(),
-        plugin_state: Default::default(),
+        self.last_end_id = id;
+        true
     }
 }
 
@@ -296,12 +244,29 @@ impl StoreDump for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{ClientInfo, EndReason};
     use crate::store::SessionStore;
 
+    fn record(token_hash: &str, public_id: &str) -> SessionRecord {
+        SessionRecord {
+            token_hash: token_hash.into(),
+            public_id: public_id.into(),
+            tenant: "t".into(),
+            user: None,
+            roles: Vec::new(),
+            created_at: 0,
+            last_seen_at: 0,
+            absolute_expires_at: Millis::MAX,
+            idle_timeout_ms: Millis::MAX,
+            version: 1,
+            client: ClientInfo::default(),
+            data: Default::default(),
+            plugin_state: Default::default(),
+        }
+    }
+
     fn job(public_id: &str, id: &str) -> Item {
-        let mut record = placeholder("t");
-        record.token_hash = format!("h-{public_id}");
-        record.public_id = public_id.into();
+        let record = record(&format!("h-{public_id}"), public_id);
         Item::EndJob(EndJobItem {
             tenant: "t".into(),
             id: id.into(),
@@ -326,9 +291,7 @@ mod tests {
             [Imported::Exists]
         );
         // A session ended in the same millisecond gets a later id.
-        let mut record = placeholder("t");
-        record.token_hash = "live".into();
-        record.public_id = "d".into();
+        let record = record("live", "d");
         store.create(&record, None, false, 100).await.unwrap();
         store
             .remove("t", "live", EndReason::Logout, true, 100)
@@ -339,6 +302,5 @@ mod tests {
         assert_eq!(ids.len(), 3);
         assert_eq!(ids[1], StreamId::parse("100-3").unwrap());
         assert!(ids[2] > ids[1]);
-        assert!(!lock(&t).sessions.contains_key(PLACEHOLDER));
     }
 }

@@ -60,7 +60,7 @@ pub(super) struct Tenant {
     pub(super) audit_once_order: VecDeque<(Millis, String)>,
     /// The end queue, by job id.
     pub(super) ends: BTreeMap<StreamId, QueuedEnd>,
-    last_end_id: StreamId,
+    pub(super) last_end_id: StreamId,
 }
 
 /// An end job and who holds it.
