@@ -8,6 +8,9 @@
 //! - [`server`]: the composition root. Builds the store, the runtime, the
 //!   tenants and the [`app::App`] from a [`config::Config`], then runs the
 //!   API, the [`sweeper`] and the end worker ([`ends`]) until shutdown.
+//! - [`http`]: the HTTP/1.1 connection layer under the API: accept loop,
+//!   connection caps, header read timeout, the shutdown deadline of open
+//!   connections.
 //! - [`api`]: the HTTP edge (axum). Handlers extract and validate a request,
 //!   call one [`service`] operation and render its result; `api/error.rs`
 //!   maps every [`service::Error`] to an RFC 9457 problem.
@@ -33,6 +36,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod ends;
+pub mod http;
 pub mod ids;
 pub mod runtime;
 pub mod server;

@@ -3,13 +3,14 @@
 //! the sweeper and the end worker until shut down. Only the CLI and the
 //! tests import this module; nothing else builds anything.
 //!
-//! Shutdown (the `shutdown` future of [`serve`]) stops accepting connections,
-//! lets in-flight requests finish, stops the sweeper between two sweeps, then
-//! lets the end worker drain the end queue (bounded by
-//! `ends.shutdown_drain_ms`) and finish every job it claimed, then returns.
+//! The API is served by [`crate::http`]. Shutdown (the `shutdown` future of
+//! [`serve`]) stops accepting connections, lets in-flight requests finish and
+//! closes what is still open after `server.shutdown_timeout_ms`, stops the
+//! sweeper between two sweeps, then lets the end worker drain the end queue
+//! (bounded by `ends.shutdown_drain_ms`) and finish every job it claimed,
+//! then returns.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -20,6 +21,7 @@ use crate::api;
 use crate::app::App;
 use crate::config::{Config, StoreConfig, SweeperConfig};
 use crate::ends::{EndWork, EndWorker};
+use crate::http;
 use crate::runtime::{HostStores, Runtime};
 use crate::store::StoreBackend;
 use crate::store::embedded::EmbeddedStore;
@@ -123,13 +125,9 @@ impl Server {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, tenants = self.app.tenants.current().len(), "sessiond listening");
         }
-        let app = api::router(self.app.clone());
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let router = api::router(self.app.clone());
+        let limits = http::Limits::of(&self.app.server);
+        http::serve(listener, router, limits, shutdown).await;
         tracing::info!("no longer accepting requests; finishing end hooks");
         stop_background.cancel();
         for task in background {
@@ -138,12 +136,13 @@ impl Server {
             }
         }
         tracing::info!("sessiond stopped");
-        served.context("serving HTTP")
+        Ok(())
     }
 }
 
 /// Builds everything from `config` and serves on `listener` until `shutdown`
-/// completes; returns once in-flight requests and end hooks are done.
+/// completes; returns once in-flight requests (or the shutdown deadline) and
+/// end hooks are done.
 pub async fn serve(
     listener: TcpListener,
     config: Config,

@@ -259,6 +259,19 @@ impl Problem {
         .with("limit", limit)
     }
 
+    /// The body did not arrive within `server.body_read_timeout_ms`. The
+    /// connection closes: the rest of the body may still be on its way.
+    pub fn body_timeout(limit_ms: u64) -> Problem {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "Request body too slow",
+            format!("the request body did not arrive within {limit_ms} ms"),
+        )
+        .with("limit_ms", limit_ms)
+        .header(header::CONNECTION, HeaderValue::from_static("close"))
+    }
+
     pub fn store_unavailable() -> Problem {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,18 +2,27 @@
 //! the `/sessman` compatibility router ([`sessman`]).
 //!
 //! Every error is an RFC 9457 problem, including unknown routes (404), wrong
-//! methods (405) and bodies that are too large (413). Request logs show the
-//! route template, never the path: paths carry session tokens.
+//! methods (405), bodies that are too large (413) and bodies that do not
+//! arrive within `server.body_read_timeout_ms` (408). Request logs show the
+//! route template, never the path: paths carry session tokens. (Malformed
+//! request heads never reach the router: see [`crate::http`].)
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body::{Frame, SizeHint};
+use tokio::time::Sleep;
 
 use crate::app::App;
 
@@ -74,6 +83,7 @@ pub fn admin_router() -> Router<Arc<App>> {
 /// The whole API.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.server.max_body_bytes;
+    let body_timeout = BodyTimeout(app.server.body_read_timeout_ms);
     Router::new()
         .merge(sessions_router())
         .merge(users_router())
@@ -82,8 +92,85 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(body_timeout, body_deadline))
         .layer(middleware::from_fn(log_request))
         .with_state(app)
+}
+
+/// `server.body_read_timeout_ms`.
+#[derive(Debug, Clone, Copy)]
+struct BodyTimeout(u64);
+
+/// Gives the request body `server.body_read_timeout_ms` to arrive, counted
+/// from the first read, and answers 408 when it does not (whatever the
+/// handler made of the failed read). A deadline of our own: tower-http's
+/// body timeout restarts with every chunk, so a client trickling one byte
+/// at a time would never meet it.
+async fn body_deadline(State(timeout): State<BodyTimeout>, req: Request, next: Next) -> Response {
+    let expired = Arc::new(AtomicBool::new(false));
+    let limit = Duration::from_millis(timeout.0);
+    let req = req.map(|body| {
+        Body::new(DeadlineBody {
+            body,
+            limit,
+            deadline: None,
+            expired: expired.clone(),
+        })
+    });
+    let response = next.run(req).await;
+    if expired.load(Ordering::Relaxed) {
+        return Problem::body_timeout(timeout.0).into_response();
+    }
+    response
+}
+
+/// A request body that fails once its deadline has passed, and says so in
+/// `expired`.
+struct DeadlineBody {
+    body: Body,
+    limit: Duration,
+    /// Set on the first read.
+    deadline: Option<Pin<Box<Sleep>>>,
+    expired: Arc<AtomicBool>,
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+struct BodyTimedOut;
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        // Nothing to wait for: no timer.
+        if this.deadline.is_none() && this.body.is_end_stream() {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        }
+        let limit = this.limit;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        ready!(deadline.as_mut().poll(cx));
+        this.expired.store(true, Ordering::Relaxed);
+        Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 async fn not_found() -> Problem {

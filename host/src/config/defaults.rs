@@ -13,6 +13,17 @@ pub const CONFIG_PATH: &str = "sessiond.toml";
 pub const LISTEN: &str = "127.0.0.1:8080";
 /// `server.max_body_bytes`: 64 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// `server.header_read_timeout_ms`: 30 seconds (hyper's own default).
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// `server.body_read_timeout_ms`: 30 seconds.
+pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
+/// `server.max_connections`: below the usual soft limit of 1024 open files,
+/// so that the cap, not the file-descriptor limit, is what refuses.
+pub const MAX_CONNECTIONS: usize = 768;
+/// `server.max_connections_per_client`.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+/// `server.shutdown_timeout_ms`: 10 seconds.
+pub const SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 /// `runtime.cache_dir`, relative to the working directory.
 pub const CACHE_DIR: &str = ".cache/sessiond";
 /// `store.audit_max_len`, with every backend.

@@ -42,6 +42,21 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<ProxyNet>,
     /// The largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle keep-alive connection waits for the next request; then the
+    /// connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// How long a request's body may take to arrive, from the first read;
+    /// then it gets 408 and the connection is closed.
+    pub body_read_timeout_ms: u64,
+    /// The most connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// The most connections open at once from one client address (the TCP
+    /// peer's, a proxy's behind a proxy); more are closed at once.
+    pub max_connections_per_client: usize,
+    /// On shutdown, how long requests in flight may take to finish before
+    /// every connection still open is closed.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +65,11 @@ impl Default for ServerConfig {
             listen: defaults::LISTEN.into(),
             trusted_proxies: Vec::new(),
             max_body_bytes: defaults::MAX_BODY_BYTES,
+            header_read_timeout_ms: defaults::HEADER_READ_TIMEOUT_MS,
+            body_read_timeout_ms: defaults::BODY_READ_TIMEOUT_MS,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_connections_per_client: defaults::MAX_CONNECTIONS_PER_CLIENT,
+            shutdown_timeout_ms: defaults::SHUTDOWN_TIMEOUT_MS,
         }
     }
 }

@@ -48,8 +48,24 @@ fn server(config: &Config) -> Checked {
             ),
         );
     }
-    if config.server.max_body_bytes == 0 {
-        return invalid("server.max_body_bytes", "must be at least 1");
+    let server = &config.server;
+    let at_least_one = [
+        ("server.max_body_bytes", server.max_body_bytes as u64),
+        (
+            "server.header_read_timeout_ms",
+            server.header_read_timeout_ms,
+        ),
+        ("server.body_read_timeout_ms", server.body_read_timeout_ms),
+        ("server.max_connections", server.max_connections as u64),
+        (
+            "server.max_connections_per_client",
+            server.max_connections_per_client as u64,
+        ),
+    ];
+    for (field, value) in at_least_one {
+        if value == 0 {
+            return invalid(field, "must be at least 1");
+        }
     }
     Ok(())
 }
@@ -318,6 +334,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("neither a CIDR"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_must_be_at_least_one() {
+        for key in [
+            "max_body_bytes",
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
+            "max_connections",
+            "max_connections_per_client",
+        ] {
+            let err = parse(&format!("[server]\n{key} = 0\n{}", minimal()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("server.{key}")), "{key}: {err}");
+        }
+        // No time to finish requests in flight: connections close at once.
+        let config = parse(&format!("[server]\nshutdown_timeout_ms = 0\n{}", minimal())).unwrap();
+        assert_eq!(config.server.shutdown_timeout_ms, 0);
     }
 
     #[test]
