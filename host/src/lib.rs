@@ -24,6 +24,8 @@
 //! - [`runtime`]: the wasmtime plugin runtime: components, limits, chains.
 //! - [`store`]: session storage by concern (sessions, end queue, plugin kv,
 //!   audit) with a memory and a Redis backend.
+//! - [`json`]: the bounds on JSON (depth, session size) and the reading of
+//!   stored JSON.
 //! - [`ids`]: session tokens and public ids.
 //! - [`session`]: the session model every layer shares.
 
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod ends;
 pub mod ids;
+pub mod json;
 pub mod runtime;
 pub mod server;
 pub mod service;
