@@ -177,6 +177,10 @@ pub(crate) fn oldest_first(records: &mut [SessionRecord]) {
 /// Every method that ends sessions takes `queue_ends`: when set, the end job
 /// of each session it ends goes onto the tenant's [`EndQueue`] in the same
 /// atomic step.
+///
+/// A record nested deeper than [`crate::json::MAX_STORED_DEPTH`] is refused
+/// ([`StoreError::Backend`]); every record a store accepted reads back,
+/// whatever the edge's bounds were when it was written.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Checks that the backend answers.

@@ -101,6 +101,8 @@ impl SessionStore for MemoryStore {
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
+        // As deep as the other stores keep, so that all behave the same.
+        crate::json::check_stored(record).map_err(StoreError::Backend)?;
         let tenant = self.tenant(&record.tenant);
         let mut t = lock(&tenant);
         if t.sessions.contains_key(&record.token_hash) {
@@ -150,6 +152,7 @@ impl SessionStore for MemoryStore {
         now: Millis,
     ) -> StoreResult<WriteOutcome> {
         super::check_next_version(record, expected_version)?;
+        crate::json::check_stored(record).map_err(StoreError::Backend)?;
         let tenant = self.tenant(&record.tenant);
         let mut t = lock(&tenant);
         let Some(current) = t.live(token_hash, now) else {

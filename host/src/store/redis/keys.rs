@@ -109,8 +109,10 @@ impl TenantKeys {
 }
 
 /// The fields every session write stores, in script argument order:
-/// r, v, l, a, i, d, u.
+/// r, v, l, a, i, d, u. A record deeper than the store reads back is
+/// refused.
 pub(super) fn session_fields(record: &SessionRecord) -> StoreResult<[String; 7]> {
+    crate::json::check_stored(record).map_err(StoreError::Backend)?;
     Ok([
         serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?,
         record.version.to_string(),

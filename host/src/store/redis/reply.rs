@@ -1,6 +1,7 @@
 //! Reading Redis replies: strings, numbers and arrays, session records (from
 //! their `r`, `v` and `l` fields), end jobs and audit records. A reply of an
-//! unexpected shape is [`StoreError::Corrupt`].
+//! unexpected shape is [`StoreError::Corrupt`]. Stored JSON is read with
+//! [`crate::json::from_stored`], so any depth a store accepts reads back.
 
 use redis::Value;
 
@@ -40,7 +41,7 @@ pub(super) fn items(v: Value) -> StoreResult<Vec<Value>> {
 /// A record from its JSON (`r`) and its authoritative version (`v`) and
 /// last_seen_at (`l`).
 pub(super) fn parse_record(r: &Value, v: &Value, l: &Value) -> StoreResult<SessionRecord> {
-    let mut record: SessionRecord = serde_json::from_str(text(r)?).map_err(corrupt)?;
+    let mut record: SessionRecord = crate::json::from_stored(text(r)?).map_err(corrupt)?;
     record.version = number(v)?;
     record.last_seen_at = number(l)?;
     Ok(record)
@@ -127,7 +128,7 @@ pub(super) fn audit_record(tenant: &str, entry: Value) -> StoreResult<AuditRecor
             "at" => at = Some(number(v)?),
             "plugin" => plugin = Some(text(v)?.to_string()),
             "session" => session = Some(text(v)?.to_string()),
-            "record" => record = Some(serde_json::from_str(text(v)?).map_err(corrupt)?),
+            "record" => record = Some(crate::json::from_stored(text(v)?).map_err(corrupt)?),
             _ => {}
         }
     }
