@@ -1,7 +1,7 @@
 -- dead_letter: moves end jobs from the queue to the dead-letter stream.
 -- KEYS: ends, dead.
 -- ARGV: max len of dead, now, then an id and why for each job.
--- Returns how many moved. Each dead entry has the job's `r`, `v`, `l`,
+-- Returns how many moved (unknown and malformed ids are ignored). Each dead entry has the job's `r`, `v`, `l`,
 --   its reason as `reason` and ended-at as `ended_at` (those it has), and
 --   `job` (its id), `why`, `at` (now) and `deliveries`.
 
@@ -9,8 +9,8 @@ local names = {r = 'r', v = 'v', l = 'l', why = 'reason', at = 'ended_at'}
 local n = 0
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  local e = redis.call('XRANGE', KEYS[1], id, id)
-  if e[1] then
+  local e = redis.pcall('XRANGE', KEYS[1], id, id)
+  if not e['err'] and e[1] then
     local p = redis.pcall('XPENDING', KEYS[1], 'ends', id, id, 1)
     local deliveries = 0
     if not p['err'] and p[1] then deliveries = p[1][4] end
