@@ -3,13 +3,19 @@
 //! (1 MiB) are refused with a 422 `over-limit` problem that names the field
 //! and the limit, and a session stays usable after such a refusal. On
 //! Redis, an end job that cannot be read goes to the dead-letter list and
-//! the jobs queued with it still run.
+//! the jobs queued with it still run, and a host that stalls in an end
+//! hook which another host then finishes does not count that job as its
+//! own.
+
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sessiond_tests::fixtures::{Plugin, Tenant};
+use sessiond_tests::hosts::Host;
+use sessiond_tests::redis_server::RedisServer;
 use sessiond_tests::server::{Api, TestServer, eventually};
-use sessiond_tests::{Backend, every_backend};
-use std::time::Duration;
+use sessiond_tests::{Backend, cache_dir, every_backend};
 
 const KEY: &str = "key-acme";
 
@@ -261,4 +267,97 @@ async fn the_end_queue_shows_its_dead_letters(backend: Backend) {
     assert_eq!(dead["reason"], "logout");
     assert!(dead["at"].is_string() && dead["at_ms"].is_u64(), "{dead}");
     assert!(!q.to_string().contains("token"), "no token: {q}");
+}
+
+/// Two hosts on one Redis. Host A claims a logout's end job and is stopped
+/// (SIGSTOP) in the middle of its hook for 3.5 s; host B takes the job over
+/// after the reclaim time and finishes it. When A resumes, its hook runs
+/// out of its deadline and A's acknowledgement finds the job gone: A counts
+/// it as superseded, not as run, and the session ended exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stalled_in_a_hook_does_not_count_the_job() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[store]
+backend = "redis"
+urls = ["{url}"]
+
+[runtime]
+cache_dir = "{cache}"
+
+[ends]
+poll_interval_ms = 50
+reclaim_after_ms = 2000
+{tenant}"#,
+        url = redis.url(),
+        cache = cache_dir().display(),
+        tenant = Tenant::new("acme")
+            .key(KEY)
+            .plugin(
+                Plugin::new("ender", "ender")
+                    .grants(&["audit"])
+                    .config("delay_ms", "600")
+                    .limit("deadline_ms", 900),
+            )
+            .toml(),
+    );
+    let path = dir.path().to_path_buf();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        let start = |name: &str| {
+            Host::start(
+                env!("CARGO_BIN_EXE_sessiond-host"),
+                &path,
+                name,
+                &toml,
+                Duration::from_secs(300),
+            )
+        };
+        (start("a"), start("b"))
+    })
+    .await
+    .unwrap();
+    let (api_a, api_b) = (a.api(KEY), b.api(KEY));
+    let (id, public_id) = create(&api_a, "dee").await;
+    api_a
+        .delete(&format!("/v1/sessions/{id}"))
+        .await
+        .expect(204);
+    // A wakes its worker at once and is now in the hook's first sleep.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = a.pid().expect("host a runs").to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    signal("-CONT");
+    assert_eq!(api_b.end_reasons(&public_id).await, ["logout"]);
+    let ends_a = eventually(Duration::from_secs(10), || async {
+        let q = api_a.get("/v1/ends").await.expect(200).body;
+        (q["superseded"] == 1).then_some(q)
+    })
+    .await
+    .unwrap_or_else(|| panic!("host a never settled the job:\n{}", a.log()));
+    assert_eq!(ends_a["ran"], 0, "{ends_a}");
+    let ends_b = api_b.get("/v1/ends").await.expect(200).body;
+    assert_eq!(
+        (ends_b["ran"].as_u64(), ends_b["reclaimed"].as_u64()),
+        (Some(1), Some(1)),
+        "{ends_b}"
+    );
+    assert_eq!(ends_b["superseded"], 0);
+    assert_eq!(
+        (ends_b["waiting"].as_u64(), ends_b["claimed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(ends_b["dead"], 0);
+    drop((a, b));
 }
