@@ -6,9 +6,9 @@
 //! - Every JSON value that comes in nests at most [`MAX_DEPTH`] levels:
 //!   session data, merge patches, event and message payloads, and what
 //!   plugins return (data patches, state, replies, annotations). The
-//!   service checks its input with [`check`]; the plugin chain checks each
-//!   plugin's output with [`check`] or [`check_text`], so a plugin over the
-//!   bound fails with `invalid-output`.
+//!   service checks its input with [`check`] and [`check_object`];
+//!   [`check_text`] checks a plugin's output as it comes back, before it is
+//!   parsed, for the chain to fail that plugin with `invalid-output`.
 //! - A session as stored (its whole JSON record, plugin state included) is
 //!   at most [`MAX_SESSION_BYTES`] ([`check_session`]); the request body
 //!   limit bounds each request, this bounds what requests add up to.
