@@ -218,3 +218,43 @@ fn upgrade(conn: &Connection, path: &Path) -> StoreResult<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written at version 1, with one job claimed and one waiting,
+    /// is brought to the current version: the claimed job was delivered
+    /// once, and the dead-letter table is there.
+    #[test]
+    fn version_1_files_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(V1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO ends (tenant, ms, seq, record, reason, ended_at, consumer, claimed_at)
+                 VALUES ('t', 1, 0, '{}', 'logout', 1, 'host', 5), ('t', 2, 0, '{}', 'logout', 2, NULL, NULL)",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path, Durability::Full).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let deliveries: Vec<i64> = conn
+            .prepare("SELECT deliveries FROM ends ORDER BY ms")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(deliveries, [1, 0]);
+        let dead: i64 = conn
+            .query_row("SELECT COUNT(*) FROM dead_ends", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dead, 0);
+    }
+}
