@@ -58,6 +58,8 @@ pub struct EndWorker {
 struct Finished {
     id: String,
     reclaimed: bool,
+    /// The kinds of the hooks' failures in this run, if any.
+    failed: Vec<&'static str>,
 }
 
 /// Counters of one host's end worker since it started.
@@ -268,10 +270,15 @@ async fn run_jobs(state: &EndWork, tenant: &Arc<Tenant>, jobs: Vec<EndJob>) -> u
                 .session_end(&job.record, job.reason, &job.end_id, job.ended_at)
                 .await
         });
-        tasks.push((Finished { id, reclaimed }, deliveries, task));
+        let finished = Finished {
+            id,
+            reclaimed,
+            failed: Vec::new(),
+        };
+        tasks.push((finished, deliveries, task));
     }
     let (mut done, mut retry) = (Vec::new(), 0);
-    for (finished, deliveries, task) in tasks {
+    for (mut finished, deliveries, task) in tasks {
         match task.await {
             Ok(outcome) if outcome.store_unavailable => {
                 if deliveries >= max_deliveries {
@@ -287,7 +294,9 @@ async fn run_jobs(state: &EndWork, tenant: &Arc<Tenant>, jobs: Vec<EndJob>) -> u
                 }
                 continue;
             }
-            Ok(_) => {}
+            Ok(outcome) => {
+                finished.failed = outcome.failures.iter().map(|f| f.kind.as_str()).collect();
+            }
             Err(e) => tracing::error!("an on-session-end task failed: {e}"),
         }
         done.push(finished);
@@ -367,12 +376,11 @@ fn settle(worker: &EndWorker, tenant: &Tenant, finished: &[Finished], taken: &[S
             reclaimed += u64::from(f.reclaimed);
         } else {
             superseded += 1;
+            // What this late run failed with (a deadline passed while the
+            // host stood still, say) is no failure of the job.
+            tracing::info!(tenant = %tenant.name, job = %f.id, failed = ?f.failed,
+                "another host finished this end job while this one ran it; not counted here");
         }
-    }
-    if superseded > 0 {
-        tracing::info!(tenant = %tenant.name, jobs = superseded,
-            "end jobs were finished by another host while this one ran them; \
-             not counted here");
     }
     worker.ran.fetch_add(ran as u64, Ordering::Relaxed);
     worker.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
