@@ -28,6 +28,8 @@
 //! - [`runtime`]: the wasmtime plugin runtime: components, limits, chains.
 //! - [`store`]: session storage by concern (sessions, end queue, plugin kv,
 //!   audit) with a memory and a Redis backend.
+//! - [`json`]: the bounds on JSON (depth, session size) and the reading of
+//!   stored JSON.
 //! - [`ids`]: session tokens and public ids.
 //! - [`session`]: the session model every layer shares.
 
@@ -38,6 +40,7 @@ pub mod config;
 pub mod ends;
 pub mod http;
 pub mod ids;
+pub mod json;
 pub mod runtime;
 pub mod server;
 pub mod service;

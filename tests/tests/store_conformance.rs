@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
+use sessiond::json::MAX_STORED_DEPTH;
 use sessiond::session::{EndReason, Millis, SessionRecord, now_ms};
 use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, SessionStore,
-    StoreBackend, StoreError, UserLimit, WriteOutcome,
+    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, Poison,
+    SessionStore, StoreBackend, StoreError, UserLimit, WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 use sessiond_tests::{Backend, every_backend, fixtures};
@@ -135,6 +136,10 @@ every_backend!(
     ends_each_claimed_once_under_concurrency,
     ends_abandoned_are_reclaimed,
     audit_append_once,
+    deep_records_read_back,
+    ends_count_deliveries,
+    ends_ack_says_what_it_took,
+    ends_dead_letters,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1840,6 +1845,373 @@ async fn audit_append_once(backend: Backend) {
             .len(),
         1
     );
+}
+
+// ---------------------------------------------------------------- bounds
+
+/// `levels` nested objects: `{"a": {"a": ... {}}}`.
+fn nested(levels: usize) -> serde_json::Value {
+    let mut value = json!({});
+    for _ in 1..levels {
+        value = json!({ "a": value });
+    }
+    value
+}
+
+/// A record nested deeper than serde_json's default limit of 128, written
+/// through the store API (as hosts without the edge bound could), reads
+/// back through every read; one deeper than the stores keep is refused.
+async fn deep_records_read_back(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let s = b.store();
+    let mut deep = session(&b.tenant, Some("deep"), t0);
+    deep.data.insert("deep".into(), nested(200));
+    deep.plugin_state
+        .insert("p".into(), json!({ "deep": nested(150) }));
+    create(&b, &deep, t0).await;
+    assert_eq!(
+        s.get(&b.tenant, &deep.token_hash, t0).await.unwrap(),
+        Some(deep.clone())
+    );
+    assert_eq!(
+        s.list_user(&b.tenant, "deep", t0).await.unwrap(),
+        vec![deep.clone()]
+    );
+    let touched = s
+        .touch(&b.tenant, &deep.token_hash, t0 + 1)
+        .await
+        .unwrap()
+        .expect("live");
+    assert_eq!(touched.data, deep.data);
+    let next = changed(&touched, 1);
+    assert!(matches!(
+        s.update(&deep.token_hash, &next, touched.version, t0 + 2)
+            .await
+            .unwrap(),
+        WriteOutcome::Written(_)
+    ));
+    let removed = s
+        .remove(&b.tenant, &deep.token_hash, EndReason::Logout, true, t0 + 3)
+        .await
+        .unwrap()
+        .expect("live");
+    assert_eq!(removed, next);
+    let jobs = claim_all(s, &b.tenant, "host-a").await;
+    assert_eq!(jobs.len(), 1, "the end job reads back too");
+    assert_eq!(jobs[0].record, next);
+
+    let mut too_deep = session(&b.tenant, None, t0);
+    too_deep
+        .data
+        .insert("deep".into(), nested(MAX_STORED_DEPTH));
+    let err = s.create(&too_deep, None, true, t0).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert_eq!(
+        s.get(&b.tenant, &too_deep.token_hash, t0).await.unwrap(),
+        None
+    );
+}
+
+/// `n` sessions of the test's tenant, ended at `t0` with their end jobs
+/// queued; their public ids.
+async fn queue_ends(b: &Stores, n: usize, t0: Millis) -> Vec<String> {
+    let mut public = Vec::new();
+    for _ in 0..n {
+        let r = session(&b.tenant, None, t0);
+        create(b, &r, t0).await;
+        b.store()
+            .remove(&b.tenant, &r.token_hash, EndReason::Logout, true, t0)
+            .await
+            .unwrap()
+            .expect("live");
+        public.push(r.public_id);
+    }
+    public
+}
+
+async fn ends_count_deliveries(backend: Backend) {
+    let b = Stores::open(backend).await;
+    queue_ends(&b, 2, now_ms()).await;
+    let s = b.store();
+    let first = s
+        .claim_ends(&b.tenant, "host-a", 1, HOUR, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(first[0].deliveries, 1);
+    for n in 2..=4 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let again = b
+            .handle(n)
+            .claim_ends(&b.tenant, &format!("host-{n}"), 1, 10, now_ms())
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (&again[0].id, again[0].deliveries),
+            (&first[0].id, n as u64)
+        );
+        assert!(again[0].reclaimed);
+    }
+    let other = s
+        .claim_ends(&b.tenant, "host-b", 5, HOUR, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].deliveries, 1, "each job counts its own deliveries");
+}
+
+/// A host that stalled past the reclaim time learns from its
+/// acknowledgement that another host finished its jobs meanwhile.
+async fn ends_ack_says_what_it_took(backend: Backend) {
+    let b = Stores::open(backend).await;
+    queue_ends(&b, 3, now_ms()).await;
+    let s = b.store();
+    let stalled = s
+        .claim_ends(&b.tenant, "stalled", 10, HOUR, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(stalled.len(), 3);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let taken_over = b
+        .handle(1)
+        .claim_ends(&b.tenant, "live", 2, 50, now_ms())
+        .await
+        .unwrap();
+    let over: Vec<String> = taken_over.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(b.handle(1).ack_ends(&b.tenant, &over).await.unwrap(), over);
+    let all: Vec<String> = stalled.iter().map(|j| j.id.clone()).collect();
+    let mine = s.ack_ends(&b.tenant, &all).await.unwrap();
+    let left: Vec<&String> = all.iter().filter(|id| !over.contains(id)).collect();
+    assert_eq!(mine.iter().collect::<Vec<_>>(), left);
+    assert!(s.ack_ends(&b.tenant, &all).await.unwrap().is_empty());
+    assert!(
+        s.ack_ends(&b.tenant, &["1-0".to_string(), "nonsense".to_string()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.end_queue(&b.tenant).await.unwrap(),
+        EndQueueStats::default()
+    );
+}
+
+async fn ends_dead_letters(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let public = queue_ends(&b, 3, t0).await;
+    let s = b.store();
+    assert_eq!(s.dead_letters(&b.tenant, 10).await.unwrap().count, 0);
+    let claimed = s
+        .claim_ends(&b.tenant, "host-a", 2, HOUR, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let later = queue_ends(&b, 1, t0).await;
+    let stats = s.end_queue(&b.tenant).await.unwrap();
+    assert_eq!((stats.waiting, stats.claimed), (2, 2));
+    let moved = s
+        .dead_letter(
+            &b.tenant,
+            &[
+                Poison {
+                    id: claimed[0].id.clone(),
+                    why: "first".into(),
+                },
+                Poison {
+                    id: "1-0".into(),
+                    why: "unknown".into(),
+                },
+                Poison {
+                    id: "nonsense".into(),
+                    why: "malformed".into(),
+                },
+            ],
+            t0 + 5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let rest = claim_all(s, &b.tenant, "host-b").await;
+    assert_eq!(rest.len(), 2);
+    let last = rest
+        .iter()
+        .find(|j| j.record.public_id == later[0])
+        .expect("the job queued last");
+    assert_eq!(
+        s.dead_letter(
+            &b.tenant,
+            &[Poison {
+                id: last.id.clone(),
+                why: "second".into(),
+            }],
+            t0 + 9,
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let dead = s.dead_letters(&b.tenant, 10).await.unwrap();
+    assert_eq!(dead.count, 2);
+    let whys: Vec<&str> = dead.newest.iter().map(|d| d.why.as_str()).collect();
+    assert_eq!(whys, ["second", "first"], "newest first");
+    let first = &dead.newest[1];
+    assert_eq!(first.id, claimed[0].id);
+    assert_eq!(first.end_id.as_deref(), Some(claimed[0].end_id.as_str()));
+    assert!(public.contains(&claimed[0].record.public_id));
+    assert_eq!(first.reason, Some(EndReason::Logout));
+    assert_eq!((first.at, first.deliveries), (t0 + 5, 1));
+    assert_eq!(s.dead_letters(&b.tenant, 1).await.unwrap().newest.len(), 1);
+    assert_eq!(s.dead_letters(&b.tenant, 0).await.unwrap().count, 2);
+
+    // Gone from the queue: never handed out again, nothing to acknowledge.
+    let stats = s.end_queue(&b.tenant).await.unwrap();
+    assert_eq!((stats.waiting, stats.claimed), (0, 2));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let again = claim_all_after(s, &b.tenant, "host-c", 50).await;
+    assert_eq!(again.len(), 2);
+    assert!(
+        again
+            .iter()
+            .all(|j| j.id != claimed[0].id && j.id != last.id)
+    );
+    assert!(
+        s.ack_ends(&b.tenant, &[claimed[0].id.clone()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.dead_letters(&b.other_tenant(), 10).await.unwrap().count,
+        0,
+        "dead letters are per tenant"
+    );
+}
+
+/// An end job that cannot be read (written by another version, or
+/// damaged) does not fail the claim that finds it: the jobs claimed with it
+/// are handed out, and it goes to the dead-letter list. The memory store
+/// holds jobs as values, so none of its jobs can be unreadable.
+async fn ends_unreadable_job_is_dead_lettered(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let good = queue_ends(&b, 1, t0).await;
+    // Entries between the good ones: a record that is not JSON, and one
+    // without its fields.
+    match backend {
+        Backend::Redis | Backend::Cluster => {
+            let key = format!("sessiond:{{{}}}:ends", b.tenant);
+            let xadd = |fields: &[&str]| {
+                let mut args = vec!["XADD", key.as_str(), "*"];
+                args.extend_from_slice(fields);
+                redis_anywhere(backend, &args)
+            };
+            xadd(&[
+                "r",
+                "{not json",
+                "v",
+                "1",
+                "l",
+                "1",
+                "why",
+                "logout",
+                "at",
+                "1",
+            ]);
+            xadd(&["r", "{}"]);
+        }
+        Backend::Embedded => {
+            let dir = b._dir.as_ref().expect("a data directory").path();
+            let conn = rusqlite::Connection::open(dir.join("sessiond.db")).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            let ms = i64::try_from(t0).unwrap();
+            for (seq, record, reason) in [(100, "{not json", "logout"), (101, "{}", "gone")] {
+                conn.execute(
+                    "INSERT INTO ends (tenant, ms, seq, record, reason, ended_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+                    rusqlite::params![b.tenant, ms, seq, record, reason],
+                )
+                .unwrap();
+            }
+        }
+        Backend::Memory => unreachable!("memory jobs are always readable"),
+    }
+    let later = queue_ends(&b, 1, t0 + 1).await;
+    let s = b.store();
+    let jobs = s
+        .claim_ends(&b.tenant, "host-a", 10, HOUR, now_ms())
+        .await
+        .unwrap();
+    let mut got: Vec<&str> = jobs.iter().map(|j| j.record.public_id.as_str()).collect();
+    got.sort();
+    let mut want = vec![good[0].as_str(), later[0].as_str()];
+    want.sort();
+    assert_eq!(got, want, "the readable jobs of the batch");
+    let dead = s.dead_letters(&b.tenant, 10).await.unwrap();
+    assert_eq!(dead.count, 2);
+    for d in &dead.newest {
+        assert!(d.why.contains("cannot be read"), "{}", d.why);
+        assert_eq!(d.end_id, None);
+    }
+    let stats = s.end_queue(&b.tenant).await.unwrap();
+    assert_eq!((stats.waiting, stats.claimed), (0, 2));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(claim_all_after(s, &b.tenant, "host-b", 50).await.len(), 2);
+}
+
+/// Runs a command on whichever node of the test Redis (or cluster) holds
+/// its key.
+fn redis_anywhere(backend: Backend, args: &[&str]) -> String {
+    let mut last = None;
+    let nodes: Vec<&RedisServer> = match backend {
+        Backend::Redis => vec![RedisServer::shared()],
+        _ => RedisCluster::shared().nodes().iter().collect(),
+    };
+    for node in nodes {
+        match node.command(args) {
+            Ok(reply) => return reply,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("no node took {args:?}: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreadable_job_is_dead_lettered() {
+    ends_unreadable_job_is_dead_lettered(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_unreadable_job_is_dead_lettered() {
+    ends_unreadable_job_is_dead_lettered(Backend::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_unreadable_job_is_dead_lettered() {
+    ends_unreadable_job_is_dead_lettered(Backend::Embedded).await;
+}
+
+/// Claims every job there is for `consumer`, taking over those claimed
+/// `reclaim_after_ms` ago.
+async fn claim_all_after(
+    store: &dyn StoreBackend,
+    tenant: &str,
+    consumer: &str,
+    reclaim_after_ms: Millis,
+) -> Vec<EndJob> {
+    let mut jobs = Vec::new();
+    loop {
+        let batch = store
+            .claim_ends(tenant, consumer, 5, reclaim_after_ms, now_ms())
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            return jobs;
+        }
+        jobs.extend(batch);
+    }
 }
 
 // ---------------------------------------------------------------- Redis only

@@ -13,7 +13,8 @@ use super::auth::Caller;
 use super::error::{ApiResult, Problem};
 use super::extract::ApiQuery;
 use super::model::{
-    AuditPageView, AuditView, DescribeView, EndQueueView, Health, PluginList, PluginView,
+    AuditPageView, AuditView, DeadLetterView, DescribeView, EndQueueView, Health, PluginList,
+    PluginView,
 };
 use crate::app::App;
 use crate::runtime::OnError;
@@ -23,6 +24,8 @@ use crate::service;
 pub const DEFAULT_AUDIT_LIMIT: usize = 100;
 /// The most records per audit page.
 pub const MAX_AUDIT_LIMIT: usize = 1000;
+/// How many of the newest dead letters `GET /v1/ends` shows.
+pub const DEAD_LETTERS_SHOWN: usize = 10;
 
 /// The query of `GET /v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -122,7 +125,8 @@ pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
 /// The tenant's end queue.
 ///
 /// How many ended sessions wait for their `on-session-end` hooks and how
-/// many are being run, plus this host's end-worker counters.
+/// many are being run, the dead-letter list (jobs whose hooks will not run
+/// again) with its newest entries, plus this host's end-worker counters.
 #[utoipa::path(get, path = "/v1/ends", tag = "admin",
     responses(
         (status = 200, description = "The end queue", body = EndQueueView),
@@ -133,13 +137,21 @@ pub async fn ends(
     State(app): State<Arc<App>>,
     Caller(tenant): Caller,
 ) -> ApiResult<Json<EndQueueView>> {
-    let (queue, worker) = service::tenant::end_queue(&app, &tenant).await?;
+    let service::tenant::EndQueueReport {
+        queue,
+        dead,
+        worker,
+    } = service::tenant::end_queue(&app, &tenant, DEAD_LETTERS_SHOWN).await?;
     Ok(Json(EndQueueView {
         waiting: queue.waiting,
         claimed: queue.claimed,
         consumer: app.ends.consumer().to_string(),
         ran: worker.ran,
         reclaimed: worker.reclaimed,
+        superseded: worker.superseded,
+        dead_lettered: worker.dead_lettered,
+        dead: dead.count,
+        dead_letters: dead.newest.into_iter().map(DeadLetterView::from).collect(),
     }))
 }
 

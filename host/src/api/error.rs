@@ -137,6 +137,21 @@ impl Problem {
         .with("field", field)
     }
 
+    /// A JSON value over one of the bounds of [`crate::json`]: names the
+    /// value (`field`, empty for the body or the session as a whole) and the
+    /// bound (`limit`, `max`).
+    pub fn over_limit(e: &crate::json::OverLimit) -> Problem {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "over-limit",
+            "Value over a limit",
+            e.to_string(),
+        )
+        .with("field", e.field.clone())
+        .with("limit", e.limit.name())
+        .with("max", e.limit.max())
+    }
+
     pub fn bad_session_id() -> Problem {
         Problem::bad_request(
             "bad-session-id",
@@ -299,6 +314,7 @@ impl From<service::Error> for Problem {
         use service::Error;
         match e {
             Error::Invalid { field, message } => Problem::invalid_field(&field, message),
+            Error::OverLimit(e) => Problem::over_limit(&e),
             Error::NotFound => Problem::session_not_found(),
             Error::PreconditionFailed { current_version } => {
                 Problem::precondition_failed(current_version)

@@ -94,20 +94,29 @@ fn bytes_rejection(e: BytesRejection, limit: usize) -> Problem {
     }
 }
 
-/// Parses JSON, naming the field a type error is in.
+/// Parses JSON, naming the field a type error is in. A body nested deeper
+/// than the parser goes (128 levels) is over [`crate::json::MAX_DEPTH`]
+/// too, and answered as such.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        json_problem(&path, &inner)
+        json_problem(bytes, &path, &inner)
     })?;
-    de.end().map_err(|e| json_problem(".", &e))?;
+    de.end().map_err(|e| json_problem(bytes, ".", &e))?;
     Ok(value)
 }
 
-fn json_problem(path: &str, e: &serde_json::Error) -> Problem {
+fn json_problem(bytes: &[u8], path: &str, e: &serde_json::Error) -> Problem {
     use serde_json::error::Category;
+    if e.to_string().starts_with("recursion limit exceeded") {
+        return Problem::over_limit(&crate::json::OverLimit {
+            field: String::new(),
+            limit: crate::json::Limit::Depth,
+            found: crate::json::text_depth(bytes),
+        });
+    }
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => {
             Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
@@ -305,6 +314,18 @@ mod tests {
         assert_eq!(p.slug(), "malformed-json");
         let p = parse_json::<Body>(b"{\"name\": \"x\"} trailing").unwrap_err();
         assert_eq!(p.slug(), "malformed-json");
+    }
+
+    #[test]
+    fn bodies_deeper_than_the_parser_goes_are_over_the_depth_limit() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let p = parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.slug(), "over-limit");
+        assert_eq!(p.extra["limit"], "max_json_depth");
+        assert_eq!(p.extra["max"], crate::json::MAX_DEPTH);
+        assert_eq!(p.extra["field"], "");
+        assert!(p.detail.contains("200 levels"), "{}", p.detail);
     }
 
     #[test]

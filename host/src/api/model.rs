@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use crate::session::{AuditRecord, Millis, SessionRecord, SessionSummary};
+use crate::store::DeadLetter;
 
 /// `ms` since the epoch as RFC 3339 UTC (`2025-01-31T12:00:00.123Z`).
 pub fn rfc3339(ms: Millis) -> String {
@@ -250,6 +251,50 @@ pub struct EndQueueView {
     pub ran: u64,
     /// Of those, jobs taken over from a host that did not finish them.
     pub reclaimed: u64,
+    /// End jobs this host ran to the end after another host had finished
+    /// them (this host stalled past the reclaim time); not in `ran`.
+    pub superseded: u64,
+    /// End jobs this host moved to the dead-letter list (every tenant).
+    pub dead_lettered: u64,
+    /// End jobs in the tenant's dead-letter list: their hooks will not run
+    /// again (they could not be read, or were handed out more than
+    /// `ends.max_deliveries` times).
+    pub dead: u64,
+    /// The newest of them, newest first (at most 10).
+    pub dead_letters: Vec<DeadLetterView>,
+}
+
+/// An end job in the tenant's dead-letter list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// The job's id in the end queue it left.
+    pub id: String,
+    /// The end id its hooks were given (`<public id>.<id>`); null when its
+    /// record could not be read.
+    pub end_id: Option<String>,
+    /// Why the session ended (`logout`, `expired`...); null when unknown.
+    pub reason: Option<String>,
+    /// Why the job was moved to the dead-letter list.
+    pub why: String,
+    /// When it was moved there.
+    pub at: String,
+    pub at_ms: Millis,
+    /// How many times it had been handed out.
+    pub deliveries: u64,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(d: DeadLetter) -> DeadLetterView {
+        DeadLetterView {
+            id: d.id,
+            end_id: d.end_id,
+            reason: d.reason.map(|r| r.as_str().to_string()),
+            why: d.why,
+            at: rfc3339(d.at),
+            at_ms: d.at,
+            deliveries: d.deliveries,
+        }
+    }
 }
 
 /// A health answer.

@@ -45,6 +45,7 @@ use super::{admin, error, model, sessions, sessman, users};
         model::DescribeView,
         model::PluginList,
         model::EndQueueView,
+        model::DeadLetterView,
         model::Health,
         sessions::CreateSession,
         sessions::Authenticate,

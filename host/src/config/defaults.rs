@@ -55,6 +55,8 @@ pub const ENDS_POLL_INTERVAL_MS: u64 = 200;
 pub const ENDS_BATCH: usize = 64;
 /// `ends.reclaim_after_ms`: 30 seconds.
 pub const ENDS_RECLAIM_AFTER_MS: u64 = 30_000;
+/// `ends.max_deliveries`.
+pub const ENDS_MAX_DELIVERIES: u64 = 5;
 /// `ends.shutdown_drain_ms`: 10 seconds.
 pub const ENDS_SHUTDOWN_DRAIN_MS: u64 = 10_000;
 /// `tenants.<name>.ttl_seconds`: one hour.

@@ -133,6 +133,10 @@ pub struct EndsConfig {
     /// host takes it over (the claiming host is presumed dead). Longer than
     /// any end chain can take; shorter means faster recovery after a crash.
     pub reclaim_after_ms: u64,
+    /// How many times a job is handed out before it goes to the tenant's
+    /// dead-letter list: a job whose hooks failed to finish that often (its
+    /// host died, or the hooks could not reach the store) runs no more.
+    pub max_deliveries: u64,
     /// On shutdown, how long to keep running queued jobs before stopping.
     pub shutdown_drain_ms: u64,
     /// This host's consumer name in the queue; unique per process. Default:
@@ -147,6 +151,7 @@ impl Default for EndsConfig {
             poll_interval_ms: defaults::ENDS_POLL_INTERVAL_MS,
             batch: defaults::ENDS_BATCH,
             reclaim_after_ms: defaults::ENDS_RECLAIM_AFTER_MS,
+            max_deliveries: defaults::ENDS_MAX_DELIVERIES,
             shutdown_drain_ms: defaults::ENDS_SHUTDOWN_DRAIN_MS,
             consumer: None,
         }

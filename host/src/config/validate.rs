@@ -158,6 +158,9 @@ fn workers(config: &Config) -> Checked {
             "must be at least 1000: a job still running must not be taken over",
         );
     }
+    if ends.max_deliveries == 0 {
+        return invalid("ends.max_deliveries", "must be at least 1");
+    }
     if let Some(c) = &ends.consumer
         && (c.is_empty() || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
     {

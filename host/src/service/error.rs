@@ -14,6 +14,11 @@ pub enum Error {
     /// `roles[2]`, ...), empty for the input as a whole.
     #[error("{message}")]
     Invalid { field: String, message: String },
+    /// A JSON value of the input (or the session it would make) is over one
+    /// of the bounds of [`crate::json`]; the error names the value and the
+    /// bound.
+    #[error(transparent)]
+    OverLimit(crate::json::OverLimit),
     /// No live session has this id: it never existed, ended or expired.
     #[error("no live session has this id")]
     NotFound,
@@ -59,6 +64,12 @@ impl From<StoreError> for Error {
             StoreError::Unavailable(reason) => Error::StoreUnavailable(reason),
             other => Error::Store(other),
         }
+    }
+}
+
+impl From<crate::json::OverLimit> for Error {
+    fn from(e: crate::json::OverLimit) -> Error {
+        Error::OverLimit(e)
     }
 }
 

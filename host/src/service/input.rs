@@ -1,6 +1,11 @@
-//! The rules every operation's input must meet before anything runs.
+//! The rules every operation's input must meet before anything runs, and
+//! the bounds every session meets before it is stored.
+
+use serde_json::{Map, Value};
 
 use super::{Error, Result};
+use crate::json;
+use crate::session::SessionRecord;
 
 /// Longest user, role, device, event or handler name, in bytes.
 pub const MAX_NAME: usize = 256;
@@ -40,4 +45,22 @@ pub fn check_roles(roles: &[String]) -> Result<()> {
         check_name(&format!("roles[{i}]"), role)?;
     }
     Ok(())
+}
+
+/// A JSON value of the input (a payload): nested at most
+/// [`json::MAX_DEPTH`] levels.
+pub fn check_json(field: &str, value: &Value) -> Result<()> {
+    Ok(json::check(field, value)?)
+}
+
+/// A JSON object of the input (data, a merge patch of the data): nested at
+/// most [`json::MAX_DEPTH`] levels, the object itself being the first.
+pub fn check_json_object(field: &str, members: &Map<String, Value>) -> Result<()> {
+    Ok(json::check_object(field, members)?)
+}
+
+/// A session about to be stored, as the chain left it: within the bounds of
+/// [`json::check_session`].
+pub fn check_session(record: &SessionRecord) -> Result<()> {
+    Ok(json::check_session(record)?)
 }

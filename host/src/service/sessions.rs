@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::end::Ending;
 use super::error::allowed;
-use super::input::{check_name, check_roles};
+use super::input::{check_json, check_json_object, check_name, check_roles, check_session};
 use super::write::write_session;
 use super::{Error, Precondition, Result, SessionKey};
 use crate::app::App;
@@ -89,6 +89,7 @@ pub async fn create(app: &App, tenant: &Tenant, new: NewSession) -> Result<Issue
             "ttl_seconds: must be at least 1",
         ));
     }
+    check_json_object("data", &new.data)?;
     let limit = tenant.user_limit();
     let now = now_ms();
     // With policy deny, refuse before running any plugin; the store checks
@@ -125,6 +126,7 @@ pub async fn create(app: &App, tenant: &Tenant, new: NewSession) -> Result<Issue
     let mut record = allowed(tenant.chain.session_start(record, now).await)?;
     // Plugins change data, roles, their state and the lifetime; nothing else.
     record.version = 1;
+    check_session(&record)?;
     match Ending::of(app, tenant).create(&record, limit, now).await? {
         CreateOutcome::Created { .. } => {
             tracing::info!(tenant = %tenant.name, session = %record.public_id,
@@ -157,6 +159,12 @@ pub async fn update(
     precondition: &Precondition,
     change: DataChange,
 ) -> Result<SessionRecord> {
+    match &change {
+        DataChange::Patch(data) | DataChange::Replace(Some(data)) => {
+            check_json_object("data", data)?
+        }
+        DataChange::Replace(None) => {}
+    }
     let change = Arc::new(change);
     let (record, ()) = write_session(app, tenant, key, precondition, |current, now| {
         let change = change.clone();
@@ -305,6 +313,7 @@ pub async fn event(
             "name: the event `authenticated` is sent by POST /v1/sessions/{id}/authenticate",
         ));
     }
+    check_json("payload", payload)?;
     let (record, ()) = write_session(app, tenant, key, precondition, |current, now| async move {
         let decision = tenant.chain.event(current, name, payload, now).await;
         Ok((allowed(decision)?, ()))
@@ -324,6 +333,7 @@ pub async fn message(
     payload: &Value,
 ) -> Result<Replied> {
     check_name("handler", handler)?;
+    check_json("payload", payload)?;
     let (record, (plugin, reply)) =
         write_session(app, tenant, key, precondition, |current, now| async move {
             match tenant.chain.message(current, handler, payload, now).await {

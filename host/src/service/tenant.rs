@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Error, Result};
 use crate::app::App;
 use crate::ends::EndWorkerStats;
-use crate::store::{AuditPage, EndQueueStats};
+use crate::store::{AuditPage, DeadLetters, EndQueueStats};
 use crate::tenant::Tenant;
 
 /// How long readiness waits for the store to answer.
@@ -23,10 +23,25 @@ pub async fn audit(
     Ok(app.audit.audit_page(&tenant.name, after, limit).await?)
 }
 
-/// The tenant's end queue, and this host's end-worker counters.
-pub async fn end_queue(app: &App, tenant: &Tenant) -> Result<(EndQueueStats, EndWorkerStats)> {
+/// What `GET /v1/ends` shows: the tenant's end queue, its dead letters
+/// (the newest `dead_shown`) and this host's end-worker counters.
+#[derive(Debug, Clone)]
+pub struct EndQueueReport {
+    pub queue: EndQueueStats,
+    pub dead: DeadLetters,
+    pub worker: EndWorkerStats,
+}
+
+/// The tenant's end queue, its newest `dead_shown` dead letters, and this
+/// host's end-worker counters.
+pub async fn end_queue(app: &App, tenant: &Tenant, dead_shown: usize) -> Result<EndQueueReport> {
     let queue = app.end_queue.end_queue(&tenant.name).await?;
-    Ok((queue, app.ends.stats()))
+    let dead = app.end_queue.dead_letters(&tenant.name, dead_shown).await?;
+    Ok(EndQueueReport {
+        queue,
+        dead,
+        worker: app.ends.stats(),
+    })
 }
 
 /// Readiness: the session store answers a ping within two seconds. Any

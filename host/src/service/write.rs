@@ -4,13 +4,15 @@
 //! chain over it), store that if the version has not moved on. With a
 //! [`Precondition`] a lost race fails at once; without one the write starts
 //! over from a fresh read, chain included, so concurrent writers lose no
-//! update.
+//! update. Every state is checked against the bounds on sessions
+//! ([`crate::json::check_session`]) before it is stored.
 
 use std::future::Future;
 use std::time::Duration;
 
 use rand::TryRng as _;
 
+use super::input::check_session;
 use super::{Error, Precondition, Result, SessionKey};
 use crate::app::App;
 use crate::session::{Millis, SessionRecord, now_ms};
@@ -60,6 +62,9 @@ where
         next.public_id = current.public_id.clone();
         next.created_at = current.created_at;
         next.idle_timeout_ms = current.idle_timeout_ms;
+        // Whatever the input and the chain made of it, no session over the
+        // bounds is stored.
+        check_session(&next)?;
         match app
             .sessions
             .update(key, &next, current.version, now)

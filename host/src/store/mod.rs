@@ -59,6 +59,8 @@ pub mod defaults {
     pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
     /// The bound on a whole Redis operation, reconnecting included.
     pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+    /// About how many dead letters each tenant's list keeps (the oldest go).
+    pub const DEAD_LETTER_MAX_LEN: usize = 10_000;
 }
 
 /// How long an idempotency key of [`AuditStore::audit_append`] is kept.
@@ -120,7 +122,9 @@ pub struct Expired {
 /// [`EndQueue::claim_ends`], runs the hooks and then acknowledges them
 /// with [`EndQueue::ack_ends`]; a job claimed but not acknowledged within
 /// the reclaim time (its host died or stalled) is handed to the next host
-/// that claims.
+/// that claims. A job that can never be finished (it cannot be read, or it
+/// was handed out too often) goes to the tenant's dead-letter list
+/// ([`EndQueue::dead_letter`]) instead, so it never holds up the others.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndJob {
     /// The job's position in the queue; pass it to [`EndQueue::ack_ends`].
@@ -135,6 +139,46 @@ pub struct EndJob {
     pub ended_at: Millis,
     /// Whether the job was taken over from a consumer that did not finish it.
     pub reclaimed: bool,
+    /// How many times the job has been handed out, this time included: 1
+    /// on its first claim, more when it was taken over.
+    pub deliveries: u64,
+}
+
+/// An end job to move to the dead-letter list, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// The job's id in the queue.
+    pub id: String,
+    /// Why its hooks will not run (again).
+    pub why: String,
+}
+
+/// An end job taken out of the queue without its hooks having finished:
+/// an entry of the tenant's dead-letter list. Holds no token, nor the
+/// session's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The job's id in the queue it left.
+    pub id: String,
+    /// The end id its hooks were given; none when its record could not be
+    /// read.
+    pub end_id: Option<String>,
+    /// Why the session ended; none when that could not be read.
+    pub reason: Option<EndReason>,
+    /// Why the job was moved here.
+    pub why: String,
+    /// When it was moved here (ms since the epoch).
+    pub at: Millis,
+    /// How many times it had been handed out.
+    pub deliveries: u64,
+}
+
+/// A tenant's dead-letter list: how many it holds, and the newest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetters {
+    pub count: u64,
+    /// Newest first.
+    pub newest: Vec<DeadLetter>,
 }
 
 /// How many end jobs a tenant's queue holds.
@@ -180,6 +224,10 @@ pub(crate) fn oldest_first(records: &mut [SessionRecord]) {
 /// Every method that ends sessions takes `queue_ends`: when set, the end job
 /// of each session it ends goes onto the tenant's [`EndQueue`] in the same
 /// atomic step.
+///
+/// A record nested deeper than [`crate::json::MAX_STORED_DEPTH`] is refused
+/// ([`StoreError::Backend`]); every record a store accepted reads back,
+/// whatever the edge's bounds were when it was written.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Checks that the backend answers.
@@ -280,6 +328,10 @@ pub trait EndQueue: Send + Sync + 'static {
     /// this one) claimed at least `reclaim_after_ms` ago without
     /// acknowledging them, marked `reclaimed`, then jobs never claimed, oldest
     /// first. A job is held by one consumer at a time.
+    ///
+    /// An entry that cannot be read as a job is not returned: it goes to
+    /// the dead-letter list at once (its `why` says what is wrong with it),
+    /// and the jobs claimed with it are returned as usual.
     async fn claim_ends(
         &self,
         tenant: &str,
@@ -290,8 +342,20 @@ pub trait EndQueue: Send + Sync + 'static {
     ) -> StoreResult<Vec<EndJob>>;
 
     /// Acknowledges finished end jobs: they leave the queue for good.
-    /// Unknown ids are ignored.
-    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<()>;
+    /// Returns the ids this call took out of the queue; unknown ids, and
+    /// jobs that another consumer acknowledged (or dead-lettered) first,
+    /// are not among them.
+    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<Vec<String>>;
+
+    /// Moves end jobs (claimed or not) to the tenant's dead-letter list,
+    /// each with its `why`, dead-lettered at `now`: they leave the queue as
+    /// if acknowledged and are never handed out again. Unknown ids are
+    /// ignored. Returns how many moved. The list keeps about
+    /// [`defaults::DEAD_LETTER_MAX_LEN`] entries; the oldest go first.
+    async fn dead_letter(&self, tenant: &str, jobs: &[Poison], now: Millis) -> StoreResult<u64>;
+
+    /// How many dead letters `tenant` has, and the newest `limit` of them.
+    async fn dead_letters(&self, tenant: &str, limit: usize) -> StoreResult<DeadLetters>;
 
     /// How many end jobs of `tenant` are waiting and claimed.
     async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats>;

@@ -120,7 +120,7 @@ fn page(
             more = true;
             break;
         }
-        let record: Value = serde_json::from_str(&json)
+        let record: Value = crate::json::from_stored(&json)
             .map_err(|e| StoreError::Corrupt(format!("audit record {id}: {e}")))?;
         records.push(AuditRecord {
             id: id.to_string(),

@@ -4,10 +4,11 @@
 //! # Files
 //!
 //! `<dir>/sessiond.db` (with SQLite's `-wal` and `-shm` beside it) holds
-//! everything: sessions, end queue, plugin kv, audit streams
-//! (`schema.rs` has the tables and the schema version). `<dir>/sessiond.lock`
-//! is held with an exclusive `flock` while a process owns the directory and
-//! holds its PID; a second open fails naming the directory and that PID.
+//! everything: sessions, end queue and its dead letters, plugin kv, audit
+//! streams (`schema.rs` has the tables and the schema version).
+//! `<dir>/sessiond.lock` is held with an exclusive `flock` while a process
+//! owns the directory and holds its PID; a second open fails naming the
+//! directory and that PID.
 //!
 //! # Writes, reads and group commit
 //!

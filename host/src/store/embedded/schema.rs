@@ -23,7 +23,8 @@ use crate::store::{StoreError, StoreResult};
 /// Marks the file as a sessiond store (`PRAGMA application_id`, "sesd").
 pub(super) const APPLICATION_ID: i32 = 0x7365_7364;
 
-/// Version 1: sessions, end queue, plugin kv, audit stream.
+/// Version 1: sessions, end queue, plugin kv, audit stream. A file is
+/// created by running every step, so this one stays as version 1 wrote it.
 const V1: &str = "
 CREATE TABLE sessions (
     tenant       TEXT    NOT NULL,
@@ -95,8 +96,30 @@ CREATE TABLE audit_once (
 CREATE INDEX audit_once_expiry ON audit_once (tenant, expires_at);
 ";
 
+/// Version 2: end jobs count their deliveries; jobs that cannot finish go
+/// to a dead-letter table. A job claimed before the upgrade was delivered
+/// once.
+const V2: &str = "
+ALTER TABLE ends ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0;
+UPDATE ends SET deliveries = 1 WHERE claimed_at IS NOT NULL;
+
+CREATE TABLE dead_ends (
+    tenant     TEXT    NOT NULL,
+    ms         INTEGER NOT NULL,  -- the job's id <ms>-<seq> in the queue
+    seq        INTEGER NOT NULL,
+    record     TEXT    NOT NULL,  -- the session as it ended, as queued
+    reason     TEXT    NOT NULL,
+    ended_at   INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL,
+    why        TEXT    NOT NULL,  -- why it was taken out
+    at         INTEGER NOT NULL   -- when
+);
+CREATE UNIQUE INDEX dead_ends_id ON dead_ends (tenant, ms, seq);
+CREATE INDEX dead_ends_at ON dead_ends (tenant, at);
+";
+
 /// The upgrade path: `STEPS[n]` takes a file from version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1];
+const STEPS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
@@ -193,5 +216,45 @@ fn upgrade(conn: &Connection, path: &Path) -> StoreResult<()> {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written at version 1, with one job claimed and one waiting,
+    /// is brought to the current version: the claimed job was delivered
+    /// once, and the dead-letter table is there.
+    #[test]
+    fn version_1_files_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(V1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO ends (tenant, ms, seq, record, reason, ended_at, consumer, claimed_at)
+                 VALUES ('t', 1, 0, '{}', 'logout', 1, 'host', 5), ('t', 2, 0, '{}', 'logout', 2, NULL, NULL)",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path, Durability::Full).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let deliveries: Vec<i64> = conn
+            .prepare("SELECT deliveries FROM ends ORDER BY ms")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(deliveries, [1, 0]);
+        let dead: i64 = conn
+            .query_row("SELECT COUNT(*) FROM dead_ends", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dead, 0);
     }
 }

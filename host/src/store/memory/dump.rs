@@ -179,6 +179,7 @@ impl Tenant {
             reason: i.reason,
             ended_at: i.ended_at,
             reclaimed: false,
+            deliveries: 0,
         };
         self.ends.insert(id, QueuedEnd { job, claimed: None });
         Ok(Imported::Written)

@@ -17,8 +17,9 @@
 //! The one difference: Redis drops a session key a grace period after its
 //! deadline even if no sweeper took it; here it stays until swept.
 //!
-//! This module holds [`MemoryStore`] and its trait impls; `tenant` holds the
-//! state of one tenant and the operations on it.
+//! This module holds [`MemoryStore`] and its trait impls but one; `ends`
+//! holds its end queue ([`crate::store::EndQueue`]) and `tenant` the state of one tenant
+//! and the operations on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,14 +28,14 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats,
-    Expired, KvStore, LimitPolicy, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
-    defaults, oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, LimitPolicy,
+    SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, defaults, oldest_first,
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
 /// [`super::dump::StoreDump`] for this store.
 mod dump;
+mod ends;
 mod tenant;
 
 use tenant::{KvEntry, StreamId, Tenant, lock, next_id};
@@ -103,6 +104,8 @@ impl SessionStore for MemoryStore {
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
+        // As deep as the other stores keep, so that all behave the same.
+        crate::json::check_stored(record).map_err(StoreError::Backend)?;
         let tenant = self.tenant(&record.tenant);
         let mut t = lock(&tenant);
         if t.sessions.contains_key(&record.token_hash) {
@@ -152,6 +155,7 @@ impl SessionStore for MemoryStore {
         now: Millis,
     ) -> StoreResult<WriteOutcome> {
         super::check_next_version(record, expected_version)?;
+        crate::json::check_stored(record).map_err(StoreError::Backend)?;
         let tenant = self.tenant(&record.tenant);
         let mut t = lock(&tenant);
         let Some(current) = t.live(token_hash, now) else {
@@ -267,76 +271,6 @@ impl SessionStore for MemoryStore {
             }
         }
         Ok(out)
-    }
-}
-
-#[async_trait]
-impl EndQueue for MemoryStore {
-    async fn claim_ends(
-        &self,
-        tenant: &str,
-        consumer: &str,
-        max: usize,
-        reclaim_after_ms: Millis,
-        now: Millis,
-    ) -> StoreResult<Vec<EndJob>> {
-        let tenant = self.tenant(tenant);
-        let mut t = lock(&tenant);
-        let mut out = Vec::new();
-        // Abandoned jobs first, as XAUTOCLAIM hands them out.
-        for queued in t.ends.values_mut() {
-            if out.len() >= max {
-                break;
-            }
-            if let Some((_, at)) = &queued.claimed
-                && now.saturating_sub(*at) >= reclaim_after_ms
-            {
-                queued.claimed = Some((consumer.to_string(), now));
-                queued.job.reclaimed = true;
-                out.push(queued.job.clone());
-            }
-        }
-        for queued in t.ends.values_mut() {
-            if out.len() >= max {
-                break;
-            }
-            if queued.claimed.is_none() {
-                queued.claimed = Some((consumer.to_string(), now));
-                out.push(queued.job.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<()> {
-        let tenant = self.tenant(tenant);
-        let mut t = lock(&tenant);
-        for id in ids {
-            if let Ok(id) = StreamId::parse(id) {
-                t.ends.remove(&id);
-            }
-        }
-        Ok(())
-    }
-
-    async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
-        let tenant = self.tenant(tenant);
-        let t = lock(&tenant);
-        let claimed = t.ends.values().filter(|q| q.claimed.is_some()).count() as u64;
-        Ok(EndQueueStats {
-            waiting: t.ends.len() as u64 - claimed,
-            claimed,
-        })
-    }
-
-    async fn prune_end_consumers(
-        &self,
-        _tenant: &str,
-        _keep: &str,
-        _idle_ms: Millis,
-    ) -> StoreResult<u64> {
-        // Consumers are not recorded apart from the jobs they hold.
-        Ok(0)
     }
 }
 

@@ -1,13 +1,14 @@
 //! One tenant's state in the embedded store, kept behind the tenant's
 //! mutex: its sessions and their user and deadline indexes, plugin kv
-//! entries, the audit stream with its idempotency keys, and the end queue,
-//! with the stream ids ([`StreamId`]) its audit records and end jobs carry.
+//! entries, the audit stream with its idempotency keys, and the end queue
+//! with its dead letters, with the stream ids ([`StreamId`]) its audit
+//! records and end jobs carry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
-use crate::store::{EndJob, StoreError, StoreResult};
+use crate::store::{DeadLetter, EndJob, StoreError, StoreResult};
 
 pub(super) fn lock(t: &Mutex<Tenant>) -> MutexGuard<'_, Tenant> {
     t.lock().unwrap_or_else(|e| e.into_inner())
@@ -61,6 +62,8 @@ pub(super) struct Tenant {
     /// The end queue, by job id.
     pub(super) ends: BTreeMap<StreamId, QueuedEnd>,
     pub(super) last_end_id: StreamId,
+    /// End jobs taken out of the queue unfinished, oldest first.
+    pub(super) dead: VecDeque<DeadLetter>,
 }
 
 /// An end job and who holds it.
@@ -149,6 +152,7 @@ impl Tenant {
             reason,
             ended_at: now,
             reclaimed: false,
+            deliveries: 0,
         };
         self.ends.insert(id, QueuedEnd { job, claimed: None });
     }

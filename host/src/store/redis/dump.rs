@@ -25,7 +25,9 @@ use redis::{Script, Value};
 
 use super::RedisStore;
 use super::keys::{TenantKeys, audit_fields, clamp, session_fields};
-use super::reply::{audit_record, corrupt, end_job, id_after, items, records, text};
+use super::reply::{
+    audit_record, corrupt, end_job, entry as stream_entry, id_after, items, records, text,
+};
 use crate::session::Millis;
 use crate::store::StoreResult;
 use crate::store::dump::{
@@ -109,7 +111,11 @@ impl RedisStore {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             out.push(match kind {
-                Kind::EndJob => Item::EndJob(EndJobItem::from(&end_job(entry, false)?)),
+                Kind::EndJob => {
+                    let (id, fields) = stream_entry(entry)?;
+                    // Exported as waiting: the importer's workers deliver it anew.
+                    Item::EndJob(EndJobItem::from(&end_job(id, &fields, false, 0)?))
+                }
                 _ => Item::Audit(AuditItem::from(&audit_record(tenant, entry)?)),
             });
         }

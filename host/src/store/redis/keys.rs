@@ -16,6 +16,7 @@
 //! | `audit` | stream | fields `at`, `plugin`, `session` (optional), `record` (JSON) | `XADD MAXLEN ~ audit_max_len` |
 //! | `once:<key>` | string | the audit id written by the first append with idempotency key `<key>` (end hooks: `<end id>:<plugin>:<n>`) | `PX` one day |
 //! | `ends` | stream, consumer group `ends` | end jobs: fields `r`, `v`, `l` (the session as it ended), `why` (reason), `at` (ended at) | entries deleted when acknowledged |
+//! | `dead` | stream | end jobs taken out unfinished: `job` (its id in `ends`), `why`, `at`, `deliveries`, and its `r`, `v`, `l`, `reason`, `ended_at` | `XADD MAXLEN ~ 10000` |
 //!
 //! `v` and `l` are authoritative over the copies inside `r`: `touch` changes
 //! only those fields (and `d`), never rewriting the JSON in Lua.
@@ -106,11 +107,17 @@ impl TenantKeys {
     pub(super) fn ends(&self) -> String {
         format!("{}ends", self.base)
     }
+
+    pub(super) fn dead(&self) -> String {
+        format!("{}dead", self.base)
+    }
 }
 
 /// The fields every session write stores, in script argument order:
-/// r, v, l, a, i, d, u.
+/// r, v, l, a, i, d, u. A record deeper than the store reads back is
+/// refused.
 pub(super) fn session_fields(record: &SessionRecord) -> StoreResult<[String; 7]> {
+    crate::json::check_stored(record).map_err(StoreError::Backend)?;
     Ok([
         serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?,
         record.version.to_string(),

@@ -2,10 +2,11 @@
 //!
 //! Every trait call is one round trip: a single command or one atomic Lua
 //! script (`EVALSHA`, falling back to loading the script once per server).
-//! This module holds [`RedisStore`] and its trait impls; `keys` holds the
-//! key layout, `conn` the connection ([`RedisConfig`], single server or
-//! cluster, operation timeout), `scripts` the Lua scripts (`lua/*.lua`) and
-//! `reply` the reading of replies.
+//! This module holds [`RedisStore`] and its trait impls but the end
+//! queue's, which `ends` holds; `keys` holds the key layout, `conn` the
+//! connection ([`RedisConfig`], single server or cluster, operation
+//! timeout), `scripts` the Lua scripts (`lua/*.lua`) and `reply` the
+//! reading of replies.
 //!
 //! # End jobs
 //!
@@ -17,21 +18,26 @@
 //! past the reclaim time (a dead or stalled host), then `XREADGROUP >` new
 //! ones, in one script. A finished job is `XACK`ed and `XDEL`eted at once,
 //! so the stream holds only unfinished jobs. The end id given to hooks is
-//! `<public id>.<entry id>`: the same on every delivery of the job.
+//! `<public id>.<entry id>`: the same on every delivery of the job, whose
+//! count the group keeps (`XPENDING`). A job moved to the dead-letter list
+//! is copied to the stream `dead` and acknowledged in one script; an entry
+//! that cannot be read is moved there by the claim that finds it (one
+//! more round trip, only then).
 
 use async_trait::async_trait;
 use redis::Value;
 use serde_json::Value as Json;
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats,
-    Expired, KvStore, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, SessionStore,
+    StoreError, StoreResult, UserLimit, WriteOutcome, oldest_first,
 };
 use crate::session::{EndReason, Millis, SessionRecord};
 
 mod conn;
 /// [`super::dump::StoreDump`] for this store.
 mod dump;
+mod ends;
 mod keys;
 mod reply;
 mod scripts;
@@ -40,8 +46,7 @@ use conn::Connection;
 pub use conn::RedisConfig;
 use keys::{MAX_MS, TenantKeys, audit_fields, session_expiry, session_fields};
 use reply::{
-    audit_record, corrupt, end_job, id_after, items, number, one_record, parse_record, records,
-    text,
+    audit_record, corrupt, id_after, items, number, one_record, parse_record, records, text,
 };
 use scripts::{SCRIPTS, flag, limit_args};
 
@@ -315,73 +320,6 @@ impl SessionStore for RedisStore {
                 record,
             })
             .collect())
-    }
-}
-
-#[async_trait]
-impl EndQueue for RedisStore {
-    async fn claim_ends(
-        &self,
-        tenant: &str,
-        consumer: &str,
-        max: usize,
-        reclaim_after_ms: Millis,
-        _now: Millis,
-    ) -> StoreResult<Vec<EndJob>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let mut inv = SCRIPTS.claim_ends.prepare_invoke();
-        inv.key(self.keys(tenant).ends())
-            .arg(consumer)
-            .arg(max)
-            .arg(reclaim_after_ms.max(1));
-        let reply = items(self.conn.invoke(&inv).await?)?;
-        let mut out = Vec::new();
-        for (list, reclaimed) in reply.into_iter().zip([true, false]) {
-            for entry in items(list)? {
-                if !matches!(entry, Value::Nil) {
-                    out.push(end_job(entry, reclaimed)?);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn ack_ends(&self, tenant: &str, ids: &[String]) -> StoreResult<()> {
-        let key = self.keys(tenant).ends();
-        for chunk in ids.chunks(1000) {
-            let mut inv = SCRIPTS.ack_ends.prepare_invoke();
-            inv.key(&key);
-            for id in chunk {
-                inv.arg(id);
-            }
-            self.conn.invoke(&inv).await?;
-        }
-        Ok(())
-    }
-
-    async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
-        let mut inv = SCRIPTS.end_queue.prepare_invoke();
-        inv.key(self.keys(tenant).ends());
-        match items(self.conn.invoke(&inv).await?)?.as_slice() {
-            [waiting, claimed] => Ok(EndQueueStats {
-                waiting: number(waiting)?,
-                claimed: number(claimed)?,
-            }),
-            _ => Err(corrupt("end queue stats: expected two numbers")),
-        }
-    }
-
-    async fn prune_end_consumers(
-        &self,
-        tenant: &str,
-        keep: &str,
-        idle_ms: Millis,
-    ) -> StoreResult<u64> {
-        let mut inv = SCRIPTS.prune_consumers.prepare_invoke();
-        inv.key(self.keys(tenant).ends()).arg(keep).arg(idle_ms);
-        number(&self.conn.invoke(&inv).await?)
     }
 }
 

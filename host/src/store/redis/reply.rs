@@ -1,11 +1,12 @@
 //! Reading Redis replies: strings, numbers and arrays, session records (from
-//! their `r`, `v` and `l` fields), end jobs and audit records. A reply of an
-//! unexpected shape is [`StoreError::Corrupt`].
+//! their `r`, `v` and `l` fields), end jobs, dead letters and audit records. A reply of an
+//! unexpected shape is [`StoreError::Corrupt`]. Stored JSON is read with
+//! [`crate::json::from_stored`], so any depth a store accepts reads back.
 
 use redis::Value;
 
 use crate::session::{AuditRecord, EndReason, SessionRecord};
-use crate::store::{EndJob, StoreError, StoreResult};
+use crate::store::{DeadLetter, EndJob, StoreError, StoreResult};
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -40,7 +41,7 @@ pub(super) fn items(v: Value) -> StoreResult<Vec<Value>> {
 /// A record from its JSON (`r`) and its authoritative version (`v`) and
 /// last_seen_at (`l`).
 pub(super) fn parse_record(r: &Value, v: &Value, l: &Value) -> StoreResult<SessionRecord> {
-    let mut record: SessionRecord = serde_json::from_str(text(r)?).map_err(corrupt)?;
+    let mut record: SessionRecord = crate::json::from_stored(text(r)?).map_err(corrupt)?;
     record.version = number(v)?;
     record.last_seen_at = number(l)?;
     Ok(record)
@@ -65,18 +66,29 @@ pub(super) fn one_record(reply: &[Value]) -> StoreResult<Option<SessionRecord>> 
     }
 }
 
-/// An end job from a stream entry `[id, [field, value, …]]` of the ends
-/// stream (fields `r`, `v`, `l`, `why`, `at`).
-pub(super) fn end_job(entry: Value, reclaimed: bool) -> StoreResult<EndJob> {
+/// A stream entry `[id, [field, value, …]]`: its id and its fields, names
+/// and values alternating.
+pub(super) fn entry(entry: Value) -> StoreResult<(String, Vec<Value>)> {
     let mut parts = items(entry)?.into_iter();
     let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
-        return Err(corrupt("malformed end job"));
+        return Err(corrupt("malformed stream entry"));
     };
     let id = text(&id)?.to_string();
     let fields = match fields {
         Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
         other => items(other)?,
     };
+    Ok((id, fields))
+}
+
+/// The end job of the ends stream's entry `id` (fields `r`, `v`, `l`,
+/// `why`, `at`), on its `deliveries`th delivery.
+pub(super) fn end_job(
+    id: String,
+    fields: &[Value],
+    reclaimed: bool,
+    deliveries: u64,
+) -> StoreResult<EndJob> {
     let (mut r, mut v, mut l, mut why, mut at) = (None, None, None, None, None);
     for pair in fields.chunks(2) {
         let [k, val] = pair else {
@@ -104,7 +116,57 @@ pub(super) fn end_job(entry: Value, reclaimed: bool) -> StoreResult<EndJob> {
         reason,
         ended_at: at,
         reclaimed,
+        deliveries,
     })
+}
+
+/// A dead letter from an entry of the dead stream (fields `job`, `why`,
+/// `at`, `deliveries`, and what could be copied of the job: `r`, `reason`).
+/// The entry's own id is not the job's.
+pub(super) fn dead_letter(entry_value: Value) -> StoreResult<DeadLetter> {
+    let (_, fields) = entry(entry_value)?;
+    let (mut job, mut why, mut at, mut deliveries) = (None, None, 0, 0);
+    let (mut end_id, mut reason) = (None, None);
+    let mut public_id = None;
+    for pair in fields.chunks(2) {
+        let [k, val] = pair else {
+            return Err(corrupt("odd dead letter field list"));
+        };
+        match text(k)? {
+            "job" => job = Some(text(val)?.to_string()),
+            "why" => why = Some(text(val)?.to_string()),
+            "at" => at = number(val)?,
+            "deliveries" => deliveries = number(val)?,
+            // A record that could not be read is why some jobs are here.
+            "r" => {
+                public_id = text(val)
+                    .ok()
+                    .and_then(|r| crate::json::from_stored::<PublicId>(r).ok())
+            }
+            "reason" => reason = text(val).ok().and_then(EndReason::parse),
+            _ => {}
+        }
+    }
+    let (Some(id), Some(why)) = (job, why) else {
+        return Err(corrupt("dead letter lacks a field"));
+    };
+    if let Some(p) = public_id {
+        end_id = Some(format!("{}.{id}", p.public_id));
+    }
+    Ok(DeadLetter {
+        id,
+        end_id,
+        reason,
+        why,
+        at,
+        deliveries,
+    })
+}
+
+/// The one member of a stored record a dead letter shows.
+#[derive(serde::Deserialize)]
+struct PublicId {
+    public_id: String,
 }
 
 /// An audit record from an XRANGE entry: `[id, [field, value, …]]`.
@@ -127,7 +189,7 @@ pub(super) fn audit_record(tenant: &str, entry: Value) -> StoreResult<AuditRecor
             "at" => at = Some(number(v)?),
             "plugin" => plugin = Some(text(v)?.to_string()),
             "session" => session = Some(text(v)?.to_string()),
-            "record" => record = Some(serde_json::from_str(text(v)?).map_err(corrupt)?),
+            "record" => record = Some(crate::json::from_stored(text(v)?).map_err(corrupt)?),
             _ => {}
         }
     }

@@ -1,8 +1,13 @@
 -- ack_ends: acknowledges end jobs and deletes them.
 -- KEYS: ends.
 -- ARGV: entry ids.
--- Returns 1.
+-- Returns the ids that were still in the stream (the others were
+--   acknowledged or dead-lettered before, or never existed; malformed ones
+--   are ignored too).
 
-redis.call('XACK', KEYS[1], 'ends', unpack(ARGV))
-redis.call('XDEL', KEYS[1], unpack(ARGV))
-return 1
+local taken = {}
+for _, id in ipairs(ARGV) do
+  redis.pcall('XACK', KEYS[1], 'ends', id)
+  if redis.pcall('XDEL', KEYS[1], id) == 1 then taken[#taken + 1] = id end
+end
+return taken
