@@ -142,7 +142,8 @@ key_hash="sha256:$(printf %s "$KEY" | sha256sum | awk '{print $1}')"
 # its data in $work/data-NAME.
 store_toml() {
   case $1 in
-    redis) printf 'backend = "redis"\nurls = ["redis://127.0.0.1:%s"]\n' "$rport" ;;
+    # The grace period must outlast ten of the rare sweeps below.
+    redis) printf 'backend = "redis"\nurls = ["redis://127.0.0.1:%s"]\ngrace_seconds = 86400\n' "$rport" ;;
     embedded) printf 'backend = "embedded"\npath = "%s"\ndurability = "%s"\n' \
       "$work/data-$2" "$EMBEDDED_DURABILITY" ;;
     memory) printf 'backend = "memory"\n' ;;
