@@ -100,7 +100,7 @@ fn check_rejects_what_is_not_a_plugin_with_a_clear_reason() {
         (
             "empty.wasm",
             b"\0asm\x0d\0\x01\0".to_vec(),
-            "does not export sessiond:plugin/hooks@0.1.0",
+            "does not export sessiond:plugin/hooks@0.2.0",
         ),
     ];
     for (name, bytes, reason) in cases {
@@ -113,7 +113,7 @@ fn check_rejects_what_is_not_a_plugin_with_a_clear_reason() {
     }
 }
 
-/// Rewrites every `sessiond:plugin/...@0.1.0` name in a built component, so
+/// Rewrites every `sessiond:plugin/...@0.2.0` name in a built component, so
 /// that it targets another version or imports an unknown interface.
 fn rewritten(from: &str, to: &str) -> PathBuf {
     assert_eq!(from.len(), to.len(), "same length keeps the binary valid");
@@ -139,12 +139,12 @@ fn rewritten(from: &str, to: &str) -> PathBuf {
 
 #[test]
 fn check_rejects_a_wrong_version_and_an_unknown_import() {
-    let wrong = rewritten("@0.1.0", "@0.9.0");
+    let wrong = rewritten("@0.2.0", "@0.9.0");
     let out = sessiond(&["plugin", "check", wrong.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("sessiond:plugin@0.9.0") && err.contains("implements sessiond:plugin@0.1.0"),
+        err.contains("sessiond:plugin@0.9.0") && err.contains("implements sessiond:plugin@0.2.0"),
         "{err}"
     );
 
@@ -153,7 +153,7 @@ fn check_rejects_a_wrong_version_and_an_unknown_import() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("imports sessiond:plugin/sessionz@0.1.0, which this host does not provide"),
+        err.contains("imports sessiond:plugin/sessionz@0.2.0, which this host does not provide"),
         "{err}"
     );
 }

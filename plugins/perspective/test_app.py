@@ -36,8 +36,8 @@ def session(**kw):
 
 
 def patch(verdict):
-    c = verdict.value
-    return json.loads(c.data_patch or "null"), json.loads(c.state or "null")
+    c = json.loads(verdict.value)
+    return c.get("data_patch"), c.get("state")
 
 
 class PerspectiveTests(unittest.TestCase):
@@ -55,22 +55,28 @@ class PerspectiveTests(unittest.TestCase):
     def test_start(self):
         self.host.kv["prefs:alice"] = '{"theme":"dark"}'
         client = self.wit.ClientInfo("10.0.0.1", None, "mobile")
-        data, state = patch(self.hooks.on_session_start(session(client=client), client))
+        s = session(client=client, created_at=5_000, idle_expires_at=905_000)
+        data, state = patch(self.hooks.on_session_start(s, client))
         self.assertEqual(
-            data, {"viewMode": "compact", "loginTime": 5000, "pageViews": 0, "preferences": {"theme": "dark"}}
+            data,
+            {"viewMode": "compact", "loginTime": 5000, "pageViews": 0, "idleWarningAt": 845_000,
+             "preferences": {"theme": "dark"}},
         )
         self.assertEqual(state, {"login_time": 5000, "page_views": 0})
         client = self.wit.ClientInfo(None, None, None)
-        data, _ = patch(self.hooks.on_session_start(session(user=None), client))
-        self.assertEqual(data, {"viewMode": "full", "loginTime": 5000, "pageViews": 0})
+        s = session(user=None, created_at=5_000, idle_expires_at=60_000)
+        data, _ = patch(self.hooks.on_session_start(s, client))
+        self.assertEqual(data, {"viewMode": "full", "loginTime": 5000, "pageViews": 0, "idleWarningAt": 0})
 
     def test_page_view(self):
         st = {"login_time": 1, "page_views": 2}
         ev = lambda roles, page: self.hooks.on_event(
             session(roles=roles, state=st), "page-view", json.dumps({"page": page})
         )
-        self.assertEqual(ev(["Operator"], "/admin/users"), self.wit.Verdict_Deny("unauthorized"))
-        self.assertEqual(ev([], "/reports"), self.wit.Verdict_Deny("unauthorized"))
+        # A refused view is refused, and still counted in the plugin's state.
+        counted = self.wit.Denial("unauthorized", '{"login_time":1,"page_views":3}')
+        self.assertEqual(ev(["Operator"], "/admin/users"), self.wit.Verdict_Deny(counted))
+        self.assertEqual(ev([], "/reports"), self.wit.Verdict_Deny(counted))
         data, state = patch(ev(["Engineer"], "/settings/plc"))
         self.assertEqual(data, {"pageViews": 3, "editMode": True})
         self.assertEqual(state, {"login_time": 1, "page_views": 3})
@@ -90,11 +96,22 @@ class PerspectiveTests(unittest.TestCase):
             self.assertEqual((p["canEdit"], p["canDelete"], p["canApprove"]), perms)
         self.assertEqual(self.host.audits[0], {"action": "LOGIN", "target": "alice", "value": "SUCCESS"})
         s = session(data={"temp": {"draftData": {"d": 1}}})
-        data, _ = patch(self.hooks.on_event(s, "logout", "null"))
+        verdict = self.hooks.on_event(s, "logout", "null")
+        data, _ = patch(verdict)
         self.assertEqual(data, {"temp": None, "permissions": None})
+        self.assertEqual(json.loads(verdict.value)["end"], "logout")  # logout ends the session
         self.assertEqual(self.host.kv["drafts:alice"], '{"d":1}')
         self.assertEqual(self.host.audits[-1], {"action": "LOGOUT", "target": "alice", "value": "SUCCESS"})
         self.assertEqual(self.hooks.on_event(session(), "other", "null"), sdk_tests.sdk.allow())
+
+    def test_idle(self):
+        # Idle timeout 900 s: the warning comes 60 s before the slid deadline.
+        s = session(last_seen_at=1_000, idle_expires_at=901_000)
+        data, _ = patch(self.hooks.on_event(s, "idle-reset", "null"))
+        self.assertEqual(data, {"metrics": {"lastActivity": 5000}, "idleWarningAt": 845_000})
+        end = self.wit.EndInfo(self.wit.EndReason.IDLE_TIMEOUT, "e9", 9_000)
+        self.hooks.on_session_end(session(), end)
+        self.assertIn(("INFO", "Session timeout: s1"), self.host.logs)
 
     def test_messages(self):
         msg = lambda handler, payload, **kw: self.hooks.on_message(
@@ -103,7 +120,7 @@ class PerspectiveTests(unittest.TestCase):
         self.host.kv["prefs:alice"] = '{"theme":"dark"}'
         r = msg("updatePreference", {"name": "language", "value": "de"})
         self.assertEqual(json.loads(r.reply), {"status": "updated", "preference": "language"})
-        self.assertEqual(json.loads(r.changes.data_patch), {"preferences": {"language": "de"}})
+        self.assertEqual(json.loads(r.changes)["data_patch"], {"preferences": {"language": "de"}})
         self.assertEqual(json.loads(self.host.kv["prefs:alice"]), {"theme": "dark", "language": "de"})
         msg("updatePreference", {"name": "theme", "value": "x"}, user=None)
         self.assertEqual(len(self.host.kv), 1)

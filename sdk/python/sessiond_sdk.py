@@ -14,10 +14,12 @@ A plugin is a module named ``app`` that defines ``class Hooks(Plugin)``:
             return sdk.allow()
 
 `Plugin` gives every hook a harmless default and builds ``describe`` from
-``NAME``, ``VERSION`` and the hooks the subclass overrides. The functions
-below build the WIT values (verdicts, changes, replies) from plain Python
-values, parse and write the JSON text that crosses the boundary, and wrap the
-host capabilities.
+``NAME``, ``VERSION`` and the hooks the subclass overrides. Hooks receive a
+`Session` (read lazily from the bytes the host sends: the contract
+``sessiond:plugin@0.2.0`` passes the session as one byte list, because
+componentize-py pays for every value it lifts) and return what the
+functions below build from plain Python values (verdicts, changes, replies).
+The SDK also wraps the host capabilities.
 
 Things worth knowing about the componentize-py runtime:
 
@@ -26,6 +28,11 @@ Things worth knowing about the componentize-py runtime:
   not seen by the others; `Plugin.config` is kept at module level for that
   reason. Keep per-session data in the session (``state``/``data``) or in
   the key-value store, never in globals: an instance may serve many sessions.
+* Every Python operation is costly inside a component (CPython runs as
+  WebAssembly, with fuel metering): the SDK parses and writes JSON with the
+  C scanner and encoder built once at import, returns shared constants for
+  ``allow()`` and ``accept()``, and reads a session's fields only when the
+  hook asks for them. Keep hooks short in the same spirit.
 * A hook may only raise `componentize_py_types.Err` (the WIT ``err``); any
   other exception traps the instance. `Plugin` wraps the hooks a subclass
   defines so that other exceptions, and return values of the wrong type,
@@ -41,6 +48,9 @@ Things worth knowing about the componentize-py runtime:
 
 import functools
 import json
+import json.decoder
+import json.encoder
+import json.scanner
 import traceback
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
 
@@ -74,8 +84,11 @@ except ImportError:  # pragma: no cover
     _wit_audit = None
 
 __all__ = [
+    "ClientInfo",
     "Err",
     "Plugin",
+    "Proposed",
+    "Session",
     "accept",
     "allow",
     "audit",
@@ -116,52 +129,190 @@ _U32_MAX = 2**32 - 1
 # ---------------------------------------------------------------------------
 
 
-# One encoder for every call: `json.dumps` with non-default options builds a
-# new encoder each time, which costs more than encoding a small object.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+def _default(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def dumps(value: Any) -> str:
-    """Serialises ``value`` to compact JSON text (no spaces, UTF-8 kept)."""
-    return _ENCODER.encode(value)
+# Built once, at import (which happens while the component is built): the C
+# scanner and encoder called directly skip the per-call Python work of
+# `json.loads`/`json.dumps` (encoding detection, a new encoder per call...),
+# which inside a component costs more than parsing or encoding a small value.
+_scan = json.scanner.make_scanner(json.decoder.JSONDecoder())
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _encode_chunks = _c_make_encoder(
+        None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+
+    def dumps(value: Any) -> str:
+        """Serialises ``value`` to compact JSON text (no spaces, UTF-8 kept)."""
+        return "".join(_encode_chunks(value, 0))
+
+else:  # pragma: no cover - CPython without its _json accelerator
+    _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+    def dumps(value: Any) -> str:
+        """Serialises ``value`` to compact JSON text (no spaces, UTF-8 kept)."""
+        return _ENCODER.encode(value)
 
 
-def loads(text: Optional[str], default: Any = None) -> Any:
+def loads(text: Union[str, bytes, None], default: Any = None) -> Any:
     """Parses JSON text; returns ``default`` for ``None``, empty or blank text.
 
     JSON ``null`` also yields ``default``. Invalid JSON raises ``ValueError``.
     """
-    if text is None or not text.strip():
+    if text is None:
         return default
-    value = json.loads(text)
+    if type(text) is not str:
+        text = bytes(text).decode()
+    if text[:1] in _BLANK or text[-1:] in _BLANK:
+        text = text.strip()
+        if not text:
+            return default
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration as stop:
+        raise json.JSONDecodeError("Expecting value", text, stop.value) from None
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
     return default if value is None else value
+
+
+_BLANK = ("", " ", "\t", "\n", "\r")
 
 
 def _object(text: Optional[str], what: str) -> JsonObject:
     value = loads(text, {})
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise ValueError(f"{what} is not a JSON object")
     return value
 
 
-def data(session: types.Session) -> JsonObject:
-    """The session's shared data as a dict (``{}`` when empty)."""
+# ---------------------------------------------------------------------------
+# The session
+# ---------------------------------------------------------------------------
+
+ClientInfo = types.ClientInfo
+"""Where a session came from: ``remote_addr``, ``user_agent``, ``device`` (each a str or None)."""
+
+
+class Session:
+    """A session as this plugin sees it; every attribute is read on first use.
+
+    ``id``, ``tenant``, ``user`` (None: anonymous), ``roles`` (a list),
+    ``created_at``, ``last_seen_at``, ``idle_expires_at`` (the idle
+    deadline, which every use slides), ``absolute_expires_at`` (the end of
+    its lifetime), ``expires_at`` (the earlier of both), ``version``,
+    ``client`` (a `ClientInfo`), ``data`` and ``state`` (JSON text of the
+    shared data and of this plugin's private state; `data` and `state` give
+    them as dicts). Times are milliseconds since the Unix epoch.
+    """
+
+    # The host's bytes, and their fields once split (on the first read: a
+    # hook that reads nothing pays nothing).
+    __slots__ = ("_raw", "_fields")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._fields: Optional[List[bytes]] = None
+
+    def _field(self, i: int) -> bytes:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = self._raw.split(b"\0")
+        return fields[i]
+
+    id = property(lambda self: self._field(0).decode(), doc="The public id of the session.")
+    tenant = property(lambda self: self._field(1).decode(), doc="The tenant that owns it.")
+    user = property(lambda self: self._field(2).decode() or None, doc="The user; None: anonymous.")
+    roles = property(
+        lambda self: self._field(3).decode().split("\x1f") if self._field(3) else [],
+        doc="The user's roles (a new list each time).",
+    )
+    created_at = property(lambda self: int(self._field(4)), doc="When it was created.")
+    last_seen_at = property(lambda self: int(self._field(5)), doc="When it was last used.")
+    idle_expires_at = property(lambda self: int(self._field(6)), doc="The idle deadline.")
+    absolute_expires_at = property(lambda self: int(self._field(7)), doc="The lifetime's end.")
+    expires_at = property(
+        lambda self: min(int(self._field(6)), int(self._field(7))),
+        doc="When it ends at the latest: the earlier of both deadlines.",
+    )
+    version = property(lambda self: int(self._field(8)), doc="Incremented by every change.")
+    data = property(lambda self: self._field(12).decode(), doc="The shared data, as JSON text.")
+    state = property(lambda self: self._field(13).decode(), doc="This plugin's state, as JSON text.")
+
+    @property
+    def client(self) -> types.ClientInfo:
+        """Where the session came from (address, user agent, device)."""
+        f = self._field
+        return types.ClientInfo(f(9).decode() or None, f(10).decode() or None, f(11).decode() or None)
+
+    @classmethod
+    def of(
+        cls,
+        id: str = "s",
+        tenant: str = "t",
+        user: Optional[str] = None,
+        roles: Sequence[str] = (),
+        created_at: int = 0,
+        last_seen_at: int = 0,
+        idle_expires_at: int = 0,
+        absolute_expires_at: int = 0,
+        version: int = 1,
+        client: Optional[types.ClientInfo] = None,
+        data: Patch = None,
+        state: Patch = None,
+    ) -> "Session":
+        """A session with these fields, for testing hooks natively."""
+        c = client or types.ClientInfo(None, None, None)
+        text = lambda v: v if isinstance(v, str) else dumps(v or {})  # noqa: E731
+        fields = [id, tenant, user or "", "\x1f".join(roles), str(created_at), str(last_seen_at),
+                  str(idle_expires_at), str(absolute_expires_at), str(version),
+                  c.remote_addr or "", c.user_agent or "", c.device or "", text(data), text(state)]
+        return cls("\0".join(fields).encode())
+
+    def __repr__(self) -> str:
+        return f"Session(id={self.id!r}, user={self.user!r})"
+
+
+class Proposed:
+    """The change a REST consumer proposes (``on_session_update``).
+
+    ``data_patch`` (JSON text of a merge patch, or None) and ``roles`` (a
+    list, or None), as before; ``state``, ``ttl_seconds`` and ``end`` are
+    None for a proposal.
+    """
+
+    __slots__ = ("data_patch", "roles", "state", "ttl_seconds", "end")
+
+    def __init__(self, doc: Union[bytes, str, None]) -> None:
+        value = loads(doc, {})
+        patch = value.get("data_patch")
+        self.data_patch = None if patch is None else dumps(patch)
+        self.roles = value.get("roles")
+        self.state = self.ttl_seconds = self.end = None
+
+
+def data(session: Session) -> JsonObject:
+    """The session's shared data as a dict (``{}`` when empty; a new dict each call)."""
     return _object(session.data, "session data")
 
 
-def state(session: types.Session) -> JsonObject:
+def state(session: Session) -> JsonObject:
     """This plugin's private state for the session as a dict (``{}`` until set)."""
     return _object(session.state, "plugin state")
 
 
-def _json_text(value: Patch, what: str) -> Optional[str]:
-    if value is None or isinstance(value, str):
+def _json_value(value: Patch, what: str) -> Optional[JsonObject]:
+    if value is None or type(value) is dict:  # the common case, without the ABC check
         return value
-    if type(value) is dict:  # the common case, without the slower ABC check
-        return dumps(value)
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{what} must be a dict (a JSON object), not {type(value).__name__}")
-    return dumps(dict(value))
+    if isinstance(value, str):
+        value = loads(value, {})
+        if type(value) is dict:
+            return value
+    elif isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{what} must be a dict (a JSON object), not {type(value).__name__}")
 
 
 # ---------------------------------------------------------------------------
@@ -169,35 +320,53 @@ def _json_text(value: Patch, what: str) -> Optional[str]:
 # ---------------------------------------------------------------------------
 
 
+# The reasons a hook may end the session for (`changes(end=...)`).
+END_REASONS = ("logout", "revoked")
+
+
 def changes(
     data_patch: Patch = None,
     roles: Optional[Sequence[str]] = None,
     state: Patch = None,
     ttl_seconds: Optional[int] = None,
-) -> types.Changes:
-    """Builds a `types.Changes`; every argument left as ``None`` changes nothing.
+    end: Optional[str] = None,
+) -> Optional[bytes]:
+    """The changes document the host reads (JSON bytes), or None for no change.
 
     ``data_patch`` is a JSON merge patch (RFC 7386) on the shared data: keys
     set to ``None`` are removed and nested objects are merged, not replaced.
     ``state`` replaces this plugin's whole private state. ``roles`` replaces
     the session's roles. ``ttl_seconds`` sets the remaining absolute lifetime.
-    Dicts are serialised for you; a ``str`` is passed through as JSON text.
+    ``end`` ("logout" or "revoked") ends the session with that reason once the
+    whole chain has allowed (not in ``on_session_start``); the other changes
+    are stored first, so its end hooks see them. Pass dicts (a str is read as
+    JSON text).
     """
+    doc = {}
+    if data_patch is not None:
+        doc["data_patch"] = _json_value(data_patch, "data_patch")
     if roles is not None:
         if isinstance(roles, str) or not all(isinstance(r, str) for r in roles):
             raise TypeError("roles must be a list of strings")
-        roles = list(roles)
+        doc["roles"] = list(roles)
+    if state is not None:
+        doc["state"] = _json_value(state, "state")
     if ttl_seconds is not None:
         if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
             raise TypeError("ttl_seconds must be an int")
         if not 0 <= ttl_seconds <= _U32_MAX:
             raise ValueError(f"ttl_seconds {ttl_seconds} is out of range")
-    return types.Changes(
-        data_patch=_json_text(data_patch, "data_patch"),
-        roles=roles,
-        state=_json_text(state, "state"),
-        ttl_seconds=ttl_seconds,
-    )
+        doc["ttl_seconds"] = ttl_seconds
+    if end is not None:
+        if end not in END_REASONS:
+            raise ValueError(f"end must be one of {END_REASONS}, not {end!r}")
+        doc["end"] = end
+    return dumps(doc).encode() if doc else None
+
+
+# Shared answers: the no-op verdicts cost nothing to build or to lower.
+_ALLOW_UNCHANGED = types.Verdict_AllowUnchanged()
+_ACCEPT = types.UpdateVerdict_Accept()
 
 
 def allow(
@@ -205,25 +374,43 @@ def allow(
     roles: Optional[Sequence[str]] = None,
     state: Patch = None,
     ttl_seconds: Optional[int] = None,
+    end: Optional[str] = None,
 ) -> types.Verdict:
     """Verdict for ``on_session_start``/``on_event``: go on, applying these changes.
 
-    With no argument it allows without changing anything. See `changes`.
+    With no argument it allows without changing anything. See `changes`
+    (``end`` asks to end the session, e.g. ``allow(end="logout")``).
     """
-    return types.Verdict_Allow(changes(data_patch, roles, state, ttl_seconds))
+    if roles is None and ttl_seconds is None and end is None:
+        # The common answers, in the fewest steps: nothing, or dicts for the
+        # data patch and the state (a null member changes nothing).
+        if data_patch is None and state is None:
+            return _ALLOW_UNCHANGED
+        if (data_patch is None or type(data_patch) is dict) and (state is None or type(state) is dict):
+            return types.Verdict_Allow(dumps({"data_patch": data_patch, "state": state}).encode())
+    doc = changes(data_patch, roles, state, ttl_seconds, end)
+    return _ALLOW_UNCHANGED if doc is None else types.Verdict_Allow(doc)
 
 
-def deny(message: str) -> types.Verdict:
+def _denial(message: str, state: Patch) -> types.Denial:
+    kept = None if state is None else dumps(_json_value(state, "state"))
+    return types.Denial(str(message), kept)
+
+
+def deny(message: str, state: Patch = None) -> types.Verdict:
     """Verdict for ``on_session_start``/``on_event``: refuse with ``message``.
 
-    A denial carries no changes: nothing the hook computed is applied.
+    Nothing the hook computed is applied, except ``state``: when given, it
+    replaces this plugin's private state even though the request is refused
+    (to count refused attempts, say). In ``on_session_start`` it is ignored:
+    there is no session yet to hold it.
     """
-    return types.Verdict_Deny(str(message))
+    return types.Verdict_Deny(_denial(message, state))
 
 
 def accept() -> types.UpdateVerdict:
     """Verdict for ``on_session_update``: let the proposed change through as it is."""
-    return types.UpdateVerdict_Accept()
+    return _ACCEPT
 
 
 def rewrite(
@@ -231,14 +418,15 @@ def rewrite(
     roles: Optional[Sequence[str]] = None,
     state: Patch = None,
     ttl_seconds: Optional[int] = None,
+    end: Optional[str] = None,
 ) -> types.UpdateVerdict:
     """Verdict for ``on_session_update``: apply these changes instead of the proposed ones."""
-    return types.UpdateVerdict_Rewrite(changes(data_patch, roles, state, ttl_seconds))
+    return types.UpdateVerdict_Rewrite(changes(data_patch, roles, state, ttl_seconds, end) or b"{}")
 
 
-def reject(message: str) -> types.UpdateVerdict:
-    """Verdict for ``on_session_update``: refuse the change with ``message``."""
-    return types.UpdateVerdict_Reject(str(message))
+def reject(message: str, state: Patch = None) -> types.UpdateVerdict:
+    """Verdict for ``on_session_update``: refuse the change with ``message`` (see `deny`)."""
+    return types.UpdateVerdict_Reject(_denial(message, state))
 
 
 def reply(value: Any, **change_args: Any) -> types.MessageReply:
@@ -270,12 +458,16 @@ def end_reason(end: types.EndInfo) -> str:
 # ---------------------------------------------------------------------------
 
 
+def _missing(name: str) -> NoReturn:
+    raise RuntimeError(
+        f"the {name} capability is not in the world this plugin was built against:"
+        f" add `import sessiond:plugin/{name}@0.2.0;` to it"
+    )
+
+
 def _capability(module: Any, name: str) -> Any:
     if module is None:
-        raise RuntimeError(
-            f"the {name} capability is not in the world this plugin was built against:"
-            f" add `import sessiond:plugin/{name}@0.1.0;` to it"
-        )
+        _missing(name)
     return module
 
 
@@ -292,7 +484,15 @@ def log(level: Any, message: str) -> None:
         if found is None:
             raise ValueError(f"unknown log level {level!r}")
         level = found
-    wit_log.log(level, str(message))
+    wit_log.log(level, message if type(message) is str else str(message))
+
+
+def _emit(level: Any, message: str) -> None:
+    """`log` at a level known to exist, with the fewest steps (hot path)."""
+    wit_log = _wit_log
+    if wit_log is None:
+        _missing("log")
+    wit_log.log(level, message if type(message) is str else str(message))
 
 
 # Level names (any case) to levels, so that a log call needs no enum lookup.
@@ -301,36 +501,42 @@ _LOG_LEVELS = (
     if _wit_log is None
     else {name: _wit_log.Level[name.upper()] for name in ("trace", "debug", "info", "warn", "error")}
 )
+_LEVEL_TRACE, _LEVEL_DEBUG, _LEVEL_INFO, _LEVEL_WARN, _LEVEL_ERROR = (
+    _LOG_LEVELS.get(name) for name in ("trace", "debug", "info", "warn", "error")
+)
 
 
 def log_trace(message: str) -> None:
     """`log` at level trace."""
-    log("trace", message)
+    _emit(_LEVEL_TRACE, message)
 
 
 def log_debug(message: str) -> None:
     """`log` at level debug."""
-    log("debug", message)
+    _emit(_LEVEL_DEBUG, message)
 
 
 def log_info(message: str) -> None:
     """`log` at level info."""
-    log("info", message)
+    _emit(_LEVEL_INFO, message)
 
 
 def log_warn(message: str) -> None:
     """`log` at level warn."""
-    log("warn", message)
+    _emit(_LEVEL_WARN, message)
 
 
 def log_error(message: str) -> None:
     """`log` at level error."""
-    log("error", message)
+    _emit(_LEVEL_ERROR, message)
 
 
 def now() -> int:
     """The host's wall clock in milliseconds since the Unix epoch (capability ``clock``)."""
-    return _capability(_wit_clock, "clock").now()
+    clock = _wit_clock
+    if clock is None:
+        _missing("clock")
+    return clock.now()
 
 
 def kv_get(key: str) -> Optional[str]:
@@ -338,7 +544,10 @@ def kv_get(key: str) -> Optional[str]:
 
     A store failure raises ``Err`` with the host's message, which fails the hook.
     """
-    return _capability(_wit_kv, "kv").get(key)
+    kv = _wit_kv
+    if kv is None:
+        _missing("kv")
+    return kv.get(key)
 
 
 def kv_set(key: str, value: str, ttl_seconds: Optional[int] = None) -> None:
@@ -408,7 +617,7 @@ _HOOKS = (
     ("on_list_active", types.Hook.LIST_ACTIVE),
 )
 
-_VERDICT = (types.Verdict_Allow, types.Verdict_Deny)
+_VERDICT = (types.Verdict_AllowUnchanged, types.Verdict_Allow, types.Verdict_Deny)
 _UPDATE_VERDICT = (types.UpdateVerdict_Accept, types.UpdateVerdict_Rewrite, types.UpdateVerdict_Reject)
 
 # What each guarded method must return, and a hint for the error message.
@@ -427,64 +636,122 @@ _RETURNS = {
 _CONFIG: Dict[str, str] = {}
 
 
-def _check_changes(c: Any) -> Optional[str]:
-    if not isinstance(c, types.Changes):
-        return f"changes must be a types.Changes, not {type(c).__name__}"
-    for field in ("data_patch", "state"):
-        v = getattr(c, field)
-        if v is not None and not isinstance(v, str):
-            return f"changes.{field} must be JSON text (use the SDK helpers to build it)"
-    if c.roles is not None and not (
-        isinstance(c.roles, list) and all(isinstance(r, str) for r in c.roles)
-    ):
-        return "changes.roles must be a list of strings"
-    t = c.ttl_seconds
-    if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= _U32_MAX):
-        return "changes.ttl_seconds must be an int between 0 and 2**32-1"
+_VERDICT_HOOKS = ("on_session_start", "on_event")
+
+
+def _check_doc(doc: Any) -> Optional[str]:
+    if doc is not None and type(doc) is not bytes:
+        return "changes must be a changes document (use the SDK helpers to build it)"
     return None
 
 
 def _check_result(name: str, result: Any) -> Optional[str]:
+    kind = type(result)
+    if kind is types.Verdict_Allow and name in _VERDICT_HOOKS and type(result.value) is bytes:
+        return None if result.value else "changes must not be empty"  # the common answer
     expected, hint = _RETURNS[name]
     if not isinstance(result, expected):
         return f"{name} returned {type(result).__name__}; it must return {hint}"
-    if isinstance(result, (types.Verdict_Allow, types.UpdateVerdict_Rewrite)):
-        return _check_changes(result.value)
-    if isinstance(result, types.Verdict_Deny) or isinstance(result, types.UpdateVerdict_Reject):
-        return None if isinstance(result.value, str) else "a denial message must be a str"
-    if isinstance(result, types.MessageReply):
+    if kind is types.Verdict_Allow or kind is types.UpdateVerdict_Rewrite:
+        return _check_doc(result.value) or (None if result.value else "changes must not be empty")
+    if kind is types.Verdict_Deny or kind is types.UpdateVerdict_Reject:
+        d = result.value
+        if not isinstance(d, types.Denial) or not isinstance(d.message, str):
+            return "a denial must be built with deny(...) or reject(...)"
+        return None if d.state is None or isinstance(d.state, str) else "a denial's state must be JSON text"
+    if kind is types.MessageReply:
         if not isinstance(result.reply, str):
             return "message-reply.reply must be JSON text (use reply(...))"
-        return _check_changes(result.changes)
-    if isinstance(result, list) and not all(isinstance(s, types.SessionSummary) for s in result):
+        return _check_doc(result.changes)
+    if kind is list and not all(isinstance(s, types.SessionSummary) for s in result):
         return "on_list_active must return a list of types.SessionSummary"
     return None
 
 
+def _fail(name: str, exc: Exception) -> NoReturn:
+    """Reports a bug in a hook as a plugin error, with its traceback in the log."""
+    try:
+        log_error(f"{name} failed:\n{traceback.format_exc()}")
+    except Exception:
+        pass  # no log capability: the error message still says what failed
+    raise Err(f"{name} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _session(session: Any) -> Session:
+    return session if type(session) is Session else Session(session)
+
+
+def _finish(name: str, result: Any) -> Any:
+    """Checks what a hook returned; the no-op answer never gets here."""
+    if _RETURNS[name][0] is type(None):
+        return None  # result<_, string>: whatever the method returned is dropped
+    problem = _check_result(name, result)
+    if problem is not None:
+        raise Err(problem)
+    return result
+
+
+def _failed(name: str, exc: Exception) -> NoReturn:
+    """Re-raises a hook's exception as the plugin error it stands for."""
+    if isinstance(exc, Err):
+        if isinstance(exc.value, str):
+            raise exc
+        raise Err(str(exc.value)) from None
+    _fail(name, exc)  # a bug in the plugin: report it, don't trap
+
+
 def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turns unexpected exceptions and ill-typed results into a plugin error."""
+    """Hands the hook SDK values and turns exceptions and ill-typed results
+    into a plugin error. The wrappers are written out per signature: inside
+    a component every Python step counts, and the no-op answer takes none
+    beyond the call."""
+    if name in ("on_event", "on_message"):
 
-    @functools.wraps(method)
-    def guarded(self: Any, *args: Any) -> Any:
-        try:
-            result = method(self, *args)
-        except Err as err:
-            if isinstance(err.value, str):
-                raise
-            raise Err(str(err.value)) from None
-        except Exception as exc:  # a bug in the plugin: report it, don't trap
+        def guarded(self: Any, session: Any, name_: str, payload: str) -> Any:
             try:
-                log_error(f"{name} failed:\n{traceback.format_exc()}")
-            except Exception:
-                pass  # no log capability: the error message still says what failed
-            raise Err(f"{name} failed: {type(exc).__name__}: {exc}") from None
-        if _RETURNS[name][0] is type(None):
-            return None  # result<_, string>: whatever the method returned is dropped
-        problem = _check_result(name, result)
-        if problem is not None:
-            raise Err(problem)
-        return result
+                result = method(self, _session(session), name_, payload)
+            except Exception as exc:
+                _failed(name, exc)
+            return result if result is _ALLOW_UNCHANGED else _finish(name, result)
 
+    elif name == "on_session_start":
+
+        def guarded(self: Any, session: Any, client: Any = None) -> Any:
+            try:
+                s = _session(session)
+                result = method(self, s, s.client if client is None else client)
+            except Exception as exc:
+                _failed(name, exc)
+            return result if result is _ALLOW_UNCHANGED else _finish(name, result)
+
+    elif name == "on_session_update":
+
+        def guarded(self: Any, session: Any, proposed: Any) -> Any:
+            try:
+                p = proposed if type(proposed) is Proposed else Proposed(proposed)
+                result = method(self, _session(session), p)
+            except Exception as exc:
+                _failed(name, exc)
+            return _finish(name, result)
+
+    elif name == "on_session_end":
+
+        def guarded(self: Any, session: Any, end: Any) -> Any:
+            try:
+                method(self, _session(session), end)
+            except Exception as exc:
+                _failed(name, exc)
+
+    else:
+
+        def guarded(self: Any, *args: Any) -> Any:
+            try:
+                result = method(self, *args)
+            except Exception as exc:
+                _failed(name, exc)
+            return _finish(name, result)
+
+    functools.update_wrapper(guarded, method)
     guarded._sessiond_guarded = True  # type: ignore[attr-defined]
     return guarded
 
@@ -493,11 +760,16 @@ class Plugin(exports.Hooks):
     """Base class for a plugin's ``Hooks`` class, with a default for every hook.
 
     Set ``NAME`` and ``VERSION`` and override the hooks you need, with the
-    signatures of ``wit_world.exports.Hooks``. ``describe`` lists exactly the
-    hooks your class overrides, so the host calls no other. Defaults (used
-    only if you call them through ``super()``): start/event allow without
-    changes, update accepts, end does nothing, message fails with
-    "no handler named ...", list-active returns the sessions unchanged.
+    signatures below: ``on_session_start(session, client)``,
+    ``on_session_update(session, proposed)``, ``on_session_end(session, end)``,
+    ``on_event(session, name, payload)``, ``on_message(session, handler,
+    payload)``, ``on_list_active(user, sessions)``. ``session`` is a
+    `Session`, ``client`` its `ClientInfo`, ``proposed`` a `Proposed`,
+    ``end`` a ``types.EndInfo``, payloads JSON text. ``describe`` lists
+    exactly the hooks your class overrides, so the host calls no other.
+    Defaults (used only if you call them through ``super()``): start/event
+    allow without changes, update accepts, end does nothing, message fails
+    with "no handler named ...", list-active returns the sessions unchanged.
     """
 
     #: Short plugin name reported by ``describe``, such as "single-session".
@@ -547,23 +819,23 @@ class Plugin(exports.Hooks):
         _CONFIG.update((str(k), str(v)) for k, v in config)
         self.setup(_CONFIG)
 
-    def on_session_start(self, session: types.Session, client: types.ClientInfo) -> types.Verdict:
+    def on_session_start(self, session: Session, client: types.ClientInfo) -> types.Verdict:
         """Default: allow the session without changes."""
         return allow()
 
-    def on_session_update(self, session: types.Session, proposed: types.Changes) -> types.UpdateVerdict:
+    def on_session_update(self, session: Session, proposed: Proposed) -> types.UpdateVerdict:
         """Default: accept the proposed change."""
         return accept()
 
-    def on_session_end(self, session: types.Session, end: types.EndInfo) -> None:
+    def on_session_end(self, session: Session, end: types.EndInfo) -> None:
         """Default: do nothing."""
         return None
 
-    def on_event(self, session: types.Session, name: str, payload: str) -> types.Verdict:
+    def on_event(self, session: Session, name: str, payload: str) -> types.Verdict:
         """Default: allow without changes."""
         return allow()
 
-    def on_message(self, session: types.Session, handler: str, payload: str) -> types.MessageReply:
+    def on_message(self, session: Session, handler: str, payload: str) -> types.MessageReply:
         """Default: fail with "no handler named <handler>"."""
         error(f"no handler named {handler}")
 

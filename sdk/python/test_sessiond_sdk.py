@@ -69,23 +69,40 @@ class FakeHost:
 def session(**kw):
     base = dict(
         id="s1", tenant="t", user="alice", roles=[], created_at=1, last_seen_at=1,
-        expires_at=2, version=1, client=wit.ClientInfo(None, None, None), data="{}", state="{}",
+        idle_expires_at=2, absolute_expires_at=3, version=1,
+        client=wit.ClientInfo(None, None, None), data="{}", state="{}",
     )
     base.update(kw)
-    return wit.Session(**base)
+    return sdk.Session.of(**base)
+
+
+def doc(value):
+    """The changes document a verdict carries, as JSON."""
+    return json.loads(value) if value is not None else None
 
 
 class HelperTests(unittest.TestCase):
     def test_results(self):
         v = sdk.allow(data_patch={"a": 1, "b": None}, roles=["x"], state={"n": 1}, ttl_seconds=60)
-        self.assertEqual(v, wit.Verdict_Allow(wit.Changes('{"a":1,"b":null}', ["x"], '{"n":1}', 60)))
-        self.assertEqual(sdk.allow(), wit.Verdict_Allow(wit.Changes(None, None, None, None)))
-        self.assertEqual(sdk.deny("no"), wit.Verdict_Deny("no"))
+        self.assertIsInstance(v, wit.Verdict_Allow)
+        self.assertEqual(
+            doc(v.value),
+            {"data_patch": {"a": 1, "b": None}, "roles": ["x"], "state": {"n": 1}, "ttl_seconds": 60},
+        )
+        self.assertEqual(sdk.allow(), wit.Verdict_AllowUnchanged())
+        self.assertEqual(doc(sdk.allow(end="logout").value), {"end": "logout"})
+        self.assertEqual(doc(sdk.allow(data_patch='{"t":1}').value), {"data_patch": {"t": 1}})
+        self.assertEqual(sdk.deny("no"), wit.Verdict_Deny(wit.Denial("no", None)))
+        self.assertEqual(sdk.deny("no", state={"n": 2}), wit.Verdict_Deny(wit.Denial("no", '{"n":2}')))
         self.assertEqual(sdk.accept(), wit.UpdateVerdict_Accept())
-        self.assertEqual(sdk.reject("no"), wit.UpdateVerdict_Reject("no"))
-        self.assertEqual(sdk.rewrite(roles=[]).value.roles, [])
+        self.assertEqual(sdk.reject("no"), wit.UpdateVerdict_Reject(wit.Denial("no", None)))
+        self.assertEqual(doc(sdk.rewrite(roles=[]).value), {"roles": []})
+        self.assertEqual(sdk.rewrite().value, b"{}")
         r = sdk.reply([1, "é"], data_patch={"k": True})
-        self.assertEqual((r.reply, r.changes.data_patch), ('[1,"é"]', '{"k":true}'))
+        self.assertEqual((r.reply, doc(r.changes)), ('[1,"é"]', {"data_patch": {"k": True}}))
+        self.assertIsNone(sdk.reply(None).changes)
+        with self.assertRaises(ValueError):
+            sdk.changes(end="expired")
         with self.assertRaises(ValueError):
             sdk.changes(ttl_seconds=2**32)
         with self.assertRaises(TypeError):
@@ -103,9 +120,31 @@ class HelperTests(unittest.TestCase):
             sdk.data(session(data="[1]"))
         self.assertIsNone(sdk.loads("null"))
         self.assertEqual(sdk.loads("  ", 5), 5)
-        self.assertEqual(sdk.dumps({"a": [1, 2]}), '{"a":[1,2]}')
+        self.assertEqual(sdk.loads(' {"a": 1} '), {"a": 1})
+        self.assertEqual(sdk.loads(b"[1]"), [1])
+        for bad in ("{", "[1] x", "nope"):
+            with self.assertRaises(ValueError):
+                sdk.loads(bad)
+        self.assertEqual(sdk.dumps({"a": [1, 2], "é": None}), '{"a":[1,2],"é":null}')
+        with self.assertRaises(TypeError):
+            sdk.dumps({"a": object()})
         end = wit.EndInfo(wit.EndReason.IDLE_TIMEOUT, "e", 3)
         self.assertEqual(sdk.end_reason(end), "idle-timeout")
+
+    def test_session(self):
+        client = wit.ClientInfo("10.0.0.1", None, "mobile")
+        s = session(roles=["a", "b"], client=client, created_at=5, data={"k": 1})
+        self.assertEqual((s.id, s.tenant, s.user, s.roles), ("s1", "t", "alice", ["a", "b"]))
+        self.assertEqual((s.created_at, s.last_seen_at, s.version), (5, 1, 1))
+        self.assertEqual((s.idle_expires_at, s.absolute_expires_at, s.expires_at), (2, 3, 2))
+        self.assertEqual(s.client, client)
+        self.assertEqual((s.data, s.state), ('{"k":1}', "{}"))
+        anonymous = session(user=None)
+        self.assertIsNone(anonymous.user)
+        self.assertEqual(anonymous.roles, [])
+        self.assertEqual(anonymous.client, wit.ClientInfo(None, None, None))
+        p = sdk.Proposed(b'{"data_patch":{"a":null},"roles":["r"]}')
+        self.assertEqual((p.data_patch, p.roles, p.state), ('{"a":null}', ["r"], None))
 
     def test_capabilities(self):
         host = FakeHost(now=42)
@@ -171,11 +210,31 @@ class PluginTests(unittest.TestCase):
             a.init([("bad", "")])
         s = session()
         self.assertEqual(a.on_event(s, "e", "null"), sdk.allow())
+        self.assertEqual(a.on_event(s._raw, "e", "null"), sdk.allow())  # as the host calls it
         self.assertEqual(a.on_session_update(s, sdk.changes()), sdk.accept())
         self.assertEqual(a.on_list_active("u", []), [])
         with self.assertRaises(sdk.Err) as caught:
             a.on_message(s, "x", "null")
         self.assertEqual(caught.exception.value, "no handler named x")
+
+    def test_hooks_get_sdk_values(self):
+        seen = []
+
+        class Hooks(sdk.Plugin):
+            NAME = "p"
+
+            def on_session_start(self, session, client):
+                seen.append((session.user, client.device))
+                return sdk.deny("no", state={"tries": 1})
+
+            def on_session_update(self, session, proposed):
+                seen.append(proposed.roles)
+                return sdk.rewrite(end="revoked")
+
+        h, s = Hooks(), session(client=wit.ClientInfo(None, None, "kiosk"))
+        self.assertEqual(h.on_session_start(s._raw), wit.Verdict_Deny(wit.Denial("no", '{"tries":1}')))
+        self.assertEqual(doc(h.on_session_update(s._raw, b'{"roles":["x"]}').value), {"end": "revoked"})
+        self.assertEqual(seen, [("alice", "kiosk"), ["x"]])
 
     def test_guard(self):
         class Hooks(sdk.Plugin):
@@ -187,7 +246,7 @@ class PluginTests(unittest.TestCase):
                 if name == "int-err":
                     raise sdk.Err(7)
                 if name == "raw":
-                    return wit.Verdict_Allow(wit.Changes({"a": 1}, None, None, None))
+                    return wit.Verdict_Allow({"a": 1})
                 return None
 
             def on_session_end(self, session, end):
@@ -197,7 +256,7 @@ class PluginTests(unittest.TestCase):
         for name, message in [
             ("boom", "on_event failed: KeyError: 'k'"),
             ("int-err", "7"),
-            ("raw", "changes.data_patch must be JSON text (use the SDK helpers to build it)"),
+            ("raw", "changes must be a changes document (use the SDK helpers to build it)"),
             ("none", "on_event returned NoneType; it must return allow(...) or deny(...)"),
         ]:
             with self.assertRaises(sdk.Err) as caught:

@@ -27,7 +27,7 @@ fn record(user: Option<&str>) -> SessionRecord {
 
 fn start(p: &LoadedPlugin, r: &SessionRecord) {
     let s = PluginSession::new(r, &p.name);
-    let call = p.on_session_start(&s, &r.client).block();
+    let call = p.on_session_start(&s).block();
     assert!(call.result.is_ok(), "{:?}", call.result);
 }
 

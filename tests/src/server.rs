@@ -122,10 +122,14 @@ impl TestServer {
                 None
             }
             Backend::Embedded => {
+                // No fsync per commit: a test asserts behaviour, not power-loss
+                // durability (tests/tests/embedded_crash.rs runs the default),
+                // and an fsync stalled by a busy disk could outlast a plugin's
+                // 250 ms deadline inside an audit append.
                 config.store = StoreConfig::Embedded(EmbeddedStoreConfig {
                     path: dir.path().join("data"),
+                    durability: sessiond::store::embedded::Durability::Normal,
                     audit_max_len: config.store.audit_max_len(),
-                    ..EmbeddedStoreConfig::default()
                 });
                 None
             }

@@ -73,6 +73,7 @@ fn single_session_denies_a_second_session_of_the_same_user() {
             plugin,
             message,
             failure,
+            ..
         } => {
             assert_eq!(plugin, "single-session");
             assert_eq!(message, "Please, end active session first!");
@@ -257,6 +258,7 @@ fn perspective_preferences_go_to_kv_and_come_back_at_startup() {
             reply,
             record,
             plugin,
+            ..
         } => {
             assert_eq!(plugin, "perspective");
             assert_eq!(reply, json!({"status": "updated", "preference": "theme"}));
@@ -344,6 +346,76 @@ fn perspective_shutdown_writes_a_metrics_record() {
         .filter(|r| r["metric"] == "session")
         .count();
     assert_eq!(again, 1);
+}
+
+#[test]
+fn perspective_logout_ends_the_session_and_a_refused_view_is_counted() {
+    let (rt, _) = memory_runtime();
+    let chain = perspective(&rt, "t9");
+    let r = allowed(
+        chain
+            .session_start(
+                session("t9", Some("op"), &["Operator"], "desktop"),
+                now_ms(),
+            )
+            .block(),
+    );
+    // Refused, but the view is counted in the plugin's own state.
+    match chain
+        .event(r.clone(), "page-view", &json!({"page": "/admin"}), now_ms())
+        .block()
+    {
+        Decision::Deny { message, state, .. } => {
+            assert_eq!(message, "unauthorized");
+            assert_eq!(state.expect("a state to keep")["page_views"], 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut r = r;
+    r.data.insert("temp".into(), json!({"draftData": null}));
+    match chain.event(r, "logout", &Value::Null, now_ms()).block() {
+        Decision::End {
+            record,
+            plugin,
+            reason,
+        } => {
+            assert_eq!(
+                (plugin.as_str(), reason),
+                ("perspective", EndReason::Logout)
+            );
+            assert!(
+                !record.data.contains_key("temp"),
+                "the logout's changes come first"
+            );
+        }
+        other => panic!("logout must end the session: {other:?}"),
+    }
+}
+
+#[test]
+fn an_end_request_is_refused_at_start_and_honoured_in_a_message() {
+    let (rt, _) = memory_runtime();
+    let p = rt
+        .load("t10", &spec("hostile", "hostile", &[], &[("mode", "end")]))
+        .block()
+        .unwrap();
+    let chain = Chain::new(vec![p], DAY_MS);
+    match chain
+        .session_start(session("t10", None, &[], "desktop"), now_ms())
+        .block()
+    {
+        Decision::Deny {
+            failure: Some(f), ..
+        } => assert!(f.message.contains("cannot end the session"), "{f:?}"),
+        other => panic!("{other:?}"),
+    }
+    let r = session("t10", None, &[], "desktop");
+    match chain.message(r, "h", &Value::Null, now_ms()).block() {
+        MessageOutcome::Reply { end, reply, .. } => {
+            assert_eq!((end, reply), (Some(EndReason::Revoked), json!("bye")));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

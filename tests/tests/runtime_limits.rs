@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sessiond::runtime::{
-    Chain, Decision, FailureKind, LimitOverrides, LoadError, LoadedPlugin, OnError, PluginFailure,
-    PluginSession, Runtime,
+    Chain, Decision, FailureKind, LimitOverrides, LoadError, LoadedPlugin, MessageOutcome, OnError,
+    PluginFailure, PluginSession, Runtime,
 };
 use sessiond::session::{SessionRecord, now_ms};
 use sessiond_tests::{Block, fixtures, memory_runtime, spec};
@@ -207,6 +207,27 @@ fn huge_return_value_is_stopped_by_the_output_cap() {
     );
     let f = start_failure(&p);
     assert_eq!(f.kind, FailureKind::OutputTooLarge, "{f:?}");
+    assert_still_serving(&rt);
+}
+
+#[test]
+fn output_nested_past_the_json_bound_is_invalid() {
+    let (rt, _) = memory_runtime();
+    let p = hostile(&rt, "t-deep", "deep", LimitOverrides::default());
+    let f = start_failure(&p);
+    assert_eq!(f.kind, FailureKind::InvalidOutput, "{f:?}");
+    assert!(f.message.contains("data_patch"), "{f:?}");
+    let chain = Chain::new(vec![p.clone()], 86_400_000);
+    match chain
+        .message(session("t-deep", None), "h", &json!({}), now_ms())
+        .block()
+    {
+        MessageOutcome::Failed(f) => {
+            assert_eq!(f.kind, FailureKind::InvalidOutput, "{f:?}");
+            assert!(f.message.contains("reply"), "{f:?}");
+        }
+        other => panic!("a 40-level reply must fail: {other:?}"),
+    }
     assert_still_serving(&rt);
 }
 

@@ -283,7 +283,7 @@ async fn call_hook(
     }
     let (outcome, report) = match hook {
         "on-session-start" => {
-            let call = plugin.on_session_start(&session, &record.client).await;
+            let call = plugin.on_session_start(&session).await;
             verdict(call, &mut extra)
         }
         "on-event" => {

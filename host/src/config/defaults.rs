@@ -20,8 +20,10 @@ pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
 /// `server.max_connections`: below the usual soft limit of 1024 open files,
 /// so that the cap, not the file-descriptor limit, is what refuses.
 pub const MAX_CONNECTIONS: usize = 768;
-/// `server.max_connections_per_client`.
-pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+/// `server.max_connections_per_client`: room for a busy backend's burst (a
+/// REST consumer may fire hundreds of requests at once), while two thirds of
+/// `max_connections` keeps one client from taking them all.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 512;
 /// `server.shutdown_timeout_ms`: 10 seconds.
 pub const SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 /// `runtime.cache_dir`, relative to the working directory.

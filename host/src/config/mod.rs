@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(config.server.header_read_timeout_ms, 30_000);
         assert_eq!(config.server.body_read_timeout_ms, 30_000);
         assert_eq!(config.server.max_connections, 768);
-        assert_eq!(config.server.max_connections_per_client, 64);
+        assert_eq!(config.server.max_connections_per_client, 512);
         assert_eq!(config.server.shutdown_timeout_ms, 10_000);
         assert!(
             matches!(config.store, StoreConfig::Memory(_)),

@@ -9,7 +9,23 @@ use wasmtime::component::Component;
 
 /// The package version this host implements.
 pub const WIT_PACKAGE: &str = "sessiond:plugin";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+
+/// What changed since each older version, for the refusal of a component
+/// built against it.
+fn changed_since(version: &str) -> &'static str {
+    match version {
+        "0.1.0" => {
+            ": rebuild it against the 0.2 SDK (sdk/rust or sdk/python). In 0.2 the session \
+             is passed as one byte list (fields separated by NUL bytes) instead of a record, \
+             a hook's changes as one JSON object, `on-session-start` takes no separate \
+             client argument, verdicts gained `allow-unchanged`, a denial may carry the \
+             plugin's state, changes may end the session (`end`), and hooks see the idle \
+             and absolute deadlines separately"
+        }
+        _ => "",
+    }
+}
 
 /// A host capability that a plugin may import when the config grants it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,7 +80,10 @@ pub enum ComponentError {
     CoreModule,
     #[error("the component does not compile: {0}")]
     Invalid(String),
-    #[error("the component targets {found}, but this host implements {WIT_PACKAGE}@{WIT_VERSION}")]
+    #[error(
+        "the component was built for {WIT_PACKAGE}@{found}; this host implements {WIT_PACKAGE}@{WIT_VERSION}{}",
+        changed_since(found)
+    )]
     WrongVersion { found: String },
     #[error(
         "the component does not export {WIT_PACKAGE}/hooks@{WIT_VERSION}: it was built for another world (exports: {exports})"
@@ -102,7 +121,7 @@ pub fn check_world(
             let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
             if version != WIT_VERSION {
                 return Err(ComponentError::WrongVersion {
-                    found: format!("{WIT_PACKAGE}@{version}"),
+                    found: version.to_string(),
                 });
             }
             if iface == "types" {
@@ -125,8 +144,8 @@ pub fn check_world(
         {
             return Err(ComponentError::WrongVersion {
                 found: other
-                    .trim_start_matches(&format!("{WIT_PACKAGE}/hooks"))
-                    .replace('@', &format!("{WIT_PACKAGE}@")),
+                    .trim_start_matches(&format!("{WIT_PACKAGE}/hooks@"))
+                    .to_string(),
             });
         }
         return Err(ComponentError::WrongWorld {
@@ -147,5 +166,34 @@ pub fn check_grants(imported: &[Capability], granted: &[Capability]) -> Result<(
     match imported.iter().find(|c| !granted.contains(c)) {
         Some(c) => Err(ComponentError::NotGranted(*c)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_for_0_1_is_told_what_changed() {
+        let e = ComponentError::WrongVersion {
+            found: "0.1.0".into(),
+        }
+        .to_string();
+        assert!(
+            e.starts_with(
+                "the component was built for sessiond:plugin@0.1.0; \
+                 this host implements sessiond:plugin@0.2.0: rebuild it against the 0.2 SDK"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("one byte list") && e.contains("idle and absolute"),
+            "{e}"
+        );
+        let e = ComponentError::WrongVersion {
+            found: "0.9.0".into(),
+        }
+        .to_string();
+        assert!(e.ends_with("implements sessiond:plugin@0.2.0"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! A tenant's plugins as an ordered chain. A deny stops the chain; changes
 //! compose in order, each plugin seeing the session as the plugins before it
-//! left it.
+//! left it. The chain never writes: its outcome tells the service what to
+//! store, and whether a plugin asked to end the session or to keep a state
+//! change despite its deny.
 
 use std::sync::Arc;
 
@@ -9,7 +11,9 @@ use serde_json::Value;
 use super::convert::{PluginSession, data_json};
 use super::error::{FailureKind, PluginFailure};
 use super::plugin::{Call, LoadedPlugin, OnError};
-use super::types::{Changes, EndInfo, Hook, UpdateVerdict, Verdict, parse_object};
+use super::types::{
+    ChangeSet, Changes, Denial, EndInfo, Hook, UpdateVerdict, Verdict, parse_object,
+};
 use crate::session::{EndReason, Millis, SessionRecord, SessionSummary};
 
 /// The outcome of a chain that can veto.
@@ -17,23 +21,50 @@ use crate::session::{EndReason, Millis, SessionRecord, SessionSummary};
 pub enum Decision {
     /// Every plugin allowed; the session with all their changes applied.
     Allow(Box<SessionRecord>),
+    /// Every plugin allowed, and `plugin` (the first to ask) asked to end
+    /// the session with `reason` (`logout` or `revoked`): store `record`,
+    /// then end it.
+    End {
+        record: Box<SessionRecord>,
+        plugin: String,
+        reason: EndReason,
+    },
     /// A plugin denied (or failed under a fail-closed policy).
     Deny {
         plugin: String,
         message: String,
         /// Set when the deny comes from a failure, not a verdict.
         failure: Option<Box<PluginFailure>>,
+        /// The denying plugin's new private state (an object), to store
+        /// although the request is refused; none for a failure, in
+        /// `on-session-start`, or when the plugin sent no valid one.
+        state: Option<Value>,
     },
+}
+
+impl Decision {
+    fn allowed(record: SessionRecord, end: Option<(String, EndReason)>) -> Decision {
+        match end {
+            None => Decision::Allow(Box::new(record)),
+            Some((plugin, reason)) => Decision::End {
+                record: Box::new(record),
+                plugin,
+                reason,
+            },
+        }
+    }
 }
 
 /// The outcome of the `on-message` chain.
 #[derive(Debug)]
 pub enum MessageOutcome {
-    /// A plugin answered; the session with its changes applied.
+    /// A plugin answered; the session with its changes applied, and the
+    /// reason to end it with when the plugin asked to.
     Reply {
         plugin: String,
         reply: Value,
         record: Box<SessionRecord>,
+        end: Option<EndReason>,
     },
     /// No plugin implements `on-message`.
     NoHandler,
@@ -89,16 +120,31 @@ impl Chain {
             .filter(move |p| p.description.implements(hook))
     }
 
-    /// Runs `on-session-start` over a session about to be created.
+    /// Runs `on-session-start` over a session about to be created. A
+    /// plugin cannot end it (that is an invalid result) and a denial's
+    /// state is dropped: there is no session to hold it.
     pub async fn session_start(&self, mut record: SessionRecord, now: Millis) -> Decision {
         let mut data = data_json(&record);
         for p in self.with(Hook::SessionStart) {
             let session = PluginSession::with_data(&record, &p.name, data.clone());
-            let call = p.on_session_start(&session, &record.client).await;
-            match self.verdict(p, call, &mut record, now) {
-                Ok(false) => {}
-                Ok(true) => data = data_json(&record),
-                Err(deny) => return deny,
+            let call = p.on_session_start(&session).await;
+            match self.verdict(p, call, &mut record, now, false) {
+                Ok(step) if step.patched => data = data_json(&record),
+                Ok(_) => {}
+                Err(Decision::Deny {
+                    plugin,
+                    message,
+                    failure,
+                    ..
+                }) => {
+                    return Decision::Deny {
+                        plugin,
+                        message,
+                        failure,
+                        state: None,
+                    };
+                }
+                Err(other) => return other,
             }
         }
         Decision::Allow(Box::new(record))
@@ -114,39 +160,62 @@ impl Chain {
     ) -> Decision {
         let payload = payload.to_string();
         let mut data = data_json(&record);
+        let mut end = None;
         for p in self.with(Hook::Event) {
             let session = PluginSession::with_data(&record, &p.name, data.clone());
             let call = p.on_event(&session, name, &payload).await;
-            match self.verdict(p, call, &mut record, now) {
-                Ok(false) => {}
-                Ok(true) => data = data_json(&record),
+            let step = match self.verdict(p, call, &mut record, now, true) {
+                Ok(step) => step,
                 Err(deny) => return deny,
+            };
+            if step.patched {
+                data = data_json(&record);
+            }
+            if end.is_none() {
+                end = step.end.map(|reason| (p.name.clone(), reason));
             }
         }
-        Decision::Allow(Box::new(record))
+        Decision::allowed(record, end)
     }
 
+    /// Applies one plugin's verdict; `Err` is the deny that stops the chain.
+    /// `may_end` says whether the hook may ask to end the session.
     fn verdict(
         &self,
         p: &LoadedPlugin,
         call: Call<Verdict>,
         record: &mut SessionRecord,
         now: Millis,
-    ) -> Result<bool, Decision> {
+        may_end: bool,
+    ) -> Result<Applied, Decision> {
         match call.result {
-            Ok(Verdict::Allow(changes)) => {
-                let patched = changes.data_patch.is_some();
-                match self.apply(p, record, changes, now) {
-                    Ok(()) => Ok(patched),
-                    Err(failure) => self.on_failure(p, failure).map(|()| false),
+            Ok(Verdict::Allow(changes)) => match self.apply(p, record, &changes, now, may_end) {
+                Ok(applied) => Ok(applied),
+                Err(failure) => self.on_failure(p, failure).map(|()| Applied::default()),
+            },
+            Ok(Verdict::Deny(denial)) => Err(self.deny(p, denial)),
+            Err(failure) => self.on_failure(p, failure).map(|()| Applied::default()),
+        }
+    }
+
+    /// The decision of `p`'s refusal. A state that is not a JSON object is
+    /// dropped (and logged): the refusal stands either way.
+    fn deny(&self, p: &LoadedPlugin, denial: Denial) -> Decision {
+        let state = denial
+            .state
+            .and_then(|text| match parse_object(&text, "state") {
+                Ok(m) => Some(Value::Object(m)),
+                Err(e) => {
+                    tracing::warn!(tenant = %p.tenant, plugin = %p.name,
+                    "ignoring the state of a denial: {e}");
+                    None
                 }
-            }
-            Ok(Verdict::Deny(message)) => Err(Decision::Deny {
-                plugin: p.name.clone(),
-                message,
-                failure: None,
-            }),
-            Err(failure) => self.on_failure(p, failure).map(|()| false),
+            });
+        Decision::Deny {
+            plugin: p.name.clone(),
+            message: denial.message,
+            failure: None,
+            state,
         }
     }
 
@@ -156,6 +225,7 @@ impl Chain {
                 plugin: p.name.clone(),
                 message: format!("plugin {} failed: {}", p.name, failure.message),
                 failure: Some(Box::new(failure)),
+                state: None,
             }),
             OnError::Allow => {
                 tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = failure.kind.as_str(),
@@ -174,12 +244,7 @@ impl Chain {
         roles: Option<Vec<String>>,
         now: Millis,
     ) -> Decision {
-        let mut proposed = Changes {
-            data_patch: data_patch.map(Value::to_string),
-            roles,
-            state: None,
-            ttl_seconds: None,
-        };
+        let mut proposed = Changes::proposal(data_patch, roles.as_deref());
         // The plugin that last rewrote the change, whose state it may set.
         let mut author: Option<&Arc<LoadedPlugin>> = None;
         // The record only changes after the loop: serialize its data once.
@@ -193,13 +258,7 @@ impl Chain {
                     proposed = changes;
                     author = Some(p);
                 }
-                Ok(UpdateVerdict::Reject(message)) => {
-                    return Decision::Deny {
-                        plugin: p.name.clone(),
-                        message,
-                        failure: None,
-                    };
-                }
+                Ok(UpdateVerdict::Reject(denial)) => return self.deny(p, denial),
                 Err(failure) => {
                     if let Err(deny) = self.on_failure(p, failure) {
                         return deny;
@@ -208,27 +267,34 @@ impl Chain {
             }
         }
         let result = match author {
-            Some(p) => self.apply(p, &mut record, proposed, now),
-            None => {
-                proposed.state = None;
-                apply_changes(&mut record, "", proposed, now, self.max_lifetime_ms).map_err(
-                    |message| PluginFailure {
-                        plugin: String::new(),
-                        kind: FailureKind::InvalidOutput,
-                        message,
-                        backtrace: None,
-                        output: None,
-                        store_unavailable: false,
-                    },
-                )
-            }
+            Some(p) => self
+                .apply(p, &mut record, &proposed, now, true)
+                .map(|applied| applied.end.map(|reason| (p.name.clone(), reason))),
+            None => proposed
+                .parse()
+                .and_then(|mut set| {
+                    // The REST consumer's own change: data and roles only.
+                    set.state = None;
+                    set.end = None;
+                    apply_changes(&mut record, "", set, now, self.max_lifetime_ms)
+                })
+                .map(|()| None)
+                .map_err(|message| PluginFailure {
+                    plugin: String::new(),
+                    kind: FailureKind::InvalidOutput,
+                    message,
+                    backtrace: None,
+                    output: None,
+                    store_unavailable: false,
+                }),
         };
         match result {
-            Ok(()) => Decision::Allow(Box::new(record)),
+            Ok(end) => Decision::allowed(record, end),
             Err(failure) => Decision::Deny {
                 plugin: failure.plugin.clone(),
                 message: failure.message.clone(),
                 failure: Some(Box::new(failure)),
+                state: None,
             },
         }
     }
@@ -281,15 +347,17 @@ impl Chain {
             let answered = call.result.and_then(|r| {
                 let reply: Value = serde_json::from_str(&r.reply)
                     .map_err(|e| invalid(p, format!("the reply is not valid JSON: {e}")))?;
-                self.apply(p, &mut record, r.changes, now)?;
-                Ok(reply)
+                crate::json::check("reply", &reply).map_err(|e| invalid(p, e.to_string()))?;
+                let applied = self.apply(p, &mut record, &r.changes, now, true)?;
+                Ok((reply, applied.end))
             });
             match answered {
-                Ok(reply) => {
+                Ok((reply, end)) => {
                     return MessageOutcome::Reply {
                         plugin: p.name.clone(),
                         reply,
                         record: Box::new(record),
+                        end,
                     };
                 }
                 Err(f) => last_failure = Some(f),
@@ -327,16 +395,49 @@ impl Chain {
         Ok(list)
     }
 
+    /// Checks and applies one plugin's changes; nothing is applied if any
+    /// part is invalid, or if they ask to end the session where `may_end`
+    /// is false.
     fn apply(
         &self,
         p: &LoadedPlugin,
         record: &mut SessionRecord,
-        changes: Changes,
+        changes: &Changes,
         now: Millis,
-    ) -> Result<(), PluginFailure> {
-        apply_changes(record, &p.name, changes, now, self.max_lifetime_ms)
-            .map_err(|m| invalid(p, m))
+        may_end: bool,
+    ) -> Result<Applied, PluginFailure> {
+        let set = changes.parse().map_err(|m| invalid(p, m))?;
+        if set.end.is_some() && !may_end {
+            return Err(invalid(
+                p,
+                "on-session-start cannot end the session it is creating".into(),
+            ));
+        }
+        // Depth is checked before anything changes: a merge patch leaves the
+        // data no deeper than the deeper of the two. (The size of the whole
+        // session is checked by the service before it is stored.)
+        for (what, object) in [("data_patch", &set.data_patch), ("state", &set.state)] {
+            if let Some(object) = object {
+                crate::json::check_object(what, object).map_err(|e| invalid(p, e.to_string()))?;
+            }
+        }
+        let applied = Applied {
+            patched: set.data_patch.is_some(),
+            end: set.end,
+        };
+        apply_changes(record, &p.name, set, now, self.max_lifetime_ms)
+            .map_err(|m| invalid(p, m))?;
+        Ok(applied)
     }
+}
+
+/// What applying one plugin's changes did.
+#[derive(Debug, Default)]
+struct Applied {
+    /// The shared data changed (plugins after it need it serialized again).
+    patched: bool,
+    /// The plugin asked to end the session with this reason.
+    end: Option<EndReason>,
 }
 
 fn invalid(p: &LoadedPlugin, message: String) -> PluginFailure {
@@ -350,28 +451,20 @@ fn invalid(p: &LoadedPlugin, message: String) -> PluginFailure {
     }
 }
 
-/// Applies one plugin's changes to a session: merge-patches the shared data,
-/// replaces roles and the plugin's own state, and resets the lifetime (capped
-/// at `max_lifetime_ms` from creation). Nothing is applied if any part is
-/// invalid.
+/// Applies one plugin's checked changes to a session: merge-patches the
+/// shared data, replaces roles and the plugin's own state, and resets the
+/// lifetime (capped at `max_lifetime_ms` from creation). The end request is
+/// the caller's to act on.
 pub(crate) fn apply_changes(
     record: &mut SessionRecord,
     plugin: &str,
-    changes: Changes,
+    changes: ChangeSet,
     now: Millis,
     max_lifetime_ms: Millis,
 ) -> Result<(), String> {
-    let patch = match &changes.data_patch {
-        Some(text) => Some(Value::Object(parse_object(text, "data-patch")?)),
-        None => None,
-    };
-    let state = match &changes.state {
-        Some(text) => Some(Value::Object(parse_object(text, "state")?)),
-        None => None,
-    };
-    if let Some(patch) = patch {
+    if let Some(patch) = changes.data_patch {
         let mut data = Value::Object(std::mem::take(&mut record.data));
-        json_patch::merge(&mut data, &patch);
+        json_patch::merge(&mut data, &Value::Object(patch));
         if let Value::Object(m) = data {
             record.data = m;
         }
@@ -379,8 +472,10 @@ pub(crate) fn apply_changes(
     if let Some(roles) = changes.roles {
         record.roles = roles;
     }
-    if let Some(state) = state {
-        record.plugin_state.insert(plugin.to_string(), state);
+    if let Some(state) = changes.state {
+        record
+            .plugin_state
+            .insert(plugin.to_string(), Value::Object(state));
     }
     if let Some(ttl) = changes.ttl_seconds {
         let cap = record.created_at.saturating_add(max_lifetime_ms);

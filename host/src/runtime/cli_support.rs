@@ -5,29 +5,25 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::types::{Changes, ListedSessions, UpdateVerdict, Verdict};
+use super::types::{Changes, Denial, ListedSessions, UpdateVerdict, Verdict};
 
 /// JSON of a text field that should hold JSON (the text itself if not).
 fn json_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-/// The changes a hook asked for, as JSON (unset fields left out).
+/// The changes a hook asked for, as JSON (the members it set; `{}` for
+/// none).
 pub fn changes_json(c: &Changes) -> Value {
-    let mut m = Map::new();
-    if let Some(p) = &c.data_patch {
-        m.insert("data_patch".into(), json_text(p));
+    c.to_json()
+}
+
+/// A refusal's message, and the state it keeps when it has one.
+fn denial_json(d: &Denial, out: &mut Map<String, Value>) {
+    out.insert("message".into(), json!(d.message));
+    if let Some(state) = &d.state {
+        out.insert("state".into(), json_text(state));
     }
-    if let Some(r) = &c.roles {
-        m.insert("roles".into(), json!(r));
-    }
-    if let Some(s) = &c.state {
-        m.insert("state".into(), json_text(s));
-    }
-    if let Some(t) = c.ttl_seconds {
-        m.insert("ttl_seconds".into(), json!(t));
-    }
-    Value::Object(m)
 }
 
 pub fn verdict_json(v: &Verdict, out: &mut Map<String, Value>) -> &'static str {
@@ -36,8 +32,8 @@ pub fn verdict_json(v: &Verdict, out: &mut Map<String, Value>) -> &'static str {
             out.insert("changes".into(), changes_json(c));
             "allow"
         }
-        Verdict::Deny(m) => {
-            out.insert("message".into(), json!(m));
+        Verdict::Deny(d) => {
+            denial_json(d, out);
             "deny"
         }
     }
@@ -50,8 +46,8 @@ pub fn update_verdict_json(v: &UpdateVerdict, out: &mut Map<String, Value>) -> &
             out.insert("changes".into(), changes_json(c));
             "rewrite"
         }
-        UpdateVerdict::Reject(m) => {
-            out.insert("message".into(), json!(m));
+        UpdateVerdict::Reject(d) => {
+            denial_json(d, out);
             "reject"
         }
     }
@@ -73,12 +69,8 @@ pub fn proposed_changes(payload: &Value) -> Result<Changes> {
         serde_json::from_value(payload.clone())
             .context("the on-session-update payload must look like {\"data_patch\": {...}, \"roles\": [...]}")?
     };
-    Ok(Changes {
-        data_patch: p.data_patch.map(|m| Value::Object(m).to_string()),
-        roles: p.roles,
-        state: None,
-        ttl_seconds: None,
-    })
+    let patch = p.data_patch.map(Value::Object);
+    Ok(Changes::proposal(patch.as_ref(), p.roles.as_deref()))
 }
 
 /// The summaries a plugin returned, as JSON (annotations as sent: the

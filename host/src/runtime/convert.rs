@@ -4,8 +4,9 @@
 //! It holds the conversions both ways, the `Host` impls of the imported
 //! interfaces (each hands over to a host-typed capability of [`HostState`]),
 //! and one wrapper per export that takes and returns host types. The one
-//! WIT value kept beyond a call's arguments is [`PluginSession`], built
-//! once per plugin and call so that a hook borrows it as is.
+//! WIT value kept beyond a call's arguments is [`PluginSession`], the
+//! session in the WIT `session` layout (one byte list), built once per
+//! plugin and call so that a hook borrows it as is.
 
 use wasmtime::Store;
 
@@ -13,18 +14,50 @@ use super::bindings::Plugin;
 use super::bindings::sessiond::plugin::{audit, clock, kv, log, sessions, types as wit};
 use super::host::HostState;
 use super::types::{
-    Changes, Description, EndInfo, Hook, Listed, ListedSessions, LogLevel, MessageReply,
-    UpdateVerdict, Verdict, client_size,
+    Changes, Denial, Description, EndInfo, Hook, Listed, ListedSessions, LogLevel, MessageReply,
+    UpdateVerdict, Verdict,
 };
 use crate::session::{ClientInfo, EndReason, SessionRecord, SessionSummary};
 
 /// A session as one plugin sees it: the shared data, and that plugin's own
-/// state only. It never holds the session's secret token.
+/// state only. It never holds the session's secret token. Built once per
+/// plugin and call, in the layout of the WIT `session` (fields separated by
+/// NUL bytes), so that a hook borrows it as is.
 #[derive(Debug, Clone)]
 pub struct PluginSession {
-    wit: wit::Session,
-    /// Bytes the session carries across the boundary.
-    size: u64,
+    bytes: Vec<u8>,
+    id: String,
+}
+
+/// Separates the fields of a session.
+const FIELD: u8 = 0x00;
+/// Separates the roles within their field.
+const ITEM: u8 = 0x1f;
+
+/// Appends `text` as one field, with any separator byte replaced by U+FFFD
+/// so that it cannot shift the fields after it.
+fn push_text(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().any(|b| b == FIELD || b == ITEM) {
+        out.extend_from_slice(text.replace(['\0', '\u{1f}'], "\u{fffd}").as_bytes());
+    } else {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// Appends `n` in decimal (without the formatting machinery: this runs
+/// five times per hook call).
+fn push_number(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 impl PluginSession {
@@ -37,41 +70,65 @@ impl PluginSession {
     /// [`data_json`]: a chain serializes it once, and again only after a
     /// plugin changed it.
     pub(crate) fn with_data(record: &SessionRecord, plugin: &str, data: String) -> PluginSession {
-        let wit = wit::Session {
+        let state = record.plugin_state.get(plugin);
+        let mut out = Vec::with_capacity(160 + data.len());
+        let none = String::new();
+        push_text(&mut out, &record.public_id);
+        out.push(FIELD);
+        push_text(&mut out, &record.tenant);
+        out.push(FIELD);
+        push_text(&mut out, record.user.as_ref().unwrap_or(&none));
+        out.push(FIELD);
+        for (i, role) in record.roles.iter().enumerate() {
+            if i > 0 {
+                out.push(ITEM);
+            }
+            push_text(&mut out, role);
+        }
+        for n in [
+            record.created_at,
+            record.last_seen_at,
+            record.idle_expires_at(),
+            record.absolute_expires_at,
+            record.version,
+        ] {
+            out.push(FIELD);
+            push_number(&mut out, n);
+        }
+        let c = &record.client;
+        for field in [&c.remote_addr, &c.user_agent, &c.device] {
+            out.push(FIELD);
+            push_text(&mut out, field.as_ref().unwrap_or(&none));
+        }
+        out.push(FIELD);
+        out.extend_from_slice(data.as_bytes());
+        out.push(FIELD);
+        match state {
+            // Serializing a JSON value to a Vec cannot fail.
+            Some(v) => {
+                let _ = serde_json::to_writer(&mut out, v);
+            }
+            None => out.extend_from_slice(b"{}"),
+        }
+        PluginSession {
+            bytes: out,
             id: record.public_id.clone(),
-            tenant: record.tenant.clone(),
-            user: record.user.clone(),
-            roles: record.roles.clone(),
-            created_at: record.created_at,
-            last_seen_at: record.last_seen_at,
-            expires_at: record.expires_at(),
-            version: record.version,
-            client: to_wit_client(&record.client),
-            data,
-            state: record
-                .plugin_state
-                .get(plugin)
-                .map(serde_json::Value::to_string)
-                .unwrap_or_else(|| "{}".into()),
-        };
-        let size = (wit.id.len()
-            + wit.tenant.len()
-            + wit.user.as_ref().map_or(0, String::len)
-            + wit.roles.iter().map(String::len).sum::<usize>()
-            + client_size(&record.client)
-            + wit.data.len()
-            + wit.state.len()
-            + 40) as u64;
-        PluginSession { wit, size }
+        }
     }
 
     /// The session's public id.
     pub(crate) fn id(&self) -> &str {
-        &self.wit.id
+        &self.id
     }
 
+    /// The session as it crosses the boundary.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Bytes the session carries across the boundary.
     pub(crate) fn size(&self) -> u64 {
-        self.size
+        self.bytes.len() as u64
     }
 }
 
@@ -102,15 +159,6 @@ fn to_wit_summary(s: &SessionSummary) -> wit::SessionSummary {
     }
 }
 
-fn to_wit_changes(c: &Changes) -> wit::Changes {
-    wit::Changes {
-        data_patch: c.data_patch.clone(),
-        roles: c.roles.clone(),
-        state: c.state.clone(),
-        ttl_seconds: c.ttl_seconds,
-    }
-}
-
 fn to_wit_end(end: &EndInfo) -> wit::EndInfo {
     wit::EndInfo {
         reason: match end.reason {
@@ -136,18 +184,21 @@ fn from_wit_client(c: wit::ClientInfo) -> ClientInfo {
 }
 
 fn from_wit_changes(c: wit::Changes) -> Changes {
-    Changes {
-        data_patch: c.data_patch,
-        roles: c.roles,
-        state: c.state,
-        ttl_seconds: c.ttl_seconds,
+    Changes { doc: c }
+}
+
+fn from_wit_denial(d: wit::Denial) -> Denial {
+    Denial {
+        message: d.message,
+        state: d.state,
     }
 }
 
 fn from_wit_verdict(v: wit::Verdict) -> Verdict {
     match v {
+        wit::Verdict::AllowUnchanged => Verdict::Allow(Changes::none()),
         wit::Verdict::Allow(c) => Verdict::Allow(from_wit_changes(c)),
-        wit::Verdict::Deny(m) => Verdict::Deny(m),
+        wit::Verdict::Deny(d) => Verdict::Deny(from_wit_denial(d)),
     }
 }
 
@@ -155,14 +206,14 @@ fn from_wit_update(v: wit::UpdateVerdict) -> UpdateVerdict {
     match v {
         wit::UpdateVerdict::Accept => UpdateVerdict::Accept,
         wit::UpdateVerdict::Rewrite(c) => UpdateVerdict::Rewrite(from_wit_changes(c)),
-        wit::UpdateVerdict::Reject(m) => UpdateVerdict::Reject(m),
+        wit::UpdateVerdict::Reject(d) => UpdateVerdict::Reject(from_wit_denial(d)),
     }
 }
 
 fn from_wit_reply(r: wit::MessageReply) -> MessageReply {
     MessageReply {
         reply: r.reply,
-        changes: from_wit_changes(r.changes),
+        changes: r.changes.map(from_wit_changes).unwrap_or_default(),
     }
 }
 
@@ -284,12 +335,10 @@ pub(crate) async fn call_on_session_start(
     plugin: &Plugin,
     store: &mut Store<HostState>,
     session: &PluginSession,
-    client: &ClientInfo,
 ) -> Outcome<Verdict> {
-    let client = to_wit_client(client);
     let out = plugin
         .sessiond_plugin_hooks()
-        .call_on_session_start(store, &session.wit, &client)
+        .call_on_session_start(store, &session.bytes)
         .await?;
     Ok(out.map(from_wit_verdict))
 }
@@ -300,10 +349,9 @@ pub(crate) async fn call_on_session_update(
     session: &PluginSession,
     proposed: &Changes,
 ) -> Outcome<UpdateVerdict> {
-    let proposed = to_wit_changes(proposed);
     let out = plugin
         .sessiond_plugin_hooks()
-        .call_on_session_update(store, &session.wit, &proposed)
+        .call_on_session_update(store, &session.bytes, &proposed.doc)
         .await?;
     Ok(out.map(from_wit_update))
 }
@@ -317,7 +365,7 @@ pub(crate) async fn call_on_session_end(
     let end = to_wit_end(end);
     plugin
         .sessiond_plugin_hooks()
-        .call_on_session_end(store, &session.wit, &end)
+        .call_on_session_end(store, &session.bytes, &end)
         .await
 }
 
@@ -332,7 +380,7 @@ pub(crate) async fn call_on_event(
     let payload = payload.to_string();
     let out = plugin
         .sessiond_plugin_hooks()
-        .call_on_event(store, &session.wit, name, &payload)
+        .call_on_event(store, &session.bytes, name, &payload)
         .await?;
     Ok(out.map(from_wit_verdict))
 }
@@ -348,7 +396,7 @@ pub(crate) async fn call_on_message(
     let payload = payload.to_string();
     let out = plugin
         .sessiond_plugin_hooks()
-        .call_on_message(store, &session.wit, handler, &payload)
+        .call_on_message(store, &session.bytes, handler, &payload)
         .await?;
     Ok(out.map(from_wit_reply))
 }
@@ -365,4 +413,59 @@ pub(crate) async fn call_on_list_active(
         .call_on_list_active(store, user, &sessions)
         .await?;
     Ok(out.map(from_wit_listed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_crosses_as_nul_separated_fields() {
+        let record = SessionRecord {
+            token_hash: "h".into(),
+            public_id: "p-1".into(),
+            tenant: "t".into(),
+            user: Some("al\u{0}ice".into()),
+            roles: vec!["a".into(), "b".into()],
+            created_at: 0,
+            last_seen_at: 10,
+            absolute_expires_at: 1_000,
+            idle_timeout_ms: 90,
+            version: 18_446_744_073_709_551_615,
+            client: ClientInfo {
+                device: Some("mobile".into()),
+                ..ClientInfo::default()
+            },
+            data: serde_json::from_str(r#"{"k":[1]}"#).unwrap(),
+            plugin_state: [("me".to_string(), serde_json::json!({"n": 1}))].into(),
+        };
+        let mine = PluginSession::new(&record, "me");
+        let fields: Vec<&[u8]> = mine.as_bytes().split(|b| *b == 0).collect();
+        let text: Vec<String> = fields
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "p-1",
+                "t",
+                "al\u{fffd}ice",
+                "a\u{1f}b",
+                "0",
+                "10",
+                "100",
+                "1000",
+                "18446744073709551615",
+                "",
+                "",
+                "mobile",
+                r#"{"k":[1]}"#,
+                r#"{"n":1}"#
+            ]
+        );
+        assert_eq!(mine.size(), mine.as_bytes().len() as u64);
+        let other = PluginSession::new(&record, "other");
+        assert!(other.as_bytes().ends_with(b"\0{}"));
+    }
 }

@@ -357,6 +357,9 @@ impl HostState {
             Ok(_) => return Ok(Err("audit entry must be a JSON object".into())),
             Err(e) => return Ok(Err(format!("audit entry is not valid JSON: {e}"))),
         };
+        if let Err(e) = crate::json::check("audit entry", &value) {
+            return Ok(Err(e.to_string()));
+        }
         let env = self.env.clone();
         let session = self.call.session.clone();
         self.call.audit_appends += 1;

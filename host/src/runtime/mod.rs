@@ -49,7 +49,7 @@ pub use error::{FailureKind, PluginFailure};
 pub use limits::{EngineSettings, LimitOverrides, Limits};
 pub use plugin::{Call, CallReport, LoadedPlugin, OnError, PluginStats};
 pub use types::{
-    Changes, Description, EndInfo, HOOK_NAMES, Hook, ListedSessions, LogLevel, LogLine,
+    Changes, Denial, Description, EndInfo, HOOK_NAMES, Hook, ListedSessions, LogLevel, LogLine,
     MessageReply, UpdateVerdict, Verdict,
 };
 

@@ -21,9 +21,9 @@ use super::instance::{Instances, Warm};
 use super::limits::Limits;
 use super::types::{
     Changes, Description, EndInfo, ListedSessions, LogLine, MessageReply, UpdateVerdict, Verdict,
-    client_size, summary_size,
+    summary_size,
 };
-use crate::session::{ClientInfo, SessionSummary};
+use crate::session::SessionSummary;
 
 /// One hook call: [`LoadedPlugin::begin`], the export call bounded by the
 /// deadline, then [`LoadedPlugin::finish`]. `|p, s|` name the instance and
@@ -316,18 +316,15 @@ impl LoadedPlugin {
         Call { result, report }
     }
 
-    /// Calls `on-session-start`.
-    pub async fn on_session_start(
-        &self,
-        session: &PluginSession,
-        client: &ClientInfo,
-    ) -> Call<Verdict> {
-        let input = session.size() + client_size(client) as u64;
+    /// Calls `on-session-start` (the session's client fields say where it
+    /// comes from).
+    pub async fn on_session_start(&self, session: &PluginSession) -> Call<Verdict> {
+        let input = session.size();
         run_hook!(
             self,
             Some(session.id()),
             input,
-            |p, s| convert::call_on_session_start(p, s, session, client),
+            |p, s| convert::call_on_session_start(p, s, session),
             Verdict::size
         )
     }

@@ -3,10 +3,10 @@
 //! input and output caps. `convert` maps them to and from the WIT shapes;
 //! nothing else in the crate sees those.
 //!
-//! JSON a plugin returns (a data patch, its state, a reply, annotations)
-//! stays the text it sent until the host applies it, so that a bad value
-//! fails where it is used, with the same message, and sizes count the bytes
-//! that actually crossed.
+//! JSON a plugin returns (its changes document, a denial's state, a reply,
+//! annotations) stays the bytes it sent until the host applies it, so that a
+//! bad value fails where it is used, with the same message, and sizes count
+//! the bytes that actually crossed.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -99,27 +99,149 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Changes a hook asks the host to make; every field left as none leaves
-/// that part of the session as it is.
+/// Changes a hook asks the host to make: the JSON object (`changes` in the
+/// WIT) as it crossed the boundary, kept as sent until the chain applies it
+/// ([`Changes::parse`]). Empty bytes mean no changes (`allow-unchanged`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// A JSON merge patch of the shared data (JSON text, an object).
-    pub data_patch: Option<String>,
+    pub(crate) doc: Vec<u8>,
+}
+
+/// What a changes document asks for, checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ChangeSet {
+    /// A JSON merge patch of the shared data.
+    pub data_patch: Option<Map<String, Value>>,
     /// Replaces the session's roles.
     pub roles: Option<Vec<String>>,
-    /// Replaces the plugin's private state (JSON text, an object).
-    pub state: Option<String>,
+    /// Replaces the plugin's private state.
+    pub state: Option<Map<String, Value>>,
     /// Sets the remaining absolute lifetime, in seconds from now.
     pub ttl_seconds: Option<u32>,
+    /// Ends the session with this reason once the chain allowed.
+    pub end: Option<EndReason>,
+}
+
+/// The members of a changes document, before their values are checked.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Members {
+    #[serde(default)]
+    data_patch: Option<Value>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    state: Option<Value>,
+    #[serde(default)]
+    ttl_seconds: Option<u32>,
+    #[serde(default)]
+    end: Option<String>,
+}
+
+impl Changes {
+    /// No changes.
+    pub fn none() -> Changes {
+        Changes::default()
+    }
+
+    /// A changes document from its JSON (an object; see the WIT `changes`).
+    pub fn from_json(doc: &Value) -> Changes {
+        Changes {
+            doc: doc.to_string().into_bytes(),
+        }
+    }
+
+    /// A change of the shared data and the roles, as a REST consumer asks
+    /// for one in `on-session-update`.
+    pub fn proposal(data_patch: Option<&Value>, roles: Option<&[String]>) -> Changes {
+        let mut m = Map::new();
+        if let Some(patch) = data_patch {
+            m.insert("data_patch".into(), patch.clone());
+        }
+        if let Some(roles) = roles {
+            m.insert("roles".into(), Value::from(roles.to_vec()));
+        }
+        Changes::from_json(&Value::Object(m))
+    }
+
+    /// The document as it crossed (empty for no changes).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.doc
+    }
+
+    /// Whether this asks for nothing at all.
+    pub fn is_none(&self) -> bool {
+        self.doc.is_empty()
+    }
+
+    /// The document as JSON, for display (`{}` for no changes; the text
+    /// itself when it is not JSON).
+    pub fn to_json(&self) -> Value {
+        if self.doc.is_empty() {
+            return Value::Object(Map::new());
+        }
+        serde_json::from_slice(&self.doc)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.doc).into_owned()))
+    }
+
+    /// Checks the document; the error says what is wrong with it.
+    pub(crate) fn parse(&self) -> Result<ChangeSet, String> {
+        if self.doc.is_empty() {
+            return Ok(ChangeSet::default());
+        }
+        let m: Members = serde_json::from_slice(&self.doc)
+            .map_err(|e| format!("the changes are not a valid changes object: {e}"))?;
+        let object = |v: Option<Value>, what: &str| match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(_) => Err(format!("{what} must be a JSON object")),
+        };
+        let end = match m.end.as_deref() {
+            None => None,
+            Some("logout") => Some(EndReason::Logout),
+            Some("revoked") => Some(EndReason::Revoked),
+            Some(other) => {
+                return Err(format!(
+                    "end must be \"logout\" or \"revoked\", not {other:?}"
+                ));
+            }
+        };
+        Ok(ChangeSet {
+            data_patch: object(m.data_patch, "data_patch")?,
+            roles: m.roles,
+            state: object(m.state, "state")?,
+            ttl_seconds: m.ttl_seconds,
+            end,
+        })
+    }
+}
+
+/// A refusal: the message for the caller, and the refusing plugin's new
+/// private state (JSON text, an object), stored although the request is
+/// refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Denial {
+    pub message: String,
+    pub state: Option<String>,
+}
+
+impl Denial {
+    /// A refusal with `message` and no state change.
+    pub fn new(message: impl Into<String>) -> Denial {
+        Denial {
+            message: message.into(),
+            state: None,
+        }
+    }
 }
 
 /// The answer of a hook that may veto.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go on, applying these changes.
+    /// Go on, applying these changes (none for `allow-unchanged`).
     Allow(Changes),
-    /// Refuse, with a message for the caller.
-    Deny(String),
+    /// Refuse.
+    Deny(Denial),
 }
 
 /// The answer of `on-session-update`.
@@ -129,8 +251,8 @@ pub enum UpdateVerdict {
     Accept,
     /// Apply these changes instead of the proposed ones.
     Rewrite(Changes),
-    /// Refuse the change, with a message for the caller.
-    Reject(String),
+    /// Refuse the change.
+    Reject(Denial),
 }
 
 /// The reply of a message handler.
@@ -214,13 +336,13 @@ pub(crate) fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>,
 
 impl Changes {
     pub(crate) fn size(&self) -> u64 {
-        (self.data_patch.as_ref().map_or(0, String::len)
-            + self
-                .roles
-                .as_ref()
-                .map_or(0, |r| r.iter().map(String::len).sum::<usize>())
-            + self.state.as_ref().map_or(0, String::len)
-            + 4) as u64
+        self.doc.len() as u64
+    }
+}
+
+impl Denial {
+    pub(crate) fn size(&self) -> u64 {
+        (self.message.len() + self.state.as_ref().map_or(0, String::len)) as u64
     }
 }
 
@@ -228,7 +350,7 @@ impl Verdict {
     pub(crate) fn size(&self) -> u64 {
         match self {
             Verdict::Allow(c) => c.size(),
-            Verdict::Deny(m) => m.len() as u64,
+            Verdict::Deny(d) => d.size(),
         }
     }
 }
@@ -238,7 +360,7 @@ impl UpdateVerdict {
         match self {
             UpdateVerdict::Accept => 0,
             UpdateVerdict::Rewrite(c) => c.size(),
-            UpdateVerdict::Reject(m) => m.len() as u64,
+            UpdateVerdict::Reject(d) => d.size(),
         }
     }
 }
@@ -298,6 +420,30 @@ mod tests {
         );
         assert_eq!(d.hooks, ["on-session-start", "on-list-active"]);
         assert!(d.implements(Hook::ListActive) && !d.implements(Hook::Event));
+    }
+
+    #[test]
+    fn changes_documents_are_checked_when_parsed() {
+        assert_eq!(Changes::none().parse().unwrap(), ChangeSet::default());
+        let c = Changes::from_json(&serde_json::json!({
+            "data_patch": {"a": 1}, "roles": ["r"], "state": {"n": 2},
+            "ttl_seconds": 60, "end": "logout"
+        }));
+        let set = c.parse().unwrap();
+        assert_eq!(set.end, Some(EndReason::Logout));
+        assert_eq!(set.ttl_seconds, Some(60));
+        assert_eq!(set.roles.as_deref(), Some(&["r".to_string()][..]));
+        let bad = |v: Value| Changes::from_json(&v).parse().unwrap_err();
+        assert_eq!(
+            bad(serde_json::json!({"state": [1]})),
+            "state must be a JSON object"
+        );
+        assert!(bad(serde_json::json!({"end": "expired"})).starts_with("end must be"));
+        assert!(bad(serde_json::json!({"data-patch": {}})).contains("unknown field"));
+        assert_eq!(
+            Changes::proposal(Some(&serde_json::json!({"k": 1})), None).to_json(),
+            serde_json::json!({"data_patch": {"k": 1}})
+        );
     }
 
     #[test]

@@ -93,21 +93,32 @@ impl Error {
     }
 }
 
-/// The session a chain allowed, or why not.
+/// The session a chain allowed, or why not. For `on-session-start`, whose
+/// chain never asks to end the session and drops a denial's state.
 pub(crate) fn allowed(decision: Decision) -> Result<SessionRecord> {
     match decision {
-        Decision::Allow(record) => Ok(*record),
+        Decision::Allow(record) | Decision::End { record, .. } => Ok(*record),
         Decision::Deny {
             plugin,
             message,
             failure,
-        } => match failure {
-            Some(f) if f.store_unavailable => Err(Error::plugin(*f)),
-            failure => Err(Error::Denied {
-                plugin,
-                message,
-                kind: failure.map(|f| f.kind),
-            }),
+            ..
+        } => Err(refusal(plugin, message, failure)),
+    }
+}
+
+/// The error of a chain's deny (a denial's state is the caller's to store).
+pub(crate) fn refusal(
+    plugin: String,
+    message: String,
+    failure: Option<Box<PluginFailure>>,
+) -> Error {
+    match failure {
+        Some(f) if f.store_unavailable => Error::plugin(*f),
+        failure => Error::Denied {
+            plugin,
+            message,
+            kind: failure.map(|f| f.kind),
         },
     }
 }

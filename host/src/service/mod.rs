@@ -21,7 +21,11 @@
 //!
 //! Writes read the session, run the chain over it and store the result with
 //! a compare-and-set on its version ([`write`]); chains never write.
+//! [`decided`] turns a chain's decision into what the write stores and what
+//! follows it: ending the session when a plugin asked to (through
+//! [`end::Ending`]), or refusing after storing the refusing plugin's state.
 
+mod decided;
 pub mod end;
 mod error;
 mod input;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::decided::{After, decide, settle};
 use super::end::Ending;
 use super::error::allowed;
 use super::input::{check_json, check_json_object, check_name, check_roles, check_session};
@@ -151,7 +152,8 @@ pub async fn get(app: &App, tenant: &Tenant, key: &SessionKey) -> Result<Session
 }
 
 /// Changes the shared data through `on-session-update` (a plugin may
-/// reject or rewrite the change) and slides the idle deadline.
+/// reject or rewrite the change) and slides the idle deadline. Ends and
+/// refusals that keep a state change are handled as in [`event`].
 pub async fn update(
     app: &App,
     tenant: &Tenant,
@@ -166,7 +168,7 @@ pub async fn update(
         DataChange::Replace(None) => {}
     }
     let change = Arc::new(change);
-    let (record, ()) = write_session(app, tenant, key, precondition, |current, now| {
+    let (record, after) = write_session(app, tenant, key, precondition, |current, now| {
         let change = change.clone();
         async move {
             let patch = match change.as_ref() {
@@ -177,13 +179,13 @@ pub async fn update(
             let patch = Value::Object(patch);
             let decision = tenant
                 .chain
-                .session_update(current, Some(&patch), None, now)
+                .session_update(current.clone(), Some(&patch), None, now)
                 .await;
-            Ok((allowed(decision)?, ()))
+            decide(&current, decision)
         }
     })
     .await?;
-    Ok(record)
+    settle(app, tenant, record, after).await
 }
 
 /// Slides the idle deadline (`last_seen_at` = now) and bumps the version.
@@ -226,11 +228,11 @@ pub async fn authenticate(
     let token = ids::new_token();
     let new_hash = ids::token_hash(&token);
     let login = Arc::new(login);
-    let (record, ()) = write_session(app, tenant, key, precondition, |current, now| {
+    let (record, after) = write_session(app, tenant, key, precondition, |current, now| {
         let (new_hash, login) = (new_hash.clone(), login.clone());
         async move {
             let victims = limit_victims(app, tenant, &current, &login.user, now).await?;
-            let mut next = current;
+            let mut next = current.clone();
             next.user = Some(login.user.clone());
             if let Some(roles) = &login.roles {
                 next.roles = roles.clone();
@@ -240,7 +242,12 @@ pub async fn authenticate(
                 .chain
                 .event(next, AUTHENTICATED_EVENT, &payload, now)
                 .await;
-            let mut next = allowed(decision)?;
+            // A refusal that keeps a state change stores it on the session
+            // as it was: no new user, no new token, nobody evicted.
+            let (mut next, after) = decide(&current, decision)?;
+            if let After::Refuse(_) = after {
+                return Ok((next, after));
+            }
             let ending = Ending::of(app, tenant);
             for victim in victims {
                 ending
@@ -248,10 +255,11 @@ pub async fn authenticate(
                     .await?;
             }
             next.token_hash = new_hash;
-            Ok((next, ()))
+            Ok((next, after))
         }
     })
     .await?;
+    let record = settle(app, tenant, record, after).await?;
     tracing::info!(tenant = %tenant.name, session = %record.public_id,
         token = %ids::log_prefix(&token), user = ?record.user, "session authenticated; token rotated");
     Ok(Issued { record, token })
@@ -297,7 +305,10 @@ async fn limit_victims(
 }
 
 /// Sends the event `name` through `on-event` (a plugin may veto); stores
-/// the plugins' changes and slides the idle deadline.
+/// the plugins' changes and slides the idle deadline. A plugin may ask to
+/// end the session: it is ended after the write, with the plugin's reason.
+/// A refusal that carries the refusing plugin's state stores that state
+/// (one write) and still fails with [`Error::Denied`].
 pub async fn event(
     app: &App,
     tenant: &Tenant,
@@ -314,16 +325,21 @@ pub async fn event(
         ));
     }
     check_json("payload", payload)?;
-    let (record, ()) = write_session(app, tenant, key, precondition, |current, now| async move {
-        let decision = tenant.chain.event(current, name, payload, now).await;
-        Ok((allowed(decision)?, ()))
-    })
-    .await?;
-    Ok(record)
+    let (record, after) =
+        write_session(app, tenant, key, precondition, |current, now| async move {
+            let decision = tenant
+                .chain
+                .event(current.clone(), name, payload, now)
+                .await;
+            decide(&current, decision)
+        })
+        .await?;
+    settle(app, tenant, record, after).await
 }
 
 /// Sends a message to `handler`: the first plugin whose `on-message`
-/// answers wins, and its changes are stored.
+/// answers wins, and its changes are stored (then the session is ended, if
+/// they ask to end it).
 pub async fn message(
     app: &App,
     tenant: &Tenant,
@@ -334,19 +350,22 @@ pub async fn message(
 ) -> Result<Replied> {
     check_name("handler", handler)?;
     check_json("payload", payload)?;
-    let (record, (plugin, reply)) =
+    let (record, (plugin, reply, end)) =
         write_session(app, tenant, key, precondition, |current, now| async move {
             match tenant.chain.message(current, handler, payload, now).await {
                 MessageOutcome::Reply {
                     plugin,
                     reply,
                     record,
-                } => Ok((*record, (plugin, reply))),
+                    end,
+                } => Ok((*record, (plugin, reply, end))),
                 MessageOutcome::NoHandler => Err(Error::NoMessageHandler),
                 MessageOutcome::Failed(failure) => Err(Error::plugin(failure)),
             }
         })
         .await?;
+    let after = end.map_or(After::Done, After::End);
+    let record = settle(app, tenant, record, after).await?;
     Ok(Replied {
         record,
         plugin,

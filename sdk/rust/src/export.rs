@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use crate::types::parse_json;
 use crate::wit::exports::sessiond::plugin::hooks::Guest;
 use crate::wit::sessiond::plugin::types as wit;
-use crate::{ClientInfo, Config, EndInfo, Plugin, Result, Session, SessionSummary};
+use crate::{Config, EndInfo, Plugin, Result, Session, SessionSummary};
 
 thread_local! {
     /// The one plugin value of this component instance, created by `init`
@@ -75,15 +75,11 @@ impl<P: Plugin> Guest for Adapter<P> {
         })
     }
 
-    fn on_session_start(
-        session: wit::Session,
-        client: wit::ClientInfo,
-    ) -> Result<wit::Verdict, String> {
+    fn on_session_start(session: wit::Session) -> Result<wit::Verdict, String> {
         with_plugin(|plugin: &mut P| {
             let session = Session::from_wit(session)?;
-            plugin
-                .on_session_start(session, ClientInfo::from_wit(client))?
-                .into_wit()
+            let client = session.client.clone();
+            plugin.on_session_start(session, client)?.into_wit()
         })
     }
 
@@ -93,7 +89,7 @@ impl<P: Plugin> Guest for Adapter<P> {
     ) -> Result<wit::UpdateVerdict, String> {
         with_plugin(|plugin: &mut P| {
             let session = Session::from_wit(session)?;
-            let proposed = crate::Changes::from_wit(proposed)?;
+            let proposed = crate::Changes::from_wit(&proposed)?;
             plugin.on_session_update(session, proposed)?.into_wit()
         })
     }
@@ -186,7 +182,7 @@ macro_rules! export_plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Changes, Hook, Verdict};
+    use crate::{Changes, ClientInfo, Hook, Verdict};
     use serde_json::Value;
 
     #[derive(Default)]
@@ -225,31 +221,7 @@ mod tests {
     }
 
     fn session() -> wit::Session {
-        wit::Session {
-            id: "s".into(),
-            tenant: "t".into(),
-            user: None,
-            roles: vec![],
-            created_at: 0,
-            last_seen_at: 0,
-            expires_at: 0,
-            version: 1,
-            client: wit::ClientInfo {
-                remote_addr: None,
-                user_agent: None,
-                device: None,
-            },
-            data: "{}".into(),
-            state: "{}".into(),
-        }
-    }
-
-    fn client() -> wit::ClientInfo {
-        wit::ClientInfo {
-            remote_addr: None,
-            user_agent: None,
-            device: None,
-        }
+        b"s\0t\0\0\x000\x000\x000\x000\x001\0\0\0\0{}\0{}".to_vec()
     }
 
     type A = Adapter<Counting>;
@@ -271,23 +243,17 @@ mod tests {
             "config attribute `greeting` is required"
         );
         A::init(vec![("greeting".into(), "hi".into())]).unwrap();
-        A::on_session_start(session(), client()).unwrap();
-        let wit::Verdict::Allow(changes) = A::on_session_start(session(), client()).unwrap() else {
+        A::on_session_start(session()).unwrap();
+        let wit::Verdict::Allow(changes) = A::on_session_start(session()).unwrap() else {
             panic!("expected allow");
         };
-        assert_eq!(
-            changes.data_patch.as_deref(),
-            Some(r#"{"calls":2,"greeting":"hi"}"#)
-        );
+        assert_eq!(changes, br#"{"data_patch":{"calls":2,"greeting":"hi"}}"#);
         // init again starts from a fresh value.
         A::init(vec![("greeting".into(), "yo".into())]).unwrap();
-        let wit::Verdict::Allow(changes) = A::on_session_start(session(), client()).unwrap() else {
+        let wit::Verdict::Allow(changes) = A::on_session_start(session()).unwrap() else {
             panic!("expected allow");
         };
-        assert_eq!(
-            changes.data_patch.as_deref(),
-            Some(r#"{"calls":1,"greeting":"yo"}"#)
-        );
+        assert_eq!(changes, br#"{"data_patch":{"calls":1,"greeting":"yo"}}"#);
     }
 
     #[test]
@@ -310,16 +276,7 @@ mod tests {
         let error = A::on_message(session(), "ping".into(), "1".into()).unwrap_err();
         assert_eq!(error, "no handler named \"ping\"");
         assert!(matches!(
-            A::on_session_update(
-                session(),
-                wit::Changes {
-                    data_patch: None,
-                    roles: None,
-                    state: None,
-                    ttl_seconds: None
-                }
-            )
-            .unwrap(),
+            A::on_session_update(session(), b"{}".to_vec()).unwrap(),
             wit::UpdateVerdict::Accept
         ));
         A::on_session_end(
@@ -337,7 +294,11 @@ mod tests {
             created_at: 1,
             last_seen_at: 2,
             expires_at: 3,
-            client: client(),
+            client: wit::ClientInfo {
+                remote_addr: None,
+                user_agent: None,
+                device: None,
+            },
             annotations: "{}".into(),
         };
         let listed = A::on_list_active("u".into(), vec![summary]).unwrap();

@@ -5,14 +5,23 @@
 //! (and may be vetoed), when a REST consumer updates it, when a named event
 //! happens, when it ends, when a message is sent to it and when a user's
 //! active sessions are listed. The contract is the WIT package
-//! `sessiond:plugin@0.1.0`; this crate hides it behind:
+//! `sessiond:plugin@0.2.0`; this crate hides it behind:
 //!
 //! - the [`Plugin`] trait, with a no-op default for every hook: implement
 //!   the hooks you need and list them in [`Plugin::HOOKS`];
 //! - the [`export_plugin!`] macro, which exports your type;
 //! - typed values: [`Session`], [`ClientInfo`], [`Changes`], [`Verdict`],
-//!   [`UpdateVerdict`], [`EndInfo`], [`SessionSummary`], [`MessageReply`],
-//!   with serde access to the JSON they carry;
+//!   [`Denial`], [`UpdateVerdict`], [`EndInfo`], [`SessionSummary`],
+//!   [`MessageReply`], with serde access to the JSON they carry (the
+//!   contract passes the session and the changes as byte lists in a fixed
+//!   layout: you never see it);
+//! - two abilities beyond changing the session: [`Changes::end`] ends it
+//!   with a reason ([`EndRequest::Logout`] or [`EndRequest::Revoked`]) once
+//!   the chain allowed, and [`Verdict::deny_with_state`] refuses a request
+//!   while still storing this plugin's state (to count refused attempts);
+//! - the session's two deadlines, [`Session::idle_expires_at`] and
+//!   [`Session::absolute_expires_at`] (and [`Session::expires_at`], the
+//!   earlier of both);
 //! - the host's capabilities as functions: [`log`], [`clock`], [`kv`],
 //!   [`sessions`] and [`audit`]. The host config grants them per plugin; a
 //!   plugin that uses one it was not granted does not load.
@@ -119,7 +128,7 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! sessiond-sdk = "0.1"
+//! sessiond-sdk = "0.2"
 //! serde = { version = "1", features = ["derive"] }
 //! ```
 //!
@@ -145,10 +154,12 @@
 
 #![warn(missing_docs)]
 
+mod changes;
 mod config;
 mod error;
 mod export;
 mod host;
+mod session;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
@@ -173,13 +184,12 @@ pub mod __private {
     pub use crate::export::{Adapter, assert_plugin};
 }
 
+pub use changes::{Changes, Denial, EndRequest, UpdateVerdict, Verdict};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use host::{audit, clock, kv, log, sessions};
-pub use types::{
-    Changes, ClientInfo, EndInfo, EndReason, Hook, MessageReply, Session, SessionSummary,
-    Timestamp, UpdateVerdict, Verdict,
-};
+pub use session::Session;
+pub use types::{ClientInfo, EndInfo, EndReason, Hook, MessageReply, SessionSummary, Timestamp};
 
 /// The serde crate the SDK uses, re-exported.
 pub use serde;
@@ -224,8 +234,10 @@ pub trait Plugin: Default + 'static {
     }
 
     /// A session is about to be created ([`Hook::SessionStart`]). `session`
-    /// is what would be stored: [`Verdict::deny`] vetoes the creation,
-    /// [`Verdict::allow`] may change it first.
+    /// is what would be stored, and `client` its [`Session::client`]:
+    /// [`Verdict::deny`] vetoes the creation, [`Verdict::allow`] may change
+    /// it first (but cannot [end](Changes::end) it; and a denial's state is
+    /// dropped, as there is no session to hold it).
     ///
     /// Default: allows, changing nothing.
     fn on_session_start(&mut self, session: Session, client: ClientInfo) -> Result<Verdict> {
@@ -256,7 +268,8 @@ pub trait Plugin: Default + 'static {
     /// A named event happened in the session ([`Hook::Event`]). The
     /// built-in name is `"authenticated"` (an anonymous session was given a
     /// user); REST consumers may post any other name, with any JSON
-    /// `payload`.
+    /// `payload`. The verdict may [end](Changes::end) the session, or
+    /// [refuse and keep a state change](Verdict::deny_with_state).
     ///
     /// Default: allows, changing nothing.
     fn on_event(&mut self, session: Session, name: String, payload: Value) -> Result<Verdict> {
