@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EndsConfig;
+use crate::runtime::{EndOutcome, FailureKind};
 use crate::session::now_ms;
 use crate::store::{EndJob, EndQueue, Poison};
 use crate::tenant::{Tenant, TenantRegistry};
@@ -58,8 +59,10 @@ pub struct EndWorker {
 struct Finished {
     id: String,
     reclaimed: bool,
-    /// The kinds of the hooks' failures in this run, if any.
-    failed: Vec<&'static str>,
+    /// The hooks' failures in this run, by plugin, if any. They count in
+    /// the plugins' stats only if this run turns out to be the one that
+    /// finished the job.
+    failed: Vec<(String, FailureKind)>,
 }
 
 /// Counters of one host's end worker since it started.
@@ -282,6 +285,8 @@ async fn run_jobs(state: &EndWork, tenant: &Arc<Tenant>, jobs: Vec<EndJob>) -> u
         match task.await {
             Ok(outcome) if outcome.store_unavailable => {
                 if deliveries >= max_deliveries {
+                    // The last run this job gets: what it failed with counts.
+                    tenant.chain.count_end_failures(&failures_of(&outcome));
                     poison.push(Poison {
                         id: finished.id,
                         why: format!(
@@ -295,7 +300,7 @@ async fn run_jobs(state: &EndWork, tenant: &Arc<Tenant>, jobs: Vec<EndJob>) -> u
                 continue;
             }
             Ok(outcome) => {
-                finished.failed = outcome.failures.iter().map(|f| f.kind.as_str()).collect();
+                finished.failed = failures_of(&outcome);
             }
             Err(e) => tracing::error!("an on-session-end task failed: {e}"),
         }
@@ -307,6 +312,15 @@ async fn run_jobs(state: &EndWork, tenant: &Arc<Tenant>, jobs: Vec<EndJob>) -> u
     }
     bury(state, tenant, poison).await;
     ack(state, tenant, done).await
+}
+
+/// Which plugin failed with which kind, in an end run.
+fn failures_of(outcome: &EndOutcome) -> Vec<(String, FailureKind)> {
+    outcome
+        .failures
+        .iter()
+        .map(|f| (f.plugin.clone(), f.kind))
+        .collect()
 }
 
 /// Moves jobs to the tenant's dead-letter list. When the store cannot be
@@ -372,6 +386,7 @@ fn settle(worker: &EndWorker, tenant: &Tenant, finished: &[Finished], taken: &[S
     let (mut ran, mut reclaimed, mut superseded) = (0, 0, 0);
     for f in finished {
         if taken.contains(f.id.as_str()) {
+            tenant.chain.count_end_failures(&f.failed);
             ran += 1;
             reclaimed += u64::from(f.reclaimed);
         } else {

@@ -48,6 +48,23 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// The config every host of a test shares (`{listen}` is per host).
 fn host_toml(redis_url: &str, delay_ms: u64, reclaim_after_ms: u64) -> String {
+    // Room for the hook's sleeps; the reclaim time must be more than twice
+    // the deadline (checked at startup).
+    host_toml_with_deadline(
+        redis_url,
+        delay_ms,
+        reclaim_after_ms,
+        (2 * delay_ms).max(250),
+    )
+}
+
+/// [`host_toml`] with the end hook's deadline given.
+fn host_toml_with_deadline(
+    redis_url: &str,
+    delay_ms: u64,
+    reclaim_after_ms: u64,
+    deadline_ms: u64,
+) -> String {
     format!(
         r#"
 [server]
@@ -84,9 +101,7 @@ shutdown_drain_ms = 10000
                 Plugin::new("ender", "ender")
                     .grants(&["audit"])
                     .config("delay_ms", &delay_ms.to_string())
-                    // Room for the hook's sleeps; the reclaim time must be
-                    // more than twice this (checked at startup).
-                    .limit("deadline_ms", (2 * delay_ms).max(250)),
+                    .limit("deadline_ms", deadline_ms),
             )
             .toml(),
     )
@@ -672,4 +687,82 @@ fn end_hooks_cut_off_by_a_redis_outage_run_again() {
         );
         assert_eq!(queue_stats(&redis).await, EndQueueStats::default());
     });
+}
+
+/// Sends a signal to a host process (`STOP`, `CONT`).
+fn signal(host: &Host, name: &str) {
+    let pid = host.pid().expect("the host runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A host that stood still while another host took its end job over and
+/// finished it does not count the failure its own late run ends with
+/// (here, the deadline that passed while it stood still); the host that
+/// finished the job counts its own.
+#[test]
+fn a_stalled_host_counts_no_failure_of_a_job_another_host_finished() {
+    let _serial = serial();
+    let redis = RedisServer::start();
+    let dir = temp_dir();
+    // Every run of the hook fails: it sleeps 4 s against a 1.5 s deadline.
+    let toml = host_toml_with_deadline(&redis.url(), 4000, 3200, 1500);
+    let stalled = start_hosts(dir.path(), &toml, 1).remove(0);
+    let rt = runtime();
+    rt.block_on(async {
+        let api = stalled.api(KEY);
+        let s = api.create(&json!({})).await;
+        api.delete(&format!("/v1/sessions/{}", s["id"].as_str().unwrap()))
+            .await
+            .expect(204);
+        eventually(Duration::from_secs(10), || async {
+            (queue_stats(&redis).await.claimed == 1).then_some(())
+        })
+        .await
+        .expect("the first host claimed the end job");
+    });
+    // Stop it mid-hook, well before its deadline.
+    signal(&stalled, "STOP");
+    let other = Host::start(BIN, dir.path(), "other", &toml, Duration::from_secs(300));
+    let other_api = other.api(KEY);
+    rt.block_on(async {
+        let ends = eventually(Duration::from_secs(20), || async {
+            let q = other_api.get("/v1/ends").await.expect(200).body;
+            (q["ran"] == 1).then_some(q)
+        })
+        .await
+        .expect("the other host took the job over and finished it");
+        assert_eq!(ends["reclaimed"], 1);
+    });
+    signal(&stalled, "CONT");
+    let api = stalled.api(KEY);
+    rt.block_on(async {
+        let ends = eventually(Duration::from_secs(20), || async {
+            let q = api.get("/v1/ends").await.expect(200).body;
+            (q["superseded"] == 1).then_some(q)
+        })
+        .await
+        .expect("the stalled host learnt that its job was finished elsewhere");
+        assert_eq!(ends["ran"], 0);
+        let failures = |list: Value| list["plugins"][0]["failures"].clone();
+        assert_eq!(
+            failures(other_api.get("/v1/plugins").await.expect(200).body),
+            json!({"deadline-exceeded": 1})
+        );
+        assert_eq!(
+            failures(api.get("/v1/plugins").await.expect(200).body),
+            json!({}),
+            "{}",
+            stalled.log()
+        );
+    });
+    // Its late run did fail: the failure is logged, not counted.
+    assert!(
+        stalled.log().contains("deadline-exceeded"),
+        "{}",
+        stalled.log()
+    );
 }

@@ -327,6 +327,17 @@ impl Chain {
         outcome
     }
 
+    /// Counts the failures of an `on-session-end` run in the stats of the
+    /// plugins that failed, once the run is known to be the one that
+    /// finished its end job (see [`LoadedPlugin::count_failure`]).
+    pub fn count_end_failures(&self, failures: &[(String, FailureKind)]) {
+        for (plugin, kind) in failures {
+            if let Some(p) = self.plugins.iter().find(|p| &p.name == plugin) {
+                p.count_failure(*kind);
+            }
+        }
+    }
+
     /// Sends a message to the handler `handler`. Plugins that implement
     /// `on-message` are asked in order; the first that answers wins.
     pub async fn message(

@@ -29,9 +29,13 @@ use crate::session::SessionSummary;
 /// deadline, then [`LoadedPlugin::finish`]. `|p, s|` name the instance and
 /// the store for the call expression.
 macro_rules! run_hook {
-    ($plugin:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {{
+    ($plugin:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {
+        run_hook!(@count Count::Now, $plugin, $session, $input, |$p, $s| $call, $size)
+    };
+    (@count $count:expr, $plugin:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {{
         let plugin = $plugin;
-        match plugin.begin($session, $input).await {
+        let count = $count;
+        match plugin.begin($session, $input, count).await {
             Err((failure, report)) => Call {
                 result: Err(failure),
                 report,
@@ -43,10 +47,22 @@ macro_rules! run_hook {
                     let $s = &mut warm.store;
                     plugin.instances.bounded($call).await
                 };
-                plugin.finish(warm, report, started, outcome, $size)
+                plugin.finish(warm, report, started, outcome, $size, count)
             }
         }
     }};
+}
+
+/// When a call's failure goes into the plugin's [`PluginStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// As soon as the call returns.
+    Now,
+    /// Later, through [`LoadedPlugin::count_failure`]: an end hook's failure
+    /// counts only once its job's acknowledgement shows that this run is the
+    /// one that finished it (a host that stalled may run a job another host
+    /// has finished meanwhile).
+    Later,
 }
 
 /// What a plugin's failure means for a hook that can veto.
@@ -105,11 +121,17 @@ impl PluginStats {
         (self.calls.load(Ordering::Relaxed), failures)
     }
 
-    fn record(&self, failure: Option<FailureKind>) {
+    fn record(&self, failure: Option<FailureKind>, count: Count) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(kind) = failure
-            && let Ok(mut m) = self.failures.lock()
+            && count == Count::Now
         {
+            self.record_failure(kind);
+        }
+    }
+
+    fn record_failure(&self, kind: FailureKind) {
+        if let Ok(mut m) = self.failures.lock() {
             *m.entry(kind.as_str()).or_default() += 1;
         }
     }
@@ -213,6 +235,7 @@ impl LoadedPlugin {
         &self,
         session: Option<&str>,
         input_bytes: u64,
+        count: Count,
     ) -> Result<(Warm, CallReport), (PluginFailure, CallReport)> {
         let started = Instant::now();
         let mut report = CallReport::default();
@@ -224,7 +247,7 @@ impl LoadedPlugin {
                     self.limits.max_input_bytes
                 ),
             );
-            self.stats.record(Some(f.kind));
+            self.stats.record(Some(f.kind), count);
             return Err((f, report));
         }
         let mut warm = match self.instances.take() {
@@ -234,7 +257,7 @@ impl LoadedPlugin {
                 match self.instances.instantiate(true).await {
                     Ok(w) => w,
                     Err(f) => {
-                        self.stats.record(Some(f.kind));
+                        self.stats.record(Some(f.kind), count);
                         report.wall_us = started.elapsed().as_micros() as u64;
                         return Err((f, report));
                     }
@@ -246,6 +269,13 @@ impl LoadedPlugin {
         // The report's wall time counts instantiation too.
         report.wall_us = started.elapsed().as_micros() as u64;
         Ok((warm, report))
+    }
+
+    /// Counts a failure of [`on_session_end`](Self::on_session_end) in the
+    /// plugin's stats, once the end job it ran for is known to have been
+    /// finished by this run.
+    pub fn count_failure(&self, kind: FailureKind) {
+        self.stats.record_failure(kind);
     }
 
     fn failure(&self, kind: FailureKind, message: String) -> PluginFailure {
@@ -268,6 +298,7 @@ impl LoadedPlugin {
         call_started: Instant,
         outcome: wasmtime::Result<Result<R, String>>,
         output_bytes: impl FnOnce(&R) -> u64,
+        count: Count,
     ) -> Call<R> {
         warm.calls += 1;
         report.fuel_consumed = self
@@ -312,7 +343,8 @@ impl LoadedPlugin {
             Err(f) if f.kind.is_trap_or_limit() => drop(warm),
             _ => self.instances.release(warm),
         }
-        self.stats.record(result.as_ref().err().map(|f| f.kind));
+        self.stats
+            .record(result.as_ref().err().map(|f| f.kind), count);
         Call { result, report }
     }
 
@@ -347,9 +379,13 @@ impl LoadedPlugin {
 
     /// Calls `on-session-end`; audit appends made during the call carry
     /// idempotency keys derived from the end id.
+    ///
+    /// A failure is not counted in the plugin's stats until the caller
+    /// knows the run counts: see [`count_failure`](Self::count_failure).
     pub async fn on_session_end(&self, session: &PluginSession, end: &EndInfo) -> Call<()> {
         let input = session.size() + end.end_id.len() as u64;
         run_hook!(
+            @count Count::Later,
             self,
             Some(session.id()),
             input,
