@@ -14,6 +14,7 @@ test: setup
 
 # Formatting and lints, for the host workspace and the guest workspaces.
 lint: setup
+    python3 scripts/module-graph.py > /dev/null
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo fmt --manifest-path plugins/Cargo.toml --all -- --check

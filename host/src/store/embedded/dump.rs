@@ -9,9 +9,8 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::sessions::{decode, encode};
 use super::streams::{AUDIT, ENDS, Stream, StreamId};
-use super::{EmbeddedStore, sql_ms};
+use super::{EmbeddedStore, decode, encode, sql_ms};
 use crate::session::{EndReason, Millis, now_ms};
 use crate::store::dump::{
     AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, PAGE_SIZE,

@@ -14,9 +14,8 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, Row, params};
 
-use super::sessions::{decode, encode};
 use super::streams::{ENDS, Stream, StreamId};
-use super::{EmbeddedStore, sql_ms};
+use super::{EmbeddedStore, decode, encode, sql_ms};
 use crate::session::{EndReason, Millis, SessionRecord};
 use crate::store::{
     DeadLetter, DeadLetters, EndJob, EndQueue, EndQueueStats, Poison, StoreError, StoreResult,

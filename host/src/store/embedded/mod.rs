@@ -65,7 +65,7 @@ use std::sync::Arc;
 
 use rusqlite::ErrorCode;
 
-use crate::session::Millis;
+use crate::session::{Millis, SessionRecord};
 use crate::store::{StoreError, StoreResult};
 
 mod audit;
@@ -178,6 +178,17 @@ impl EmbeddedStore {
 /// later than every real deadline.
 fn sql_ms(ms: Millis) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A stored record, at any depth the store accepts.
+pub(super) fn decode(json: &str) -> StoreResult<SessionRecord> {
+    crate::json::from_stored(json).map_err(|e| StoreError::Corrupt(format!("stored session: {e}")))
+}
+
+/// A record to store; one deeper than the store reads back is refused.
+pub(super) fn encode(record: &SessionRecord) -> StoreResult<String> {
+    crate::json::check_stored(record).map_err(StoreError::Backend)?;
+    serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{EmbeddedStore, ends, kv, sql_ms};
+use super::{EmbeddedStore, decode, encode, ends, kv, sql_ms};
 use crate::session::{EndReason, Millis, SessionRecord};
 use crate::store::{
     CreateOutcome, Expired, LimitPolicy, SessionStore, StoreError, StoreResult, UserLimit,
@@ -18,17 +18,6 @@ use crate::store::{
 
 /// How many lapsed kv entries one sweep of a tenant deletes.
 const KV_PURGE_PER_SWEEP: i64 = 1000;
-
-/// A stored record, at any depth the store accepts.
-pub(super) fn decode(json: &str) -> StoreResult<SessionRecord> {
-    crate::json::from_stored(json).map_err(|e| StoreError::Corrupt(format!("stored session: {e}")))
-}
-
-/// A record to store; one deeper than the store reads back is refused.
-pub(super) fn encode(record: &SessionRecord) -> StoreResult<String> {
-    crate::json::check_stored(record).map_err(StoreError::Backend)?;
-    serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))
-}
 
 fn exists(conn: &Connection, tenant: &str, token_hash: &str) -> StoreResult<bool> {
     Ok(conn
