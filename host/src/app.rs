@@ -35,7 +35,6 @@ pub struct App {
 impl App {
     /// An app over one store backend (which records into `metrics` when
     /// it is a [`crate::store::metered::MeteredStore`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn StoreBackend>,
         runtime: Arc<Runtime>,
