@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::config::ServerConfig;
+use crate::config::{MetricsConfig, ServerConfig};
 use crate::ends::EndWorker;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::store::{AuditStore, EndQueue, SessionStore, StoreBackend};
 use crate::tenant::TenantRegistry;
@@ -26,16 +27,22 @@ pub struct App {
     pub server: ServerConfig,
     /// This host's end worker: woken when this host queues end jobs.
     pub ends: Arc<EndWorker>,
+    /// What `GET /metrics` exports, and who may read it.
+    pub metrics: Arc<Metrics>,
+    pub metrics_access: MetricsConfig,
 }
 
 impl App {
-    /// An app over one store backend.
+    /// An app over one store backend (which records into `metrics` when
+    /// it is a [`crate::store::metered::MeteredStore`]).
     pub fn new(
         store: Arc<dyn StoreBackend>,
         runtime: Arc<Runtime>,
         tenants: TenantRegistry,
         server: ServerConfig,
         ends: EndWorker,
+        metrics: Arc<Metrics>,
+        metrics_access: MetricsConfig,
     ) -> App {
         App {
             sessions: store.clone(),
@@ -45,6 +52,8 @@ impl App {
             tenants: Arc::new(tenants),
             server,
             ends: Arc::new(ends),
+            metrics,
+            metrics_access,
         }
     }
 }

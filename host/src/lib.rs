@@ -30,6 +30,8 @@
 //!   audit) with a memory and a Redis backend.
 //! - [`json`]: the bounds on JSON (depth, session size) and the reading of
 //!   stored JSON.
+//! - [`metrics`]: the Prometheus metrics of a running server, each with a
+//!   registry of its own.
 //! - [`ids`]: session tokens and public ids.
 //! - [`session`]: the session model every layer shares.
 
@@ -41,6 +43,7 @@ pub mod ends;
 pub mod http;
 pub mod ids;
 pub mod json;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -22,10 +22,12 @@ use crate::app::App;
 use crate::config::{Config, StoreConfig, SweeperConfig};
 use crate::ends::{EndWork, EndWorker};
 use crate::http;
+use crate::metrics::Metrics;
 use crate::runtime::{HostStores, Runtime};
 use crate::store::StoreBackend;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::memory::MemoryStore;
+use crate::store::metered::MeteredStore;
 use crate::store::redis::RedisStore;
 use crate::tenant::{Tenant, TenantRegistry, Tenants};
 
@@ -68,10 +70,15 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn StoreBackend
 /// Builds the store, the runtime and every tenant's chain. A plugin that does
 /// not load fails the build with its tenant, name and reason.
 pub async fn build(config: Config) -> anyhow::Result<Server> {
-    let store = build_store(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn StoreBackend> = Arc::new(MeteredStore::new(
+        build_store(&config).await?,
+        metrics.store.clone(),
+    ));
     let runtime = Arc::new(
         Runtime::new(config.runtime.clone(), HostStores::of(store.clone()))
-            .context("starting the plugin runtime")?,
+            .context("starting the plugin runtime")?
+            .with_metrics(metrics.plugins.clone()),
     );
     let mut tenants = Vec::with_capacity(config.tenants.len());
     for (name, tenant) in &config.tenants {
@@ -83,6 +90,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         TenantRegistry::new(Tenants::new(tenants)?),
         config.server.clone(),
         EndWorker::new(config.ends.clone()),
+        metrics,
+        config.metrics.clone(),
     );
     Ok(Server {
         app: Arc::new(app),

@@ -186,6 +186,12 @@ impl Problem {
         )
     }
 
+    /// 403: the client may not use this endpoint at all (whatever it
+    /// sends).
+    pub fn forbidden(detail: &str) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
     pub fn ambiguous_credentials() -> Problem {
         Problem::bad_request(
             "ambiguous-credentials",

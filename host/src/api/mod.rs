@@ -31,6 +31,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod sessions;
@@ -89,11 +90,16 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(users_router())
         .merge(admin_router())
         .merge(sessman::router())
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(body_timeout, body_deadline))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            app.metrics.clone(),
+            metrics::record_request,
+        ))
         .with_state(app)
 }
 

@@ -61,6 +61,8 @@ pub const ENDS_RECLAIM_AFTER_MS: u64 = 30_000;
 pub const ENDS_MAX_DELIVERIES: u64 = 5;
 /// `ends.shutdown_drain_ms`: 10 seconds.
 pub const ENDS_SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// `metrics.allow`: loopback clients only.
+pub const METRICS_ALLOW: [&str; 2] = ["127.0.0.0/8", "::1"];
 /// `tenants.<name>.ttl_seconds`: one hour.
 pub const TTL_SECONDS: u64 = 3_600;
 /// `tenants.<name>.max_ttl_seconds`: one day.

@@ -35,11 +35,13 @@ use crate::runtime::EngineSettings;
 
 pub mod defaults;
 mod env;
+mod metrics;
 mod schema;
 mod store;
 mod validate;
 
 pub use env::api_key_env_var;
+pub use metrics::MetricsConfig;
 pub use schema::{
     API_KEY_HASH_PREFIX, EndsConfig, ProxyNet, ServerConfig, SessmanConfig, SweeperConfig,
     TenantConfig, hash_api_key, parse_api_key_hash,
@@ -61,6 +63,9 @@ pub struct Config {
     pub sweeper: SweeperConfig,
     #[serde(default)]
     pub ends: EndsConfig,
+    /// Access to `GET /metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Tenants by name.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,

@@ -57,6 +57,7 @@ use bindings::PluginPre;
 use engine::SharedEngine;
 use host::{HostState, PluginEnv};
 
+use crate::metrics::PluginMetrics;
 use crate::store::{AuditStore, KvStore, SessionStore, StoreBackend};
 
 /// The stores behind the capabilities plugins import: `sessions` (listing a
@@ -168,6 +169,7 @@ pub struct Runtime {
     engine: Arc<SharedEngine>,
     stores: HostStores,
     compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
+    metrics: Option<PluginMetrics>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -184,7 +186,15 @@ impl Runtime {
             engine: Arc::new(SharedEngine::new(settings)?),
             stores,
             compiled: Mutex::new(HashMap::new()),
+            metrics: None,
         })
+    }
+
+    /// Records every hook call of the plugins loaded from now on in
+    /// `metrics`.
+    pub fn with_metrics(mut self, metrics: PluginMetrics) -> Runtime {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The engine settings in force.
@@ -278,6 +288,7 @@ impl Runtime {
             pre: compiled.pre.clone(),
             env,
             engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
         })
         .await
         .map_err(LoadError::Start)?;
@@ -306,6 +317,7 @@ impl Runtime {
             pre: compiled.pre.clone(),
             env,
             engine: self.engine.clone(),
+            metrics: None,
         })
         .await
         .map_err(LoadError::Start)?;

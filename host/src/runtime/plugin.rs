@@ -19,23 +19,26 @@ use super::error::{FailureKind, PluginFailure, classify};
 use super::host::{HostState, PluginEnv};
 use super::instance::{Instances, Warm};
 use super::limits::Limits;
+use super::types::Hook;
 use super::types::{
     Changes, Description, EndInfo, ListedSessions, LogLine, MessageReply, UpdateVerdict, Verdict,
     summary_size,
 };
+use crate::metrics::{CallCost, PluginMetrics};
 use crate::session::SessionSummary;
 
 /// One hook call: [`LoadedPlugin::begin`], the export call bounded by the
 /// deadline, then [`LoadedPlugin::finish`]. `|p, s|` name the instance and
 /// the store for the call expression.
 macro_rules! run_hook {
-    ($plugin:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {
-        run_hook!(@count Count::Now, $plugin, $session, $input, |$p, $s| $call, $size)
+    ($plugin:expr, $hook:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {
+        run_hook!(@count Count::Now, $plugin, $hook, $session, $input, |$p, $s| $call, $size)
     };
-    (@count $count:expr, $plugin:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {{
+    (@count $count:expr, $plugin:expr, $hook:expr, $session:expr, $input:expr, |$p:ident, $s:ident| $call:expr, $size:expr) => {{
         let plugin = $plugin;
         let count = $count;
-        match plugin.begin($session, $input, count).await {
+        let hook = $hook;
+        match plugin.begin(hook, $session, $input, count).await {
             Err((failure, report)) => Call {
                 result: Err(failure),
                 report,
@@ -47,7 +50,7 @@ macro_rules! run_hook {
                     let $s = &mut warm.store;
                     plugin.instances.bounded($call).await
                 };
-                plugin.finish(warm, report, started, outcome, $size, count)
+                plugin.finish(hook, warm, report, started, outcome, $size, count)
             }
         }
     }};
@@ -150,6 +153,8 @@ pub struct LoadedPlugin {
     pub on_error: OnError,
     pub stats: PluginStats,
     instances: Instances,
+    /// The server's plugin metrics, when it keeps any.
+    metrics: Option<PluginMetrics>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -173,6 +178,7 @@ pub(crate) struct LoadParts {
     pub pre: PluginPre<HostState>,
     pub env: Arc<PluginEnv>,
     pub engine: Arc<SharedEngine>,
+    pub metrics: Option<PluginMetrics>,
 }
 
 impl LoadedPlugin {
@@ -211,6 +217,7 @@ impl LoadedPlugin {
             limits: parts.limits,
             on_error: parts.on_error,
             stats: PluginStats::default(),
+            metrics: parts.metrics,
         }
     }
 
@@ -233,6 +240,7 @@ impl LoadedPlugin {
     /// before it starts.
     async fn begin(
         &self,
+        hook: Hook,
         session: Option<&str>,
         input_bytes: u64,
         count: Count,
@@ -247,7 +255,7 @@ impl LoadedPlugin {
                     self.limits.max_input_bytes
                 ),
             );
-            self.stats.record(Some(f.kind), count);
+            self.record(hook, Some(f.kind), count);
             return Err((f, report));
         }
         let mut warm = match self.instances.take() {
@@ -257,13 +265,16 @@ impl LoadedPlugin {
                 match self.instances.instantiate(true).await {
                     Ok(w) => w,
                     Err(f) => {
-                        self.stats.record(Some(f.kind), count);
+                        self.record(hook, Some(f.kind), count);
                         report.wall_us = started.elapsed().as_micros() as u64;
                         return Err((f, report));
                     }
                 }
             }
         };
+        if let Some(m) = &self.metrics {
+            m.instance(&self.tenant, &self.name, report.fresh_instance);
+        }
         self.instances
             .arm(&mut warm.store, session.map(str::to_string), input_bytes);
         // The report's wall time counts instantiation too.
@@ -276,6 +287,29 @@ impl LoadedPlugin {
     /// finished by this run.
     pub fn count_failure(&self, kind: FailureKind) {
         self.stats.record_failure(kind);
+        if let Some(m) = &self.metrics {
+            m.failure(
+                &self.tenant,
+                &self.name,
+                Hook::SessionEnd.as_str(),
+                kind.as_str(),
+            );
+        }
+    }
+
+    /// Counts a call of `hook` in the plugin's stats and the server's
+    /// metrics, with its failure when it failed and counts now.
+    fn record(&self, hook: Hook, failure: Option<FailureKind>, count: Count) {
+        self.stats.record(failure, count);
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        m.call(&self.tenant, &self.name, hook.as_str());
+        if let Some(kind) = failure
+            && count == Count::Now
+        {
+            m.failure(&self.tenant, &self.name, hook.as_str(), kind.as_str());
+        }
     }
 
     fn failure(&self, kind: FailureKind, message: String) -> PluginFailure {
@@ -291,8 +325,10 @@ impl LoadedPlugin {
 
     /// Classifies the outcome of a call [`begin`](Self::begin) armed, fills
     /// its report and puts the instance back (or drops it).
+    #[allow(clippy::too_many_arguments)]
     fn finish<R>(
         &self,
+        hook: Hook,
         mut warm: Warm,
         mut report: CallReport,
         call_started: Instant,
@@ -343,8 +379,15 @@ impl LoadedPlugin {
             Err(f) if f.kind.is_trap_or_limit() => drop(warm),
             _ => self.instances.release(warm),
         }
-        self.stats
-            .record(result.as_ref().err().map(|f| f.kind), count);
+        if let Some(m) = &self.metrics {
+            let cost = CallCost {
+                fuel: report.fuel_consumed,
+                wall_us: report.wall_us,
+                peak_memory_bytes: report.peak_memory_bytes,
+            };
+            m.cost(&self.tenant, &self.name, hook.as_str(), cost);
+        }
+        self.record(hook, result.as_ref().err().map(|f| f.kind), count);
         Call { result, report }
     }
 
@@ -354,6 +397,7 @@ impl LoadedPlugin {
         let input = session.size();
         run_hook!(
             self,
+            Hook::SessionStart,
             Some(session.id()),
             input,
             |p, s| convert::call_on_session_start(p, s, session),
@@ -370,6 +414,7 @@ impl LoadedPlugin {
         let input = session.size() + proposed.size();
         run_hook!(
             self,
+            Hook::SessionUpdate,
             Some(session.id()),
             input,
             |p, s| convert::call_on_session_update(p, s, session, proposed),
@@ -387,6 +432,7 @@ impl LoadedPlugin {
         run_hook!(
             @count Count::Later,
             self,
+            Hook::SessionEnd,
             Some(session.id()),
             input,
             |p, s| {
@@ -407,6 +453,7 @@ impl LoadedPlugin {
         let input = session.size() + (name.len() + payload.len()) as u64;
         run_hook!(
             self,
+            Hook::Event,
             Some(session.id()),
             input,
             |p, s| convert::call_on_event(p, s, session, name, payload),
@@ -424,6 +471,7 @@ impl LoadedPlugin {
         let input = session.size() + (handler.len() + payload.len()) as u64;
         run_hook!(
             self,
+            Hook::Message,
             Some(session.id()),
             input,
             |p, s| convert::call_on_message(p, s, session, handler, payload),
@@ -441,6 +489,7 @@ impl LoadedPlugin {
         let input = user.len() as u64 + sessions.iter().map(summary_size).sum::<usize>() as u64;
         run_hook!(
             self,
+            Hook::ListActive,
             None,
             input,
             |p, s| convert::call_on_list_active(p, s, user, sessions),

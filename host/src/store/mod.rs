@@ -23,6 +23,7 @@ use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
 pub mod dump;
 pub mod embedded;
 pub mod memory;
+pub mod metered;
 pub mod redis;
 
 /// What a store operation can fail with.
