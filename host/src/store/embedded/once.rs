@@ -4,10 +4,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sessions::decode;
 use super::sql_ms;
 use crate::session::{Millis, SessionRecord};
-use crate::store::{OnceKey, Remembered, StoreResult};
+use crate::store::{OnceKey, Remembered, StoreError, StoreResult};
 
 /// How many lapsed keys one recording deletes.
 const PURGE_PER_WRITE: i64 = 16;
@@ -32,19 +31,24 @@ pub(super) fn remembered(
         return Ok(None);
     };
     let created = match record {
-        Some(json) => Some((decode(&json)?, sealed.unwrap_or_default())),
+        Some(json) => {
+            let record: SessionRecord = crate::json::from_stored(&json).map_err(|e| {
+                StoreError::Corrupt(format!("the session of an idempotency key: {e}"))
+            })?;
+            Some((record, sealed.unwrap_or_default()))
+        }
         None => None,
     };
     Ok(Some(Remembered { request, created }))
 }
 
-/// Records `key` for `tenant` with the session it created (if any), and
-/// deletes a few lapsed keys.
+/// Records `key` for `tenant` with the session it created (if any, as its
+/// stored JSON), and deletes a few lapsed keys.
 pub(super) fn remember(
     conn: &Connection,
     tenant: &str,
     key: &OnceKey,
-    created: Option<&SessionRecord>,
+    created: Option<&str>,
     clock: Millis,
 ) -> StoreResult<()> {
     conn.prepare_cached(
@@ -52,7 +56,6 @@ pub(super) fn remember(
          WHERE tenant = ?1 AND expires_at <= ?2 LIMIT ?3)",
     )?
     .execute(params![tenant, sql_ms(clock), PURGE_PER_WRITE])?;
-    let record = created.map(super::sessions::encode).transpose()?;
     let sealed = created.and(key.sealed.as_deref());
     conn.prepare_cached(
         "INSERT OR REPLACE INTO once_keys (tenant, id, request, record, sealed, expires_at)
@@ -62,7 +65,7 @@ pub(super) fn remember(
         tenant,
         key.id,
         key.request,
-        record,
+        created,
         sealed,
         sql_ms(clock.saturating_add(key.ttl_ms))
     ])?;

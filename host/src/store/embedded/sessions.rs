@@ -302,7 +302,7 @@ impl SessionStore for EmbeddedStore {
                 }
                 let outcome = create(c, &record, limit, queue_ends, now)?;
                 if let CreateOutcome::Created { .. } = outcome {
-                    once::remember(c, &record.tenant, &key, Some(&record), clock)?;
+                    once::remember(c, &record.tenant, &key, Some(&encode(&record)?), clock)?;
                 }
                 Ok(Once::Ran(outcome))
             })
