@@ -194,7 +194,7 @@ async fn a_key_lapses_after_its_ttl(backend: Backend) {
 // ------------------------------------------------ a Redis that stops or dies
 
 /// A tenant whose users hold one session each (evict-lru), whose one
-/// plugin sleeps through its 800 ms deadline on start and is then skipped
+/// plugin sleeps through its 1.5 s deadline on start and is then skipped
 /// (`on_error = "allow"`): a create spends that long between its first
 /// store read and its store write, time for the test to freeze Redis.
 fn slow_start_config() -> String {
@@ -208,7 +208,7 @@ fn slow_start_config() -> String {
                 Plugin::new("hostile", "hostile")
                     .config("mode", "sleep")
                     .on_error("allow")
-                    .limit("deadline_ms", 800),
+                    .limit("deadline_ms", 1500),
             )
             .toml()
     )
@@ -231,7 +231,7 @@ async fn frozen_redis_create_is_found_by_its_retry() {
         tokio::spawn(async move { create_with(&api, "frozen-1", &body).await })
     };
     // The plugin is sleeping: the store read is done, the write is not.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     server.redis().expect("a Redis of its own").freeze();
     let first = attempt.await.unwrap();
     server.redis().expect("a Redis of its own").thaw();
@@ -260,7 +260,30 @@ async fn frozen_redis_create_is_found_by_its_retry() {
     let again = create_with(&api, "frozen-1", &body).await.expect(201);
     assert_eq!(again.body, retry.body);
     api.get(&format!("/v1/sessions/{token}")).await.expect(200);
+    // What Redis holds names the key's record but not the token.
+    let dump = server
+        .redis()
+        .expect("a Redis of its own")
+        .command(&["EVAL", DUMP_STRINGS, "0"])
+        .unwrap();
+    assert!(dump.contains(":idem:"), "{dump}");
+    assert!(!dump.contains(&token), "the token is stored in plain text");
+    assert!(!dump.contains("frozen-1"), "the idempotency key is stored");
 }
+
+/// A Lua script that returns every key of a Redis with the fields and
+/// values of its hashes and the values of its strings, one per line.
+const DUMP_STRINGS: &str = "local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  out[#out + 1] = k
+  local t = redis.call('TYPE', k)['ok']
+  if t == 'hash' then
+    for _, v in ipairs(redis.call('HGETALL', k)) do out[#out + 1] = v end
+  elseif t == 'string' then
+    out[#out + 1] = redis.call('GET', k)
+  end
+end
+return table.concat(out, '\\n')";
 
 /// A logout sent to a Redis that stops is 503 `outcome-unknown`: Redis ends
 /// the session when it resumes. With a key, the key's lookup (a read)
