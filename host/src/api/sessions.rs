@@ -85,11 +85,8 @@ impl CreateSession {
 /// change the session. Applies the tenant's per-user limit (409 with policy
 /// `deny`; with `evict-lru` the least recently used sessions end with reason
 /// `evicted`). The answer carries the token as `id`: keep it secret.
-///
-/// With `Idempotency-Key`, a retry answers as the first create did (same
-/// session, same token, `Idempotent-Replayed: true`) and creates nothing.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
     request_body(content = CreateSession, description = "Optional; an empty body creates an anonymous session"),
     responses(
         (status = 201, description = "Created; `Location` names the session", body = SessionView),
@@ -185,13 +182,11 @@ pub async fn patch_session(
 
 /// End a session (logout).
 ///
-/// Runs `on-session-end` with reason `logout`, exactly once. With
-/// `Idempotency-Key`, a retry after the session ended answers 204 again
-/// (`Idempotent-Replayed: true`) and ends nothing.
+/// Runs `on-session-end` with reason `logout`, exactly once.
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "The session token"),
         ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again")),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
     responses(
         (status = 204, description = "Ended"),
         (status = 400, description = "Not a session id, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
