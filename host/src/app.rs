@@ -4,7 +4,8 @@
 //! [`App`]; the service layer, the API, the sweeper and the end worker read
 //! it and never build anything themselves.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{MetricsConfig, ServerConfig};
 use crate::ends::EndWorker;
@@ -30,6 +31,8 @@ pub struct App {
     /// What `GET /metrics` exports, and who may read it.
     pub metrics: Arc<Metrics>,
     pub metrics_access: MetricsConfig,
+    /// The idempotency keys of the requests running on this host.
+    pub keys_in_flight: KeysInFlight,
 }
 
 impl App {
@@ -54,7 +57,38 @@ impl App {
             ends: Arc::new(ends),
             metrics,
             metrics_access,
+            keys_in_flight: KeysInFlight::default(),
         }
+    }
+}
+
+/// The idempotency keys of requests running on this host (their store
+/// ids), so that a retry sent while the first request still runs is told
+/// so instead of racing it.
+#[derive(Debug, Default)]
+pub struct KeysInFlight(Mutex<HashSet<String>>);
+
+impl KeysInFlight {
+    /// Marks `id` as running until the guard drops; none when it already is.
+    pub(crate) fn enter(&self, id: &str) -> Option<InFlight<'_>> {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(id.to_string()).then(|| InFlight {
+            keys: self,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// A running request's hold on its idempotency key.
+pub(crate) struct InFlight<'a> {
+    keys: &'a KeysInFlight,
+    id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut set = self.keys.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.id);
     }
 }
 
@@ -64,5 +98,20 @@ impl std::fmt::Debug for App {
             .field("tenants", &self.tenants.current().len())
             .field("server", &self.server)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_request_per_key_at_a_time() {
+        let keys = KeysInFlight::default();
+        let first = keys.enter("k").unwrap();
+        assert!(keys.enter("k").is_none());
+        assert!(keys.enter("j").is_some());
+        drop(first);
+        assert!(keys.enter("k").is_some());
     }
 }

@@ -18,6 +18,11 @@ pub const TOKEN_LEN: usize = 43;
 /// How many characters of a token logs may show.
 pub const TOKEN_LOG_PREFIX: usize = 6;
 
+/// `N` bytes from the operating system's random generator.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    random()
+}
+
 fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // Without the OS generator no secret can be made: nothing sensible is

@@ -121,6 +121,28 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server process (SIGSTOP) without killing it: its sockets
+    /// stay open and what clients send waits in them, to be run when it is
+    /// [thawed](RedisServer::thaw), as after a long pause of the machine.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [frozen](RedisServer::freeze) server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         self.child

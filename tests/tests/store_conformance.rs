@@ -20,8 +20,8 @@ use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, Poison,
-    SessionStore, StoreBackend, StoreError, UserLimit, WriteOutcome,
+    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, Once,
+    OnceKey, Poison, SessionStore, StoreBackend, StoreError, UserLimit, WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 use sessiond_tests::{Backend, every_backend, fixtures};
@@ -140,6 +140,12 @@ every_backend!(
     ends_count_deliveries,
     ends_ack_says_what_it_took,
     ends_dead_letters,
+    once_create_is_recorded_with_the_session,
+    once_create_at_the_limit_records_nothing,
+    once_create_evicts_once,
+    once_create_concurrent_stores_one,
+    once_remove_is_recorded_with_the_end,
+    once_keys_lapse_and_stay_in_their_tenant,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -2396,5 +2402,293 @@ async fn redis_prunes_consumers_of_hosts_that_are_gone() {
             waiting: 0,
             claimed: 1
         }
+    );
+}
+
+// ---------------------------------------------------------------- idempotency keys
+
+/// An idempotency key named `id` for the request `request`, kept `ttl_ms`,
+/// with a sealed token for creates.
+fn once_key(id: &str, request: &str, ttl_ms: Millis) -> OnceKey {
+    OnceKey {
+        id: id.to_string(),
+        request: request.to_string(),
+        ttl_ms,
+        sealed: Some(format!("sealed-{id}")),
+    }
+}
+
+/// A create with a key records the key with the session it stored; a
+/// second create with the key writes nothing and answers what the first
+/// recorded (whatever it asks for).
+async fn once_create_is_recorded_with_the_session(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let first = session(&b.tenant, Some("alice"), t0);
+    let key = once_key("k1", "create-a", HOUR);
+    assert_eq!(b.store().remembered(&b.tenant, "k1").await.unwrap(), None);
+    let outcome = b
+        .store()
+        .create_once(&first, None, true, &key, t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Once::Ran(CreateOutcome::Created { evicted: vec![] })
+    );
+    let known = b
+        .store()
+        .remembered(&b.tenant, "k1")
+        .await
+        .unwrap()
+        .expect("the key is recorded");
+    assert_eq!(known.request, "create-a");
+    assert_eq!(
+        known.created,
+        Some((first.clone(), "sealed-k1".to_string()))
+    );
+
+    let second = session(&b.tenant, Some("alice"), t0);
+    let again = b
+        .store()
+        .create_once(&second, None, true, &once_key("k1", "create-b", HOUR), t0)
+        .await
+        .unwrap();
+    assert_eq!(again, Once::Known(Box::new(known)));
+    assert_eq!(
+        b.store()
+            .get(&b.tenant, &second.token_hash, t0)
+            .await
+            .unwrap(),
+        None
+    );
+    let users = b.store().list_user(&b.tenant, "alice", t0).await.unwrap();
+    assert_eq!(hashes(&users), vec![first.token_hash.clone()]);
+}
+
+/// A create refused by the limit records nothing: a retry runs afresh.
+async fn once_create_at_the_limit_records_nothing(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    create(&b, &session(&b.tenant, Some("bob"), t0), t0).await;
+    let refused = session(&b.tenant, Some("bob"), t0);
+    let key = once_key("k2", "create", HOUR);
+    let outcome = b
+        .store()
+        .create_once(&refused, limit(1, LimitPolicy::Deny), true, &key, t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Once::Ran(CreateOutcome::LimitReached { active: 1 })
+    );
+    assert_eq!(b.store().remembered(&b.tenant, "k2").await.unwrap(), None);
+}
+
+/// With evict-lru, the create that evicts records its key in the same
+/// step, so its retry evicts nobody else.
+async fn once_create_evicts_once(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let live = session(&b.tenant, Some("carol"), t0);
+    create(&b, &live, t0).await;
+    let evict = limit(1, LimitPolicy::EvictLru);
+    let key = once_key("k3", "create", HOUR);
+    let new = session(&b.tenant, Some("carol"), t0 + 1);
+    match b
+        .store()
+        .create_once(&new, evict, true, &key, t0 + 1)
+        .await
+        .unwrap()
+    {
+        Once::Ran(CreateOutcome::Created { evicted }) => {
+            assert_eq!(hashes(&evicted), vec![live.token_hash.clone()])
+        }
+        other => panic!("the first create answered {other:?}"),
+    }
+    let retry = session(&b.tenant, Some("carol"), t0 + 2);
+    let again = b
+        .store()
+        .create_once(&retry, evict, true, &key, t0 + 2)
+        .await
+        .unwrap();
+    assert!(matches!(again, Once::Known(_)), "{again:?}");
+    let users = b
+        .store()
+        .list_user(&b.tenant, "carol", t0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(hashes(&users), vec![new.token_hash.clone()]);
+    // One end job: the first eviction.
+    let jobs = b
+        .store()
+        .claim_ends(&b.tenant, "host", 10, MIN, t0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].record.token_hash, live.token_hash);
+}
+
+/// Of concurrent creates with one key on several handles, exactly one
+/// stores its session; every other answers what that one recorded.
+async fn once_create_concurrent_stores_one(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = b.handle(i);
+        let record = session(&b.tenant, Some("dave"), t0);
+        tasks.push(tokio::spawn(async move {
+            let key = once_key("k4", "create", HOUR);
+            let outcome = store
+                .create_once(&record, None, true, &key, t0)
+                .await
+                .unwrap();
+            (record, outcome)
+        }));
+    }
+    let mut ran = Vec::new();
+    let mut known = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (record, Once::Ran(CreateOutcome::Created { .. })) => ran.push(record),
+            (_, Once::Known(k)) => known.push(*k),
+            (_, other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ran.len(), 1, "exactly one create stores its session");
+    for k in &known {
+        assert_eq!(k.created.as_ref().map(|(r, _)| r), Some(&ran[0]));
+    }
+    let users = b.store().list_user(&b.tenant, "dave", t0).await.unwrap();
+    assert_eq!(hashes(&users), vec![ran[0].token_hash.clone()]);
+}
+
+/// A remove with a key records it with the end; a second remove with the
+/// key ends nothing, even of another session. A remove that found nothing
+/// records nothing.
+async fn once_remove_is_recorded_with_the_end(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let (one, two) = (session(&b.tenant, None, t0), session(&b.tenant, None, t0));
+    create(&b, &one, t0).await;
+    create(&b, &two, t0).await;
+    let key = OnceKey {
+        sealed: None,
+        ..once_key("k5", "logout-one", HOUR)
+    };
+    let ended = b
+        .store()
+        .remove_once(
+            &b.tenant,
+            &one.token_hash,
+            EndReason::Logout,
+            true,
+            &key,
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, Once::Ran(Some(one.clone())));
+    let known = b
+        .store()
+        .remembered(&b.tenant, "k5")
+        .await
+        .unwrap()
+        .expect("the key is recorded");
+    assert_eq!(known.request, "logout-one");
+    assert_eq!(known.created, None);
+    let again = b
+        .store()
+        .remove_once(
+            &b.tenant,
+            &two.token_hash,
+            EndReason::Logout,
+            true,
+            &key,
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Once::Known(Box::new(known)));
+    assert!(
+        b.store()
+            .get(&b.tenant, &two.token_hash, t0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let jobs = b
+        .store()
+        .claim_ends(&b.tenant, "host", 10, MIN, t0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        hashes(&jobs.iter().map(|j| j.record.clone()).collect::<Vec<_>>()),
+        vec![one.token_hash.clone()]
+    );
+
+    let missing = OnceKey {
+        sealed: None,
+        ..once_key("k6", "logout-gone", HOUR)
+    };
+    let nothing = b
+        .store()
+        .remove_once(
+            &b.tenant,
+            &one.token_hash,
+            EndReason::Logout,
+            true,
+            &missing,
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(nothing, Once::Ran(None));
+    assert_eq!(b.store().remembered(&b.tenant, "k6").await.unwrap(), None);
+}
+
+/// A key lapses after its ttl (then a create with it runs again), and a
+/// key of one tenant is unknown in another.
+async fn once_keys_lapse_and_stay_in_their_tenant(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let key = once_key("k7", "create", 300);
+    let first = session(&b.tenant, None, t0);
+    b.store()
+        .create_once(&first, None, true, &key, t0)
+        .await
+        .unwrap();
+    assert!(
+        b.store()
+            .remembered(&b.tenant, "k7")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let other = b.other_tenant();
+    assert_eq!(b.store().remembered(&other, "k7").await.unwrap(), None);
+    let elsewhere = session(&other, None, t0);
+    let outcome = b
+        .store()
+        .create_once(&elsewhere, None, true, &key, t0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Once::Ran(CreateOutcome::Created { .. })),
+        "{outcome:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(b.store().remembered(&b.tenant, "k7").await.unwrap(), None);
+    let later = session(&b.tenant, None, t0);
+    let outcome = b
+        .store()
+        .create_once(&later, None, true, &key, t0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Once::Ran(CreateOutcome::Created { .. })),
+        "{outcome:?}"
     );
 }

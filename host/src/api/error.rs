@@ -293,13 +293,51 @@ impl Problem {
         .header(header::CONNECTION, HeaderValue::from_static("close"))
     }
 
+    /// The request never reached the store (or the store refused it
+    /// without running it): nothing was changed.
     pub fn store_unavailable() -> Problem {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",
             "Session store unavailable",
-            "the session store cannot be reached; retry later",
+            "the session store cannot be reached; nothing was changed, and the request may be \
+             retried as it is",
         )
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
+    /// The write was sent to the store and no answer came: it may or may
+    /// not have happened.
+    pub fn outcome_unknown() -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome-unknown",
+            "Outcome unknown",
+            "the session store did not answer in time: the write may or may not have happened \
+             (and may still happen); retry with the same Idempotency-Key, or read before retrying",
+        )
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
+    pub fn idempotency_key_reused() -> Problem {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used for another request (another body, session or \
+             operation); use a new key for a new request",
+        )
+        .with("header", "Idempotency-Key")
+    }
+
+    pub fn idempotency_key_in_use() -> Problem {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-key-in-use",
+            "Idempotency key in use",
+            "a request with this Idempotency-Key is still running; retry once it has answered",
+        )
+        .with("header", "Idempotency-Key")
         .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
@@ -338,6 +376,12 @@ impl From<service::Error> for Problem {
                 tracing::warn!("session store unavailable: {reason}");
                 Problem::store_unavailable()
             }
+            Error::OutcomeUnknown(reason) => {
+                tracing::warn!("session store outcome unknown: {reason}");
+                Problem::outcome_unknown()
+            }
+            Error::IdempotencyKeyReused => Problem::idempotency_key_reused(),
+            Error::IdempotencyKeyInUse => Problem::idempotency_key_in_use(),
             other => Problem::internal(other),
         }
     }

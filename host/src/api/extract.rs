@@ -1,6 +1,6 @@
 //! Request extractors whose every rejection is a problem: JSON bodies (with
-//! the offending field named), path and query parameters, session ids and
-//! `If-Match`.
+//! the offending field named), path and query parameters, session ids,
+//! `If-Match` and `Idempotency-Key`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::error::Problem;
 use crate::app::App;
-use crate::service::{Precondition, SessionKey};
+use crate::service::{IdempotencyKey, Precondition, SessionKey};
 
 /// A JSON request body. Accepts `application/json` and any
 /// `application/*+json` (such as `application/merge-patch+json`), or no
@@ -268,6 +268,38 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             })?);
         }
         IfMatch::parse(values.into_iter())
+    }
+}
+
+/// The request header that makes a create or a logout safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII
+/// characters, once. Anything else is 400 naming the header.
+#[derive(Debug)]
+pub struct Idempotency(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let bad = |detail: &str| {
+            Problem::bad_request("bad-idempotency-key", format!("Idempotency-Key {detail}"))
+                .with("header", "Idempotency-Key")
+        };
+        let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+        let Some(value) = values.next() else {
+            return Ok(Idempotency(None));
+        };
+        if values.next().is_some() {
+            return Err(bad("is sent more than once; send it once"));
+        }
+        value
+            .to_str()
+            .ok()
+            .and_then(IdempotencyKey::parse)
+            .map(|k| Idempotency(Some(k)))
+            .ok_or_else(|| bad("must be 1 to 255 visible ASCII characters (no spaces)"))
     }
 }
 

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::client::Client;
 use super::error::{ApiResult, Problem};
-use super::extract::{ApiPath, IfMatch, JsonBody, OptionalJsonBody, session_key};
+use super::extract::{ApiPath, Idempotency, IfMatch, JsonBody, OptionalJsonBody, session_key};
 use super::model::{MessageReply, SessionView, session_response, with_etag};
 use crate::app::App;
 use crate::service::{self, DataChange, Login, NewSession};
@@ -86,24 +86,32 @@ impl CreateSession {
 /// `deny`; with `evict-lru` the least recently used sessions end with reason
 /// `evicted`). The answer carries the token as `id`: keep it secret.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
     request_body(content = CreateSession, description = "Optional; an empty body creates an anonymous session"),
     responses(
         (status = 201, description = "Created; `Location` names the session", body = SessionView),
+        (status = 400, description = "Malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A plugin denied", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The user is at the session limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user is at the session limit, or a request with this Idempotency-Key is still running", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, or the Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: nothing was changed; `outcome-unknown`: the session may or may not have been created (retry with the same Idempotency-Key)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
 pub async fn create_session(
     State(app): State<Arc<App>>,
     Caller(tenant): Caller,
     Client(client): Client,
+    Idempotency(key): Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<CreateSession>,
 ) -> ApiResult<Response> {
-    let issued = service::sessions::create(&app, &tenant, body.into_new(client)).await?;
+    let issued =
+        service::sessions::create(&app, &tenant, body.into_new(client), key.as_ref()).await?;
     let mut response = session_response(StatusCode::CREATED, &issued.record, Some(&issued.token));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{}", issued.token)) {
         response.headers_mut().insert(header::LOCATION, location);
+    }
+    if issued.replayed {
+        replayed(&mut response);
     }
     Ok(response)
 }
@@ -177,11 +185,16 @@ pub async fn patch_session(
 /// Runs `on-session-end` with reason `logout`, exactly once.
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "The session token"),
-        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this")),
+        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
     responses(
         (status = 204, description = "Ended"),
+        (status = 400, description = "Not a session id, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store-unavailable`: nothing was changed; `outcome-unknown`: the session may or may not have ended (retry with the same Idempotency-Key)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
 pub async fn delete_session(
@@ -189,10 +202,30 @@ pub async fn delete_session(
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
+    Idempotency(idempotency): Idempotency,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    service::sessions::logout(&app, &tenant, &key, &if_match.precondition()).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let replay = service::sessions::logout(
+        &app,
+        &tenant,
+        &key,
+        &if_match.precondition(),
+        idempotency.as_ref(),
+    )
+    .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if replay {
+        replayed(&mut response);
+    }
+    Ok(response)
+}
+
+/// Marks an answer given again for an idempotency key.
+fn replayed(response: &mut Response) {
+    response.headers_mut().insert(
+        header::HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
 }
 
 /// Keep a session alive.

@@ -237,7 +237,7 @@ pub(crate) async fn new_session(
         client,
         ..NewSession::default()
     };
-    let issued = service::sessions::create(&app, &tenant, new).await?;
+    let issued = service::sessions::create(&app, &tenant, new, None).await?;
     Ok(ok(&Reply::of(&issued.record, &issued.token)))
 }
 

@@ -26,6 +26,10 @@ pub const MAX_CONNECTIONS: usize = 768;
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = 512;
 /// `server.shutdown_timeout_ms`: 10 seconds.
 pub const SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+/// `server.idempotency_ttl_seconds`: a day.
+pub const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
+/// The largest `server.idempotency_ttl_seconds` accepted: 30 days.
+pub const MAX_IDEMPOTENCY_TTL_SECONDS: u64 = 30 * 24 * 3600;
 /// `runtime.cache_dir`, relative to the working directory.
 pub const CACHE_DIR: &str = ".cache/sessiond";
 /// `store.audit_max_len`, with every backend.

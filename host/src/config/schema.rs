@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// On shutdown, how long requests in flight may take to finish before
     /// every connection still open is closed.
     pub shutdown_timeout_ms: u64,
+    /// How long the store keeps an `Idempotency-Key` of a create or a
+    /// logout; a retry after that runs as a new request.
+    pub idempotency_ttl_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_client: defaults::MAX_CONNECTIONS_PER_CLIENT,
             shutdown_timeout_ms: defaults::SHUTDOWN_TIMEOUT_MS,
+            idempotency_ttl_seconds: defaults::IDEMPOTENCY_TTL_SECONDS,
         }
     }
 }

@@ -65,11 +65,22 @@ fn server(config: &Config) -> Checked {
             "server.max_connections_per_client",
             server.max_connections_per_client as u64,
         ),
+        (
+            "server.idempotency_ttl_seconds",
+            server.idempotency_ttl_seconds,
+        ),
     ];
     for (field, value) in at_least_one {
         if value == 0 {
             return invalid(field, "must be at least 1");
         }
+    }
+    let max_ttl = super::defaults::MAX_IDEMPOTENCY_TTL_SECONDS;
+    if server.idempotency_ttl_seconds > max_ttl {
+        return invalid(
+            "server.idempotency_ttl_seconds",
+            format!("must be at most {max_ttl} (30 days)"),
+        );
     }
     Ok(())
 }
@@ -351,12 +362,20 @@ mod tests {
             "body_read_timeout_ms",
             "max_connections",
             "max_connections_per_client",
+            "idempotency_ttl_seconds",
         ] {
             let err = parse(&format!("[server]\n{key} = 0\n{}", minimal()))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(&format!("server.{key}")), "{key}: {err}");
         }
+        let err = parse(&format!(
+            "[server]\nidempotency_ttl_seconds = 2592001\n{}",
+            minimal()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.idempotency_ttl_seconds"), "{err}");
         // No time to finish requests in flight: connections close at once.
         let config = parse(&format!("[server]\nshutdown_timeout_ms = 0\n{}", minimal())).unwrap();
         assert_eq!(config.server.shutdown_timeout_ms, 0);

@@ -203,7 +203,10 @@ impl HostState {
         let result = tokio::time::timeout(remaining, fut).await;
         match result {
             Ok(r) => {
-                if matches!(r, Err(StoreError::Unavailable(_))) {
+                if matches!(
+                    r,
+                    Err(StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_))
+                ) {
                     self.call.store_unavailable = true;
                 }
                 Ok(r)

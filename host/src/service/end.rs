@@ -16,7 +16,7 @@
 use super::Result;
 use crate::app::App;
 use crate::session::{EndReason, Millis, SessionRecord, now_ms};
-use crate::store::{CreateOutcome, Expired, UserLimit};
+use crate::store::{CreateOutcome, Expired, Once, OnceKey, UserLimit};
 use crate::tenant::Tenant;
 
 /// The ending steps of one tenant's sessions.
@@ -47,6 +47,53 @@ impl<'a> Ending<'a> {
             .await?;
         if let CreateOutcome::Created { evicted } = &outcome {
             self.ended(evicted.iter().map(|r| (r, EndReason::Evicted)));
+        }
+        Ok(outcome)
+    }
+
+    /// [`Ending::create`] guarded by an idempotency key (see
+    /// [`crate::store::SessionStore::create_once`]).
+    pub async fn create_once(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        key: &OnceKey,
+        now: Millis,
+    ) -> Result<Once<CreateOutcome>> {
+        let outcome = self
+            .app
+            .sessions
+            .create_once(record, limit, self.tenant.queues_ends(), key, now)
+            .await?;
+        if let Once::Ran(CreateOutcome::Created { evicted }) = &outcome {
+            self.ended(evicted.iter().map(|r| (r, EndReason::Evicted)));
+        }
+        Ok(outcome)
+    }
+
+    /// [`Ending::one`] guarded by an idempotency key (see
+    /// [`crate::store::SessionStore::remove_once`]).
+    pub async fn one_once(
+        &self,
+        token_hash: &str,
+        reason: EndReason,
+        key: &OnceKey,
+        now: Millis,
+    ) -> Result<Once<Option<SessionRecord>>> {
+        let outcome = self
+            .app
+            .sessions
+            .remove_once(
+                &self.tenant.name,
+                token_hash,
+                reason,
+                self.tenant.queues_ends(),
+                key,
+                now,
+            )
+            .await?;
+        if let Once::Ran(Some(record)) = &outcome {
+            self.ended(std::iter::once((record, reason)));
         }
         Ok(outcome)
     }

@@ -46,10 +46,24 @@ pub enum Error {
     /// Every attempt lost its compare-and-set to another writer.
     #[error("the session changed under each of {attempts} attempts")]
     WriteConflict { attempts: usize },
-    /// The store cannot be reached or did not answer in time, whether the
-    /// host found out itself or a plugin's host call did.
+    /// The store cannot be reached or refused the request without running
+    /// it, whether the host found out itself or a plugin's host call did:
+    /// nothing was changed.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The write was sent to the store but no answer came: it may or may
+    /// not have happened (and may still happen). A retry with the same
+    /// idempotency key answers as the write did, if it happened.
+    #[error("store outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The idempotency key was used for another request of the tenant
+    /// (another body, another session, another operation); nothing ran.
+    #[error("the idempotency key was used for another request")]
+    IdempotencyKeyReused,
+    /// A request with this idempotency key is still running on this host;
+    /// nothing ran.
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyKeyInUse,
     /// Any other store failure (a bug or corrupt data).
     #[error(transparent)]
     Store(StoreError),
@@ -62,6 +76,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         match e {
             StoreError::Unavailable(reason) => Error::StoreUnavailable(reason),
+            StoreError::OutcomeUnknown(reason) => Error::OutcomeUnknown(reason),
             other => Error::Store(other),
         }
     }

@@ -13,6 +13,7 @@
 //! - [`users`]: a user's live sessions, and revoking them;
 //! - [`tenant`]: what a tenant may read about itself (audit stream, end
 //!   queue) and readiness;
+//! - [`once`]: idempotency keys (`Idempotency-Key`) of create and logout;
 //! - [`end`]: every store step that ends sessions. It passes the tenant's
 //!   end policy to the store (so the step queues the end jobs atomically)
 //!   and reports what ended (log line, end worker woken). Create (evicting),
@@ -29,12 +30,14 @@ mod decided;
 pub mod end;
 mod error;
 mod input;
+pub mod once;
 pub mod sessions;
 pub mod tenant;
 pub mod users;
 mod write;
 
 pub use error::{Error, Result};
+pub use once::IdempotencyKey;
 pub use sessions::{DataChange, Issued, Login, NewSession, Replied};
 pub use write::MAX_WRITE_ATTEMPTS;
 

@@ -9,13 +9,14 @@ use super::decided::{After, decide, settle};
 use super::end::Ending;
 use super::error::allowed;
 use super::input::{check_json, check_json_object, check_name, check_roles, check_session};
+use super::once::{IdempotencyKey, request_digest};
 use super::write::write_session;
 use super::{Error, Precondition, Result, SessionKey};
 use crate::app::App;
 use crate::ids;
 use crate::runtime::MessageOutcome;
 use crate::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
-use crate::store::{CreateOutcome, LimitPolicy};
+use crate::store::{CreateOutcome, LimitPolicy, Once, OnceKey, Remembered};
 use crate::tenant::Tenant;
 
 /// The event that authentication sends through `on-event`.
@@ -42,6 +43,9 @@ pub struct NewSession {
 pub struct Issued {
     pub record: SessionRecord,
     pub token: String,
+    /// Whether this is the answer of an earlier request with the same
+    /// idempotency key, given again (nothing ran now).
+    pub replayed: bool,
 }
 
 /// Who a session now belongs to (authenticate).
@@ -76,7 +80,17 @@ pub struct Replied {
 /// may veto or change the session) and applies the per-user limit (policy
 /// `deny` refuses; `evict-lru` ends the least recently used sessions with
 /// reason `evicted`).
-pub async fn create(app: &App, tenant: &Tenant, new: NewSession) -> Result<Issued> {
+///
+/// With an idempotency key (see [`super::once`]): a key the tenant used
+/// for a create that stored its session answers with that session and
+/// token again and runs nothing; a key used for another request fails with
+/// [`Error::IdempotencyKeyReused`].
+pub async fn create(
+    app: &App,
+    tenant: &Tenant,
+    new: NewSession,
+    key: Option<&IdempotencyKey>,
+) -> Result<Issued> {
     if let Some(user) = &new.user {
         check_name("user", user)?;
     }
@@ -91,6 +105,20 @@ pub async fn create(app: &App, tenant: &Tenant, new: NewSession) -> Result<Issue
         ));
     }
     check_json_object("data", &new.data)?;
+    let mut once = key.map(|k| k.in_store(&tenant.name, create_digest(&new), ttl_ms(app)));
+    let _in_flight = match &once {
+        Some(once) => Some(
+            app.keys_in_flight
+                .enter(&once.id)
+                .ok_or(Error::IdempotencyKeyInUse)?,
+        ),
+        None => None,
+    };
+    if let (Some(key), Some(once)) = (key, &once)
+        && let Some(known) = app.sessions.remembered(&tenant.name, &once.id).await?
+    {
+        return replay_create(key, once, known);
+    }
     let limit = tenant.user_limit();
     let now = now_ms();
     // With policy deny, refuse before running any plugin; the store checks
@@ -128,11 +156,30 @@ pub async fn create(app: &App, tenant: &Tenant, new: NewSession) -> Result<Issue
     // Plugins change data, roles, their state and the lifetime; nothing else.
     record.version = 1;
     check_session(&record)?;
-    match Ending::of(app, tenant).create(&record, limit, now).await? {
+    let ending = Ending::of(app, tenant);
+    let outcome = match (key, once.as_mut()) {
+        (Some(key), Some(once)) => {
+            once.sealed = Some(key.seal(&token).ok_or_else(|| {
+                Error::Store(crate::store::StoreError::Backend(
+                    "the new token cannot be sealed".into(),
+                ))
+            })?);
+            match ending.create_once(&record, limit, once, now).await? {
+                Once::Ran(outcome) => outcome,
+                Once::Known(known) => return replay_create(key, once, *known),
+            }
+        }
+        _ => ending.create(&record, limit, now).await?,
+    };
+    match outcome {
         CreateOutcome::Created { .. } => {
             tracing::info!(tenant = %tenant.name, session = %record.public_id,
                 token = %ids::log_prefix(&token), user = ?record.user, "session created");
-            Ok(Issued { record, token })
+            Ok(Issued {
+                record,
+                token,
+                replayed: false,
+            })
         }
         CreateOutcome::LimitReached { active } => Err(Error::LimitReached {
             user: record.user.unwrap_or_default(),
@@ -140,6 +187,47 @@ pub async fn create(app: &App, tenant: &Tenant, new: NewSession) -> Result<Issue
             max: limit.map(|l| l.max).unwrap_or_default(),
         }),
     }
+}
+
+/// How long the store keeps an idempotency key.
+fn ttl_ms(app: &App) -> u64 {
+    app.server.idempotency_ttl_seconds.saturating_mul(1000)
+}
+
+/// The digest of what a create asks for: the body's members, not where
+/// the request came from (a retry may come over another connection).
+fn create_digest(new: &NewSession) -> String {
+    let asked = json!({
+        "user": new.user,
+        "roles": new.roles,
+        "data": new.data,
+        "ttl_seconds": new.ttl_seconds,
+        "device": new.client.device,
+    });
+    request_digest("create", asked.to_string().as_bytes())
+}
+
+/// The answer of the create that recorded `known`, if it asked for what
+/// `once` asks for.
+fn replay_create(key: &IdempotencyKey, once: &OnceKey, known: Remembered) -> Result<Issued> {
+    if known.request != once.request {
+        return Err(Error::IdempotencyKeyReused);
+    }
+    let Some((record, sealed)) = known.created else {
+        return Err(Error::IdempotencyKeyReused);
+    };
+    let token = key.unseal(&sealed).ok_or_else(|| {
+        Error::Store(crate::store::StoreError::Corrupt(
+            "the sealed token of an idempotency key cannot be read".into(),
+        ))
+    })?;
+    tracing::info!(tenant = %record.tenant, session = %record.public_id,
+        token = %ids::log_prefix(&token), "create answered again for its idempotency key");
+    Ok(Issued {
+        record,
+        token,
+        replayed: true,
+    })
 }
 
 /// The live session under `key`. Reading does not count as use: it does
@@ -262,7 +350,11 @@ pub async fn authenticate(
     let record = settle(app, tenant, record, after).await?;
     tracing::info!(tenant = %tenant.name, session = %record.public_id,
         token = %ids::log_prefix(&token), user = ?record.user, "session authenticated; token rotated");
-    Ok(Issued { record, token })
+    Ok(Issued {
+        record,
+        token,
+        replayed: false,
+    })
 }
 
 /// The sessions to evict so that `current` may become one of `user`'s, or
@@ -375,23 +467,66 @@ pub async fn message(
 
 /// Ends the session (reason `logout`); its `on-session-end` hooks then run
 /// once, on the end worker of some host.
+///
+/// With an idempotency key (see [`super::once`]): a key the tenant used to
+/// end this session answers again that it ended, and ends nothing; a key
+/// used for another request fails with [`Error::IdempotencyKeyReused`].
+/// Returns whether the answer is such an earlier one, given again.
 pub async fn logout(
     app: &App,
     tenant: &Tenant,
     key: &SessionKey,
     precondition: &Precondition,
-) -> Result<()> {
+    idempotency: Option<&IdempotencyKey>,
+) -> Result<bool> {
+    let once = idempotency.map(|k| {
+        k.in_store(
+            &tenant.name,
+            request_digest("logout", key.as_str().as_bytes()),
+            ttl_ms(app),
+        )
+    });
+    let _in_flight = match &once {
+        Some(once) => Some(
+            app.keys_in_flight
+                .enter(&once.id)
+                .ok_or(Error::IdempotencyKeyInUse)?,
+        ),
+        None => None,
+    };
+    if let Some(once) = &once
+        && let Some(known) = app.sessions.remembered(&tenant.name, &once.id).await?
+    {
+        return replay_logout(once, &known);
+    }
     let now = now_ms();
     if precondition.is_given() {
         // Check-then-act: the store has no conditional remove.
         let current = get(app, tenant, key).await?;
         precondition.check(current.version)?;
     }
-    Ending::of(app, tenant)
-        .one(key.as_str(), EndReason::Logout, now)
-        .await?
-        .map(|_| ())
-        .ok_or(Error::NotFound)
+    let ending = Ending::of(app, tenant);
+    let ended = match &once {
+        Some(once) => match ending
+            .one_once(key.as_str(), EndReason::Logout, once, now)
+            .await?
+        {
+            Once::Ran(ended) => ended,
+            Once::Known(known) => return replay_logout(once, &known),
+        },
+        None => ending.one(key.as_str(), EndReason::Logout, now).await?,
+    };
+    ended.map(|_| false).ok_or(Error::NotFound)
+}
+
+/// The answer of the logout that recorded `known`, if it ended the session
+/// `once` asks to end.
+fn replay_logout(once: &OnceKey, known: &Remembered) -> Result<bool> {
+    if known.request == once.request {
+        Ok(true)
+    } else {
+        Err(Error::IdempotencyKeyReused)
+    }
 }
 
 /// The RFC 7386 merge patch that turns `old` into `new`. Merge patches

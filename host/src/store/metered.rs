@@ -17,7 +17,8 @@ use serde_json::Value;
 use super::dump::{DumpPage, Imported, Item, Kind, StoreDump};
 use super::{
     AuditPage, AuditStore, CreateOutcome, DeadLetters, EndJob, EndQueue, EndQueueStats, Expired,
-    KvStore, Poison, SessionStore, StoreBackend, StoreError, StoreResult, UserLimit, WriteOutcome,
+    KvStore, Once, OnceKey, Poison, Remembered, SessionStore, StoreBackend, StoreError,
+    StoreResult, UserLimit, WriteOutcome,
 };
 use crate::metrics::StoreMetrics;
 use crate::session::{EndReason, Millis, SessionRecord};
@@ -62,6 +63,7 @@ impl MeteredStore {
 fn error_kind(error: &StoreError) -> &'static str {
     match error {
         StoreError::Unavailable(_) => "unavailable",
+        StoreError::OutcomeUnknown(_) => "outcome-unknown",
         StoreError::Corrupt(_) => "corrupt",
         StoreError::Backend(_) => "backend",
     }
@@ -88,6 +90,54 @@ impl SessionStore for MeteredStore {
             self.ended(&record.tenant, EndReason::Evicted, evicted.len());
         }
         Ok(outcome)
+    }
+
+    async fn create_once(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<CreateOutcome>> {
+        let outcome = self
+            .timed(
+                "create_once",
+                self.inner.create_once(record, limit, queue_ends, key, now),
+            )
+            .await?;
+        if let Once::Ran(CreateOutcome::Created { evicted }) = &outcome {
+            self.metrics.created(&record.tenant);
+            self.ended(&record.tenant, EndReason::Evicted, evicted.len());
+        }
+        Ok(outcome)
+    }
+
+    async fn remove_once(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<Option<SessionRecord>>> {
+        let outcome = self
+            .timed(
+                "remove_once",
+                self.inner
+                    .remove_once(tenant, token_hash, reason, queue_ends, key, now),
+            )
+            .await?;
+        if let Once::Ran(removed) = &outcome {
+            self.ended(tenant, reason, usize::from(removed.is_some()));
+        }
+        Ok(outcome)
+    }
+
+    async fn remembered(&self, tenant: &str, id: &str) -> StoreResult<Option<Remembered>> {
+        self.timed("remembered", self.inner.remembered(tenant, id))
+            .await
     }
 
     async fn get(

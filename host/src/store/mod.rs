@@ -30,9 +30,17 @@ pub mod redis;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The backend cannot be reached or did not answer in time.
+    /// The request never reached the backend, or the backend refused it
+    /// without running it (no connection, connecting timed out, a cluster
+    /// that is down, loading or read-only, a stopped writer): nothing was
+    /// changed, and the call may be retried as it is.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The request may have reached the backend but no answer came (the
+    /// response timed out, the connection dropped mid-request): a write may
+    /// or may not have happened, and may still happen.
+    #[error("store outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The backend answered with something this version cannot read.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
@@ -66,6 +74,49 @@ pub mod defaults {
 
 /// How long an idempotency key of [`AuditStore::audit_append`] is kept.
 pub const AUDIT_ONCE_TTL_MS: Millis = 24 * 3600 * 1000;
+
+/// An idempotency key as a store keeps it: the write it guards records it
+/// in the same atomic step ([`SessionStore::create_once`],
+/// [`SessionStore::remove_once`]), so a write the backend ran after its
+/// caller gave up is still found by the caller's retry.
+///
+/// The store never sees the client's key itself: `id` is a digest of the
+/// tenant and the key, and the token a create hands out is kept only
+/// sealed with the key (`sealed`), so a copy of the store reveals no token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnceKey {
+    /// The record's name within its tenant (hex).
+    pub id: String,
+    /// A digest of what the request asked for (hex): a retry with another
+    /// request is told apart from a real retry by it.
+    pub request: String,
+    /// How long the record is kept from the write (ms).
+    pub ttl_ms: Millis,
+    /// What the create answered with, kept to answer a retry the same way:
+    /// the new session's token, sealed with the client's key (hex). None
+    /// for a remove.
+    pub sealed: Option<String>,
+}
+
+/// What a store remembers of a write made with an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remembered {
+    /// [`OnceKey::request`] of the write.
+    pub request: String,
+    /// For a create: the session as it was created and its sealed token.
+    pub created: Option<(SessionRecord, String)>,
+}
+
+/// The result of a write guarded by an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Once<T> {
+    /// The key was not known: the write ran (recording the key if it
+    /// changed anything) and this is its result.
+    Ran(T),
+    /// The key was known: nothing ran now; this is what the first write
+    /// recorded (its `request` may differ from this call's).
+    Known(Box<Remembered>),
+}
 
 /// What happens when a user already has the tenant's maximum of sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -245,6 +296,40 @@ pub trait SessionStore: Send + Sync + 'static {
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome>;
+
+    /// [`SessionStore::create`] guarded by an idempotency key: when `key`
+    /// is known in the record's tenant nothing is written and what it
+    /// recorded is returned; otherwise the create runs and, if it stored
+    /// the session, records `key` (with the record as stored and
+    /// `key.sealed`) in the same atomic step. A create that hit the limit
+    /// records nothing.
+    async fn create_once(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<CreateOutcome>>;
+
+    /// [`SessionStore::remove`] guarded by an idempotency key: when `key`
+    /// is known in `tenant` nothing is removed and what it recorded is
+    /// returned; otherwise the removal runs and, if it ended a session,
+    /// records `key` in the same atomic step.
+    async fn remove_once(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<Option<SessionRecord>>>;
+
+    /// What the idempotency key named `id` recorded in `tenant`, if it is
+    /// still kept. Records are kept [`OnceKey::ttl_ms`] by the wall clock
+    /// (by Redis's own clock on Redis).
+    async fn remembered(&self, tenant: &str, id: &str) -> StoreResult<Option<Remembered>>;
 
     /// The live session with this token hash.
     async fn get(

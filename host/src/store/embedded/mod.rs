@@ -5,7 +5,8 @@
 //!
 //! `<dir>/sessiond.db` (with SQLite's `-wal` and `-shm` beside it) holds
 //! everything: sessions, end queue and its dead letters, plugin kv, audit
-//! streams (`schema.rs` has the tables and the schema version).
+//! streams, idempotency keys (`schema.rs` has the tables and the schema
+//! version).
 //! `<dir>/sessiond.lock` is held with an exclusive `flock` while a process
 //! owns the directory and holds its PID; a second open fails naming the
 //! directory and that PID.
@@ -74,6 +75,7 @@ mod dump;
 mod ends;
 mod kv;
 mod lock;
+mod once;
 mod readers;
 mod schema;
 mod sessions;

@@ -118,8 +118,23 @@ CREATE UNIQUE INDEX dead_ends_id ON dead_ends (tenant, ms, seq);
 CREATE INDEX dead_ends_at ON dead_ends (tenant, at);
 ";
 
+/// Version 3: idempotency keys of creates and removes, each recorded in the
+/// transaction of the write it guards.
+const V3: &str = "
+CREATE TABLE once_keys (
+    tenant     TEXT    NOT NULL,
+    id         TEXT    NOT NULL,  -- a digest of the tenant and the client's key
+    request    TEXT    NOT NULL,  -- a digest of what the request asked for
+    record     TEXT,              -- create: the session as created
+    sealed     TEXT,              -- create: its token, sealed with the client's key
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE INDEX once_keys_expiry ON once_keys (tenant, expires_at);
+";
+
 /// The upgrade path: `STEPS[n]` takes a file from version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1, V2];
+const STEPS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;

@@ -9,11 +9,11 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{EmbeddedStore, decode, encode, ends, kv, sql_ms};
-use crate::session::{EndReason, Millis, SessionRecord};
+use super::{EmbeddedStore, decode, encode, ends, kv, once, sql_ms};
+use crate::session::{EndReason, Millis, SessionRecord, now_ms};
 use crate::store::{
-    CreateOutcome, Expired, LimitPolicy, SessionStore, StoreError, StoreResult, UserLimit,
-    WriteOutcome,
+    CreateOutcome, Expired, LimitPolicy, Once, OnceKey, Remembered, SessionStore, StoreError,
+    StoreResult, UserLimit, WriteOutcome,
 };
 
 /// How many lapsed kv entries one sweep of a tenant deletes.
@@ -271,6 +271,62 @@ impl SessionStore for EmbeddedStore {
         let record = record.clone();
         self.writer
             .write(move |c| create(c, &record, limit, queue_ends, now))
+            .await
+    }
+
+    async fn create_once(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<CreateOutcome>> {
+        let (record, key) = (record.clone(), key.clone());
+        self.writer
+            .write(move |c| {
+                let clock = now_ms();
+                if let Some(known) = once::remembered(c, &record.tenant, &key.id, clock)? {
+                    return Ok(Once::Known(Box::new(known)));
+                }
+                let outcome = create(c, &record, limit, queue_ends, now)?;
+                if let CreateOutcome::Created { .. } = outcome {
+                    once::remember(c, &record.tenant, &key, Some(&encode(&record)?), clock)?;
+                }
+                Ok(Once::Ran(outcome))
+            })
+            .await
+    }
+
+    async fn remove_once(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<Option<SessionRecord>>> {
+        let (tenant, token_hash, key) = (tenant.to_string(), token_hash.to_string(), key.clone());
+        self.writer
+            .write(move |c| {
+                let clock = now_ms();
+                if let Some(known) = once::remembered(c, &tenant, &key.id, clock)? {
+                    return Ok(Once::Known(Box::new(known)));
+                }
+                let ended = remove(c, &tenant, &token_hash, reason, queue_ends, now)?;
+                if ended.is_some() {
+                    once::remember(c, &tenant, &key, None, clock)?;
+                }
+                Ok(Once::Ran(ended))
+            })
+            .await
+    }
+
+    async fn remembered(&self, tenant: &str, id: &str) -> StoreResult<Option<Remembered>> {
+        let (tenant, id) = (tenant.to_string(), id.to_string());
+        self.readers
+            .read(move |c| once::remembered(c, &tenant, &id, now_ms()))
             .await
     }
 

@@ -28,8 +28,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, LimitPolicy,
-    SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, defaults, oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, LimitPolicy, Once,
+    OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, defaults,
+    oldest_first,
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
@@ -91,6 +92,44 @@ impl MemoryStore {
     }
 }
 
+/// Stores a new session in a tenant's state (see [`SessionStore::create`]).
+fn create(
+    t: &mut Tenant,
+    record: &SessionRecord,
+    limit: Option<UserLimit>,
+    queue_ends: bool,
+    now: Millis,
+) -> StoreResult<CreateOutcome> {
+    // As deep as the other stores keep, so that all behave the same.
+    crate::json::check_stored(record).map_err(StoreError::Backend)?;
+    if t.sessions.contains_key(&record.token_hash) {
+        return Err(StoreError::Backend(
+            "a session with this token hash exists".into(),
+        ));
+    }
+    let mut evicted = Vec::new();
+    if let (Some(user), Some(limit)) = (&record.user, limit) {
+        let live: Vec<String> = t
+            .live_of_user(user, now)
+            .into_iter()
+            .map(|r| r.token_hash.clone())
+            .collect();
+        let max = limit.max as usize;
+        if live.len() >= max {
+            if limit.policy == LimitPolicy::Deny || max == 0 {
+                return Ok(CreateOutcome::LimitReached {
+                    active: live.len() as u32,
+                });
+            }
+            for hash in &live[..live.len() - max + 1] {
+                evicted.extend(t.end(hash, EndReason::Evicted, queue_ends, now));
+            }
+        }
+    }
+    t.insert(record.clone());
+    Ok(CreateOutcome::Created { evicted })
+}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -104,36 +143,61 @@ impl SessionStore for MemoryStore {
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
-        // As deep as the other stores keep, so that all behave the same.
-        crate::json::check_stored(record).map_err(StoreError::Backend)?;
         let tenant = self.tenant(&record.tenant);
         let mut t = lock(&tenant);
-        if t.sessions.contains_key(&record.token_hash) {
-            return Err(StoreError::Backend(
-                "a session with this token hash exists".into(),
-            ));
+        create(&mut t, record, limit, queue_ends, now)
+    }
+
+    async fn create_once(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<CreateOutcome>> {
+        let tenant = self.tenant(&record.tenant);
+        let mut t = lock(&tenant);
+        let clock = now_ms();
+        if let Some(known) = t.remembered(&key.id, clock) {
+            return Ok(Once::Known(Box::new(known)));
         }
-        let mut evicted = Vec::new();
-        if let (Some(user), Some(limit)) = (&record.user, limit) {
-            let live: Vec<String> = t
-                .live_of_user(user, now)
-                .into_iter()
-                .map(|r| r.token_hash.clone())
-                .collect();
-            let max = limit.max as usize;
-            if live.len() >= max {
-                if limit.policy == LimitPolicy::Deny || max == 0 {
-                    return Ok(CreateOutcome::LimitReached {
-                        active: live.len() as u32,
-                    });
-                }
-                for hash in &live[..live.len() - max + 1] {
-                    evicted.extend(t.end(hash, EndReason::Evicted, queue_ends, now));
-                }
-            }
+        let outcome = create(&mut t, record, limit, queue_ends, now)?;
+        if let CreateOutcome::Created { .. } = outcome {
+            t.remember(key, Some(record), clock);
         }
-        t.insert(record.clone());
-        Ok(CreateOutcome::Created { evicted })
+        Ok(Once::Ran(outcome))
+    }
+
+    async fn remove_once(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<Option<SessionRecord>>> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        let clock = now_ms();
+        if let Some(known) = t.remembered(&key.id, clock) {
+            return Ok(Once::Known(Box::new(known)));
+        }
+        if t.live(token_hash, now).is_none() {
+            return Ok(Once::Ran(None));
+        }
+        let ended = t.end(token_hash, reason, queue_ends, now);
+        if ended.is_some() {
+            t.remember(key, None, clock);
+        }
+        Ok(Once::Ran(ended))
+    }
+
+    async fn remembered(&self, tenant: &str, id: &str) -> StoreResult<Option<Remembered>> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        Ok(t.remembered(id, now_ms()))
     }
 
     async fn get(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
-use crate::store::{DeadLetter, EndJob, StoreError, StoreResult};
+use crate::store::{DeadLetter, EndJob, OnceKey, Remembered, StoreError, StoreResult};
 
 pub(super) fn lock(t: &Mutex<Tenant>) -> MutexGuard<'_, Tenant> {
     t.lock().unwrap_or_else(|e| e.into_inner())
@@ -64,6 +64,11 @@ pub(super) struct Tenant {
     pub(super) last_end_id: StreamId,
     /// End jobs taken out of the queue unfinished, oldest first.
     pub(super) dead: VecDeque<DeadLetter>,
+    /// Idempotency keys of creates and removes: when each lapses (wall
+    /// clock) and what it recorded.
+    once: HashMap<String, (Millis, Remembered)>,
+    /// The same keys by when they lapse.
+    once_expiry: BTreeSet<(Millis, String)>,
 }
 
 /// An end job and who holds it.
@@ -170,6 +175,37 @@ impl Tenant {
             self.queue_end(&record, reason, now);
         }
         Some(record)
+    }
+
+    /// What the idempotency key `id` recorded, unless it lapsed by `clock`.
+    pub(super) fn remembered(&mut self, id: &str, clock: Millis) -> Option<Remembered> {
+        while let Some((at, _)) = self.once_expiry.first() {
+            if *at > clock {
+                break;
+            }
+            let (_, lapsed) = self.once_expiry.pop_first().expect("non-empty");
+            self.once.remove(&lapsed);
+        }
+        self.once.get(id).map(|(_, r)| r.clone())
+    }
+
+    /// Records the idempotency key `key` of a write, with the session it
+    /// created (if any), from the wall clock `clock`.
+    pub(super) fn remember(
+        &mut self,
+        key: &OnceKey,
+        created: Option<&SessionRecord>,
+        clock: Millis,
+    ) {
+        let until = clock.saturating_add(key.ttl_ms);
+        let remembered = Remembered {
+            request: key.request.clone(),
+            created: created.map(|r| (r.clone(), key.sealed.clone().unwrap_or_default())),
+        };
+        if let Some((old, _)) = self.once.insert(key.id.clone(), (until, remembered)) {
+            self.once_expiry.remove(&(old, key.id.clone()));
+        }
+        self.once_expiry.insert((until, key.id.clone()));
     }
 
     pub(super) fn kv_remove(&mut self, plugin: &str, key: &str) -> Option<KvEntry> {

@@ -29,7 +29,8 @@ pub struct RedisConfig {
     /// How long one connection attempt may take.
     pub connection_timeout: Duration,
     /// The bound on a whole operation, reconnecting included; past it the
-    /// call fails with [`StoreError::Unavailable`].
+    /// call fails with [`StoreError::OutcomeUnknown`] (a read with
+    /// [`StoreError::Unavailable`]).
     pub operation_timeout: Duration,
 }
 
@@ -47,6 +48,16 @@ impl RedisConfig {
             operation_timeout: defaults::OPERATION_TIMEOUT,
         }
     }
+}
+
+/// Whether a request can change what Redis holds, which decides what a
+/// request that got no answer failed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// Changes nothing: a lost answer is [`StoreError::Unavailable`].
+    Read,
+    /// May change something: a lost answer is [`StoreError::OutcomeUnknown`].
+    Write,
 }
 
 /// One connection handle: a reconnecting single-server connection or a
@@ -121,7 +132,8 @@ impl Connection {
         let conn = tokio::time::timeout(config.operation_timeout, connect)
             .await
             .map_err(|_| StoreError::Unavailable("connecting to Redis timed out".into()))?
-            .map_err(map_err)?;
+            // Nothing was sent while connecting: every failure is `Unavailable`.
+            .map_err(|e| map_err(e, Effect::Read))?;
         Ok(Self {
             conn,
             operation_timeout: config.operation_timeout,
@@ -139,47 +151,73 @@ impl Connection {
     /// Runs one request under the operation timeout.
     async fn run<T>(
         &self,
+        effect: Effect,
         f: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> StoreResult<T> {
         match tokio::time::timeout(self.operation_timeout, f).await {
-            Ok(r) => r.map_err(map_err),
-            Err(_) => Err(StoreError::Unavailable(
-                "Redis did not answer in time".into(),
-            )),
+            Ok(r) => r.map_err(|e| map_err(e, effect)),
+            Err(_) => Err(no_answer(effect, "Redis did not answer in time".into())),
         }
     }
 
+    /// Sends a command that may change what Redis holds.
     pub(super) async fn query(&self, cmd: &Cmd) -> StoreResult<Value> {
-        let mut conn = self.conn.clone();
-        self.run(cmd.query_async::<Value>(&mut conn)).await
+        self.query_as(Effect::Write, cmd).await
     }
 
-    pub(super) async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> StoreResult<Value> {
+    /// Sends a command; `effect` says whether it may change anything.
+    pub(super) async fn query_as(&self, effect: Effect, cmd: &Cmd) -> StoreResult<Value> {
         let mut conn = self.conn.clone();
-        self.run(inv.invoke_async::<Value>(&mut conn)).await
+        self.run(effect, cmd.query_async::<Value>(&mut conn)).await
+    }
+
+    /// Runs a script that may change what Redis holds.
+    pub(super) async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> StoreResult<Value> {
+        self.invoke_as(Effect::Write, inv).await
+    }
+
+    /// Runs a script; `effect` says whether it may change anything.
+    pub(super) async fn invoke_as(
+        &self,
+        effect: Effect,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> StoreResult<Value> {
+        let mut conn = self.conn.clone();
+        self.run(effect, inv.invoke_async::<Value>(&mut conn)).await
+    }
+}
+
+/// The error of a request that may have been sent and got no answer.
+fn no_answer(effect: Effect, what: String) -> StoreError {
+    match effect {
+        Effect::Read => StoreError::Unavailable(what),
+        Effect::Write => StoreError::OutcomeUnknown(format!("{what}; the write may have happened")),
     }
 }
 
 /// Maps a redis-rs error onto the store's error kinds.
-fn map_err(e: RedisError) -> StoreError {
-    let unavailable = match e.kind() {
-        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => true,
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-            | ServerErrorKind::TryAgain
-            | ServerErrorKind::ClusterDown
-            | ServerErrorKind::MasterDown
-            | ServerErrorKind::ReadOnly,
-        ) => true,
-        _ => {
-            e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.code() == Some("BUSY")
-        }
-    };
-    if unavailable {
+fn map_err(e: RedisError, effect: Effect) -> StoreError {
+    // Redis answered that it did not run the command, or no connection
+    // could be made: the command never ran.
+    let not_run = e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly,
+                )
+        )
+        || e.code() == Some("BUSY");
+    // Sent, or maybe sent, and no answer came.
+    let lost = e.is_timeout() || e.is_connection_dropped() || matches!(e.kind(), ErrorKind::Io);
+    if not_run {
         StoreError::Unavailable(e.to_string())
+    } else if lost {
+        no_answer(effect, e.to_string())
     } else if matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType) {
         StoreError::Corrupt(e.to_string())
     } else {

@@ -15,6 +15,7 @@
 //! | `kv:<plugin>:<key>` | string | a plugin's value (`:` and `%` in the plugin name escaped) | `PX` ttl when given |
 //! | `audit` | stream | fields `at`, `plugin`, `session` (optional), `record` (JSON) | `XADD MAXLEN ~ audit_max_len` |
 //! | `once:<key>` | string | the audit id written by the first append with idempotency key `<key>` (end hooks: `<end id>:<plugin>:<n>`) | `PX` one day |
+//! | `idem:<id>` | hash | an idempotency key of a create or remove (`<id>` = hex SHA-256 of tenant and client key): `q` request digest; for a create also `r` the record JSON as created and `t` its token sealed with the client's key | `PEXPIRE` the key's ttl |
 //! | `ends` | stream, consumer group `ends` | end jobs: fields `r`, `v`, `l` (the session as it ended), `why` (reason), `at` (ended at) | entries deleted when acknowledged |
 //! | `dead` | stream | end jobs taken out unfinished: `job` (its id in `ends`), `why`, `at`, `deliveries`, and its `r`, `v`, `l`, `reason`, `ended_at` | `XADD MAXLEN ~ 10000` |
 //!
@@ -102,6 +103,10 @@ impl TenantKeys {
 
     pub(super) fn once(&self, key: &str) -> String {
         format!("{}once:{key}", self.base)
+    }
+
+    pub(super) fn idempotency(&self, id: &str) -> String {
+        format!("{}idem:{id}", self.base)
     }
 
     pub(super) fn ends(&self) -> String {

@@ -29,8 +29,8 @@ use redis::Value;
 use serde_json::Value as Json;
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, SessionStore,
-    StoreError, StoreResult, UserLimit, WriteOutcome, oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, Once, OnceKey,
+    Remembered, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, oldest_first,
 };
 use crate::session::{EndReason, Millis, SessionRecord};
 
@@ -42,11 +42,12 @@ mod keys;
 mod reply;
 mod scripts;
 
-use conn::Connection;
 pub use conn::RedisConfig;
+use conn::{Connection, Effect};
 use keys::{MAX_MS, TenantKeys, audit_fields, session_expiry, session_fields};
 use reply::{
-    audit_record, corrupt, id_after, items, number, one_record, parse_record, records, text,
+    audit_record, corrupt, id_after, items, number, one_record, parse_record, records, remembered,
+    text,
 };
 use scripts::{SCRIPTS, flag, limit_args};
 
@@ -115,30 +116,28 @@ impl RedisStore {
             Some((reason, queue)) => inv.arg("1").arg(reason.as_str()).arg(flag(queue)),
             None => inv.arg("0").arg("").arg("0"),
         };
-        let reply = items(self.conn.invoke(&inv).await?)?;
+        let effect = if take.is_some() {
+            Effect::Write
+        } else {
+            Effect::Read
+        };
+        let reply = items(self.conn.invoke_as(effect, &inv).await?)?;
         let mut out = records(&reply)?;
         oldest_first(&mut out);
         Ok(out)
     }
 }
 
-#[async_trait]
-impl SessionStore for RedisStore {
-    async fn ping(&self) -> StoreResult<()> {
-        let reply = self.conn.query(&redis::cmd("PING")).await?;
-        match text(&reply)? {
-            "PONG" => Ok(()),
-            other => Err(corrupt(format_args!("PING answered {other:?}"))),
-        }
-    }
-
-    async fn create(
+impl RedisStore {
+    /// The create script, with or without an idempotency key.
+    async fn create_with(
         &self,
         record: &SessionRecord,
         limit: Option<UserLimit>,
         queue_ends: bool,
+        key: Option<&OnceKey>,
         now: Millis,
-    ) -> StoreResult<CreateOutcome> {
+    ) -> StoreResult<Once<CreateOutcome>> {
         let keys = self.keys(&record.tenant);
         let mut inv = SCRIPTS.create.prepare_invoke();
         inv.key(keys.session(&record.token_hash))
@@ -157,12 +156,18 @@ impl SessionStore for RedisStore {
             .arg(max)
             .arg(policy)
             .arg(flag(queue_ends));
+        if let Some(key) = key {
+            inv.arg(&key.id)
+                .arg(&key.request)
+                .arg(key.sealed.as_deref().unwrap_or_default())
+                .arg(key.ttl_ms.max(1));
+        }
         let reply = items(self.conn.invoke(&inv).await?)?;
         match reply.first().map(text).transpose()? {
-            Some("ok") => Ok(CreateOutcome::Created {
+            Some("ok") => Ok(Once::Ran(CreateOutcome::Created {
                 evicted: records(&reply[1..])?,
-            }),
-            Some("limit") => Ok(CreateOutcome::LimitReached {
+            })),
+            Some("limit") => Ok(Once::Ran(CreateOutcome::LimitReached {
                 active: reply
                     .get(1)
                     .map(number)
@@ -170,12 +175,111 @@ impl SessionStore for RedisStore {
                     .unwrap_or_default()
                     .try_into()
                     .map_err(corrupt)?,
-            }),
+            })),
+            Some("known") => Ok(Once::Known(Box::new(
+                remembered(&reply[1..])?.ok_or_else(|| corrupt("a known key without a request"))?,
+            ))),
             Some("exists") => Err(StoreError::Backend(
                 "a session with this token hash exists".into(),
             )),
             other => Err(corrupt(format_args!("create answered {other:?}"))),
         }
+    }
+
+    /// The remove script, with or without an idempotency key.
+    async fn remove_with(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        key: Option<&OnceKey>,
+        now: Millis,
+    ) -> StoreResult<Once<Option<SessionRecord>>> {
+        let keys = self.keys(tenant);
+        let mut inv = SCRIPTS.remove.prepare_invoke();
+        inv.key(keys.session(token_hash))
+            .key(keys.deadlines())
+            .arg(keys.base())
+            .arg(token_hash)
+            .arg(now)
+            .arg(reason.as_str())
+            .arg(flag(queue_ends));
+        if let Some(key) = key {
+            inv.arg(&key.id).arg(&key.request).arg(key.ttl_ms.max(1));
+        }
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        if reply.first().map(text).transpose().ok().flatten() == Some("known") {
+            return Ok(Once::Known(Box::new(
+                remembered(&reply[1..])?.ok_or_else(|| corrupt("a known key without a request"))?,
+            )));
+        }
+        one_record(&reply).map(Once::Ran)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let reply = self
+            .conn
+            .query_as(Effect::Read, &redis::cmd("PING"))
+            .await?;
+        match text(&reply)? {
+            "PONG" => Ok(()),
+            other => Err(corrupt(format_args!("PING answered {other:?}"))),
+        }
+    }
+
+    async fn create(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        queue_ends: bool,
+        now: Millis,
+    ) -> StoreResult<CreateOutcome> {
+        match self
+            .create_with(record, limit, queue_ends, None, now)
+            .await?
+        {
+            Once::Ran(outcome) => Ok(outcome),
+            Once::Known(_) => Err(corrupt("create without a key answered as a known key")),
+        }
+    }
+
+    async fn create_once(
+        &self,
+        record: &SessionRecord,
+        limit: Option<UserLimit>,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<CreateOutcome>> {
+        self.create_with(record, limit, queue_ends, Some(key), now)
+            .await
+    }
+
+    async fn remove_once(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        reason: EndReason,
+        queue_ends: bool,
+        key: &OnceKey,
+        now: Millis,
+    ) -> StoreResult<Once<Option<SessionRecord>>> {
+        self.remove_with(tenant, token_hash, reason, queue_ends, Some(key), now)
+            .await
+    }
+
+    async fn remembered(&self, tenant: &str, id: &str) -> StoreResult<Option<Remembered>> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys(tenant).idempotency(id))
+            .arg("q")
+            .arg("r")
+            .arg("t");
+        let reply = items(self.conn.query_as(Effect::Read, &cmd).await?)?;
+        remembered(&reply)
     }
 
     async fn get(
@@ -187,7 +291,7 @@ impl SessionStore for RedisStore {
         let key = self.keys(tenant).session(token_hash);
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(key).arg("r").arg("v").arg("l").arg("d");
-        let f = items(self.conn.query(&cmd).await?)?;
+        let f = items(self.conn.query_as(Effect::Read, &cmd).await?)?;
         if f.len() != 4 {
             return Err(corrupt("HMGET answered the wrong number of fields"));
         }
@@ -261,17 +365,13 @@ impl SessionStore for RedisStore {
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<Option<SessionRecord>> {
-        let keys = self.keys(tenant);
-        let mut inv = SCRIPTS.remove.prepare_invoke();
-        inv.key(keys.session(token_hash))
-            .key(keys.deadlines())
-            .arg(keys.base())
-            .arg(token_hash)
-            .arg(now)
-            .arg(reason.as_str())
-            .arg(flag(queue_ends));
-        let reply = items(self.conn.invoke(&inv).await?)?;
-        one_record(&reply)
+        match self
+            .remove_with(tenant, token_hash, reason, queue_ends, None, now)
+            .await?
+        {
+            Once::Ran(ended) => Ok(ended),
+            Once::Known(_) => Err(corrupt("remove without a key answered as a known key")),
+        }
     }
 
     async fn list_user(
@@ -328,7 +428,10 @@ impl KvStore for RedisStore {
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>> {
         let reply = self
             .conn
-            .query(redis::cmd("GET").arg(self.keys(tenant).kv(plugin, key)))
+            .query_as(
+                Effect::Read,
+                redis::cmd("GET").arg(self.keys(tenant).kv(plugin, key)),
+            )
             .await?;
         match reply {
             Value::Nil => Ok(None),
@@ -426,7 +529,7 @@ impl AuditStore for RedisStore {
             .arg("+")
             .arg("COUNT")
             .arg(limit + 1);
-        let entries = items(self.conn.query(&cmd).await?)?;
+        let entries = items(self.conn.query_as(Effect::Read, &cmd).await?)?;
         let more = entries.len() > limit;
         let mut records = Vec::with_capacity(limit.min(entries.len()));
         for entry in entries.into_iter().take(limit) {

@@ -6,7 +6,7 @@
 use redis::Value;
 
 use crate::session::{AuditRecord, EndReason, SessionRecord};
-use crate::store::{DeadLetter, EndJob, StoreError, StoreResult};
+use crate::store::{DeadLetter, EndJob, Remembered, StoreError, StoreResult};
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -64,6 +64,27 @@ pub(super) fn one_record(reply: &[Value]) -> StoreResult<Option<SessionRecord>> 
         [r, v, l] => parse_record(r, v, l).map(Some),
         _ => Err(corrupt("expected one record")),
     }
+}
+
+/// What an idempotency key recorded, from its `q`, `r`, `t` fields (`r`
+/// and `t` absent or nil for a remove); none when `q` is.
+pub(super) fn remembered(fields: &[Value]) -> StoreResult<Option<Remembered>> {
+    let present = |i: usize| fields.get(i).filter(|v| !matches!(v, Value::Nil));
+    let Some(q) = present(0) else {
+        return Ok(None);
+    };
+    let created = match present(1) {
+        Some(r) => {
+            let record: SessionRecord = crate::json::from_stored(text(r)?).map_err(corrupt)?;
+            let sealed = present(2).map(text).transpose()?.unwrap_or_default();
+            Some((record, sealed.to_string()))
+        }
+        None => None,
+    };
+    Ok(Some(Remembered {
+        request: text(q)?.to_string(),
+        created,
+    }))
 }
 
 /// A stream entry `[id, [field, value, …]]`: its id and its fields, names
