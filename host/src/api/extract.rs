@@ -8,7 +8,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 
 use std::sync::Arc;
 
@@ -22,7 +23,8 @@ use crate::service::{Precondition, SessionKey};
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-/// A JSON body that may be left out: an empty body reads as `T::default()`.
+/// A JSON body that may be left out: an empty body, or `null`, reads as
+/// `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
 
@@ -46,7 +48,7 @@ impl<T: DeserializeOwned + Default> FromRequest<Arc<App>> for OptionalJsonBody<T
 
     async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, Problem> {
         let bytes = read_json_bytes(req, state).await?;
-        if is_blank(&bytes) {
+        if is_blank(&bytes) || bytes.trim_ascii() == b"null" {
             return Ok(OptionalJsonBody(T::default()));
         }
         parse_json(&bytes).map(OptionalJsonBody)
@@ -148,6 +150,27 @@ fn json_problem(bytes: &[u8], path: &str, e: &serde_json::Error) -> Problem {
                 Problem::invalid_field(&field, detail)
             }
         }
+    }
+}
+
+/// Reads an optional whole number that the JSON may write as `3600` or as
+/// `3600.0`: JSON Schema's `integer`, which the OpenAPI document promises,
+/// admits both.
+pub fn optional_whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = n.as_u64() {
+        return Ok(Some(whole));
+    }
+    // 2^64: every float below it that has no fraction fits in a u64.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(D::Error::custom(format!(
+            "expected a whole number from 0 to {}, got {n}",
+            u64::MAX
+        ))),
     }
 }
 

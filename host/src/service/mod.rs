@@ -35,6 +35,7 @@ pub mod users;
 mod write;
 
 pub use error::{Error, Result};
+pub use input::{MAX_NAME, MAX_ROLES};
 pub use sessions::{DataChange, Issued, Login, NewSession, Replied};
 pub use write::MAX_WRITE_ATTEMPTS;
 
