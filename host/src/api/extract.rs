@@ -10,6 +10,7 @@ use axum::http::header::{CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use std::sync::Arc;
 
@@ -17,16 +18,22 @@ use super::error::Problem;
 use crate::app::App;
 use crate::service::{Precondition, SessionKey};
 
-/// A JSON request body. Accepts `application/json` and any
+/// A JSON object request body. Accepts `application/json` and any
 /// `application/*+json` (such as `application/merge-patch+json`), or no
-/// content type at all.
+/// content type at all. Any other JSON value is refused, although serde
+/// would read a struct from an array of its fields in order.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-/// A JSON body that may be left out: an empty body, or `null`, reads as
-/// `T::default()`.
+/// A JSON object body that may be left out: an empty body, or `null`,
+/// reads as `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
+
+/// A body of any JSON value, which may be left out (an empty body is
+/// `null`).
+#[derive(Debug)]
+pub struct OptionalJsonValue(pub Value);
 
 impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
     type Rejection = Problem;
@@ -39,7 +46,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
                 "the request body is empty; send a JSON value",
             ));
         }
-        parse_json(&bytes).map(JsonBody)
+        parse_json_object(&bytes).map(JsonBody)
     }
 }
 
@@ -51,8 +58,35 @@ impl<T: DeserializeOwned + Default> FromRequest<Arc<App>> for OptionalJsonBody<T
         if is_blank(&bytes) || bytes.trim_ascii() == b"null" {
             return Ok(OptionalJsonBody(T::default()));
         }
-        parse_json(&bytes).map(OptionalJsonBody)
+        parse_json_object(&bytes).map(OptionalJsonBody)
     }
+}
+
+impl FromRequest<Arc<App>> for OptionalJsonValue {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, Problem> {
+        let bytes = read_json_bytes(req, state).await?;
+        if is_blank(&bytes) {
+            return Ok(OptionalJsonValue(Value::Null));
+        }
+        parse_json(&bytes).map(OptionalJsonValue)
+    }
+}
+
+/// [`parse_json`] of a body that must be a JSON object.
+fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        // What is not JSON at all is answered as such.
+        parse_json::<Value>(bytes)?;
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            "the body must be a JSON object",
+        ));
+    }
+    parse_json(bytes)
 }
 
 fn is_blank(bytes: &[u8]) -> bool {
@@ -337,6 +371,22 @@ mod tests {
         assert_eq!(p.slug(), "malformed-json");
         let p = parse_json::<Body>(b"{\"name\": \"x\"} trailing").unwrap_err();
         assert_eq!(p.slug(), "malformed-json");
+    }
+
+    #[test]
+    fn object_bodies_are_objects() {
+        // serde alone would read a struct from an array of its fields.
+        let p = parse_json_object::<Body>(b" [\"x\", null]").unwrap_err();
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.slug(), "invalid-body");
+        let p = parse_json_object::<Body>(b"[").unwrap_err();
+        assert_eq!(p.slug(), "malformed-json");
+        assert_eq!(
+            parse_json_object::<Body>(b" {\"name\": \"x\"}")
+                .unwrap()
+                .name,
+            "x"
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::client::Client;
 use super::error::{ApiResult, Problem};
-use super::extract::{ApiPath, IfMatch, JsonBody, OptionalJsonBody, session_key};
+use super::extract::{
+    ApiPath, IfMatch, JsonBody, OptionalJsonBody, OptionalJsonValue, session_key,
+};
 use super::model::{MessageReply, SessionView, session_response, with_etag};
 use super::openapi::{EntityTags, Name, Roles, SessionId, TtlSeconds};
 use crate::app::App;
@@ -159,16 +161,9 @@ pub async fn patch_session(
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
-    JsonBody(patch): JsonBody<Value>,
+    JsonBody(patch): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    let Value::Object(patch) = patch else {
-        return Err(service::Error::invalid(
-            "",
-            "a merge patch of the session's data must be a JSON object",
-        )
-        .into());
-    };
     let record = service::sessions::update(
         &app,
         &tenant,
@@ -329,7 +324,7 @@ pub async fn post_message(
     Caller(tenant): Caller,
     ApiPath((id, handler)): ApiPath<(String, String)>,
     if_match: IfMatch,
-    OptionalJsonBody(payload): OptionalJsonBody<Value>,
+    OptionalJsonValue(payload): OptionalJsonValue,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
     let replied = service::sessions::message(
