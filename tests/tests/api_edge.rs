@@ -321,6 +321,33 @@ async fn health_and_openapi_need_no_key() {
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }
 
+#[tokio::test]
+async fn object_bodies_must_be_objects() {
+    let api = edge().await;
+    // serde would read the struct from an array of its fields.
+    for body in [json!([]), json!(["alice"]), json!("x"), json!(3)] {
+        let p = api.post("/v1/sessions", &body).await.expect(422).body;
+        assert_eq!(p["type"], "urn:sessiond:problem:invalid-body", "{body}");
+    }
+    // null, like an empty body, asks for an anonymous session.
+    let created = api
+        .post("/v1/sessions", &Value::Null)
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(created["user"], Value::Null);
+    let id = created["id"].as_str().unwrap();
+    let events = format!("/v1/sessions/{id}/events");
+    api.post(&events, &json!(["page-view"])).await.expect(422);
+    // A payload may be any JSON value.
+    api.post(
+        &events,
+        &json!({"name": "page-view", "payload": "a string"}),
+    )
+    .await
+    .expect(200);
+}
+
 /// Facts of the OpenAPI document that schemathesis once found missing, so
 /// that they cannot silently go again.
 #[tokio::test]
