@@ -6,9 +6,11 @@ run: plugins
     cargo run --release -p sessiond -- serve --config sessiond.toml
 
 # Run every test: unit, store conformance (memory and a throwaway redis-server),
-# runtime tests against the real plugins, and the HTTP integration tests.
+# runtime tests against the real plugins, and the HTTP integration tests; then
+# schemathesis against the debug binary cargo test built.
 test: setup
     cargo test --workspace
+    scripts/schemathesis.sh
     cd sdk/python && python3 -m unittest -q
     cd plugins/perspective && python3 -m unittest -q
 

@@ -322,6 +322,114 @@ async fn health_and_openapi_need_no_key() {
 }
 
 #[tokio::test]
+async fn object_bodies_must_be_objects() {
+    let api = edge().await;
+    // serde would read the struct from an array of its fields.
+    for body in [json!([]), json!(["alice"]), json!("x"), json!(3)] {
+        let p = api.post("/v1/sessions", &body).await.expect(422).body;
+        assert_eq!(p["type"], "urn:sessiond:problem:invalid-body", "{body}");
+    }
+    // null, like an empty body, asks for an anonymous session.
+    let created = api
+        .post("/v1/sessions", &Value::Null)
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(created["user"], Value::Null);
+    let id = created["id"].as_str().unwrap();
+    let events = format!("/v1/sessions/{id}/events");
+    api.post(&events, &json!(["page-view"])).await.expect(422);
+    // A payload may be any JSON value.
+    api.post(
+        &events,
+        &json!({"name": "page-view", "payload": "a string"}),
+    )
+    .await
+    .expect(200);
+}
+
+/// Facts of the OpenAPI document that schemathesis once found missing, so
+/// that they cannot silently go again.
+#[tokio::test]
+async fn the_openapi_document_states_what_the_server_checks() {
+    let doc = edge()
+        .await
+        .anonymous()
+        .get("/openapi.json")
+        .await
+        .expect(200)
+        .body;
+    let problem = |op: &Value, status: &str| -> bool {
+        op["responses"][status]["content"]["application/problem+json"].is_object()
+    };
+    let mut v1_operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let name = format!("{method} {path}");
+            if path.starts_with("/v1/") {
+                v1_operations += 1;
+                assert!(problem(op, "401"), "401 missing from {name}");
+                assert!(problem(op, "400"), "400 missing from {name}");
+            }
+            if path.contains("{id}") {
+                assert!(problem(op, "404"), "404 missing from {name}");
+            }
+            if op["requestBody"].is_object() && path.starts_with("/v1/") {
+                for status in ["400", "408", "413", "415", "422"] {
+                    assert!(problem(op, status), "{status} missing from {name}");
+                }
+            }
+            let if_match = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == "If-Match");
+            if if_match {
+                assert!(problem(op, "412"), "412 missing from {name}");
+            }
+        }
+    }
+    assert_eq!(v1_operations, 13, "every /v1 operation was checked");
+    assert!(
+        !problem(&doc["paths"]["/v1/plugins"]["get"], "503"),
+        "listing plugins never reads the store"
+    );
+
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["SessionId"]["pattern"], "^[A-Za-z0-9_-]{43}$");
+    let get = &doc["paths"]["/v1/sessions/{id}"]["get"];
+    assert_eq!(
+        get["parameters"][0]["schema"]["$ref"],
+        "#/components/schemas/SessionId"
+    );
+    let create = &doc["paths"]["/v1/sessions"]["post"];
+    assert_ne!(
+        create["requestBody"]["required"], true,
+        "an empty body creates"
+    );
+    assert!(schemas["Name"]["pattern"].is_string());
+    assert!(schemas["EntityTags"]["pattern"].is_string());
+    assert_eq!(
+        schemas["Event"]["properties"]["name"]["$ref"],
+        "#/components/schemas/Name"
+    );
+    // Any JSON value: no type.
+    assert!(
+        schemas["Event"]["properties"]["payload"]
+            .get("type")
+            .is_none()
+    );
+    let limit = doc["paths"]["/v1/audit"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 1000);
+}
+
+#[tokio::test]
 async fn a_message_without_a_handler_and_an_empty_listing() {
     let api = edge().await;
     let path = format!("/v1/sessions/{}", session(&api).await);

@@ -31,9 +31,12 @@ pub const DEAD_LETTERS_SHOWN: usize = 10;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Start after this record id (the `next` of the previous page).
+    /// Start after this record id (the `next` of the previous page); empty
+    /// means from the start. Each of its two numbers fits in 64 bits.
+    #[param(pattern = "^(0*[0-9]{1,19}-0*[0-9]{1,19})?$")]
     pub after: Option<String>,
-    /// Records per page, 1 to 1000 (default 100).
+    /// Records per page, 1 to 1000 ([`MAX_AUDIT_LIMIT`]; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -8,7 +8,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, IF_MATCH};
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use std::sync::Arc;
 
@@ -16,15 +18,22 @@ use super::error::Problem;
 use crate::app::App;
 use crate::service::{IdempotencyKey, Precondition, SessionKey};
 
-/// A JSON request body. Accepts `application/json` and any
+/// A JSON object request body. Accepts `application/json` and any
 /// `application/*+json` (such as `application/merge-patch+json`), or no
-/// content type at all.
+/// content type at all. Any other JSON value is refused, although serde
+/// would read a struct from an array of its fields in order.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-/// A JSON body that may be left out: an empty body reads as `T::default()`.
+/// A JSON object body that may be left out: an empty body, or `null`,
+/// reads as `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
+
+/// A body of any JSON value, which may be left out (an empty body is
+/// `null`).
+#[derive(Debug)]
+pub struct OptionalJsonValue(pub Value);
 
 impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
     type Rejection = Problem;
@@ -37,7 +46,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
                 "the request body is empty; send a JSON value",
             ));
         }
-        parse_json(&bytes).map(JsonBody)
+        parse_json_object(&bytes).map(JsonBody)
     }
 }
 
@@ -46,11 +55,38 @@ impl<T: DeserializeOwned + Default> FromRequest<Arc<App>> for OptionalJsonBody<T
 
     async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, Problem> {
         let bytes = read_json_bytes(req, state).await?;
-        if is_blank(&bytes) {
+        if is_blank(&bytes) || bytes.trim_ascii() == b"null" {
             return Ok(OptionalJsonBody(T::default()));
         }
-        parse_json(&bytes).map(OptionalJsonBody)
+        parse_json_object(&bytes).map(OptionalJsonBody)
     }
+}
+
+impl FromRequest<Arc<App>> for OptionalJsonValue {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &Arc<App>) -> Result<Self, Problem> {
+        let bytes = read_json_bytes(req, state).await?;
+        if is_blank(&bytes) {
+            return Ok(OptionalJsonValue(Value::Null));
+        }
+        parse_json(&bytes).map(OptionalJsonValue)
+    }
+}
+
+/// [`parse_json`] of a body that must be a JSON object.
+fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        // What is not JSON at all is answered as such.
+        parse_json::<Value>(bytes)?;
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            "the body must be a JSON object",
+        ));
+    }
+    parse_json(bytes)
 }
 
 fn is_blank(bytes: &[u8]) -> bool {
@@ -148,6 +184,27 @@ fn json_problem(bytes: &[u8], path: &str, e: &serde_json::Error) -> Problem {
                 Problem::invalid_field(&field, detail)
             }
         }
+    }
+}
+
+/// Reads an optional whole number that the JSON may write as `3600` or as
+/// `3600.0`: JSON Schema's `integer`, which the OpenAPI document promises,
+/// admits both.
+pub fn optional_whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = n.as_u64() {
+        return Ok(Some(whole));
+    }
+    // 2^64: every float below it that has no fraction fits in a u64.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(D::Error::custom(format!(
+            "expected a whole number from 0 to {}, got {n}",
+            u64::MAX
+        ))),
     }
 }
 
@@ -346,6 +403,22 @@ mod tests {
         assert_eq!(p.slug(), "malformed-json");
         let p = parse_json::<Body>(b"{\"name\": \"x\"} trailing").unwrap_err();
         assert_eq!(p.slug(), "malformed-json");
+    }
+
+    #[test]
+    fn object_bodies_are_objects() {
+        // serde alone would read a struct from an array of its fields.
+        let p = parse_json_object::<Body>(b" [\"x\", null]").unwrap_err();
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(p.slug(), "invalid-body");
+        let p = parse_json_object::<Body>(b"[").unwrap_err();
+        assert_eq!(p.slug(), "malformed-json");
+        assert_eq!(
+            parse_json_object::<Body>(b" {\"name\": \"x\"}")
+                .unwrap()
+                .name,
+            "x"
+        );
     }
 
     #[test]

@@ -160,8 +160,7 @@ pub struct Ended {
 /// A plugin's answer to a message.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageReply {
-    /// What the plugin answered (any JSON).
-    #[schema(value_type = Object)]
+    /// What the plugin answered (any JSON value).
     pub reply: Value,
     /// The plugin that answered.
     pub plugin: String,

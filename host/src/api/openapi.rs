@@ -1,10 +1,30 @@
 //! The OpenAPI document, generated from the handlers' annotations.
+//!
+//! The annotations list what is particular to each operation. What every
+//! operation of a kind can answer is added here, once, by [`CommonResponses`]:
+//! every `/v1` operation can answer 400 (two `Authorization` headers), 401
+//! and, when it reads the store, 503; an operation with a session id in its
+//! path can answer 400 (not a session id) and 404; one with `If-Match` 400
+//! (malformed) and 412; one with a JSON body 400 (malformed JSON), 408, 413,
+//! 415 and 422. The constraints the extractors and the service check (the
+//! session id's shape, names, entity tags, the lifetime) are schema types of
+//! their own below, built from the constants the checks use.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use axum::Json;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
+use super::error::PROBLEM_JSON;
 use super::{admin, error, model, sessions, sessman, users};
+use crate::ids::TOKEN_LEN;
+use crate::service::once::MAX_KEY_LEN;
+use crate::service::{MAX_NAME, MAX_ROLES};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -34,6 +54,7 @@ use super::{admin, error, model, sessions, sessman, users};
     components(schemas(
         error::Problem,
         sessman::Reply,
+        sessman::Envelope,
         model::SessionView,
         model::SummaryView,
         model::SessionList,
@@ -50,13 +71,20 @@ use super::{admin, error, model, sessions, sessman, users};
         sessions::CreateSession,
         sessions::Authenticate,
         sessions::Event,
+        SessionId,
+        Name,
+        Roles,
+        EntityTags,
+        IdempotencyKeyHeader,
+        TtlSeconds,
     )),
-    modifiers(&BearerKey),
+    modifiers(&BearerKey, &CommonResponses),
     tags(
         (name = "sessions", description = "Sessions by token"),
         (name = "users", description = "A user's sessions"),
         (name = "admin", description = "The tenant's audit stream and plugins"),
         (name = "health", description = "Liveness and readiness (no API key)"),
+        (name = "sessman", description = "The sessman compatibility API"),
     )
 )]
 pub struct ApiDoc;
@@ -76,6 +104,226 @@ impl Modify for BearerKey {
                     .build(),
             ),
         );
+    }
+}
+
+// ------------------------------------------------------------ schema types
+
+/// A schema type with a component name and a hand-built schema.
+macro_rules! schema_type {
+    ($(#[$doc:meta])* $name:ident, $schema:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                $schema.into()
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+        }
+    };
+}
+
+/// A session token: 43 base64url characters ([`crate::ids::is_token`]).
+pub const SESSION_ID_PATTERN: &str = "^[A-Za-z0-9_-]{43}$";
+
+/// A name as [`crate::service`] takes it: at least one character that is
+/// neither white space nor a control character, and no control character.
+pub const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\
+    [^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// An `If-Match` value as [`super::extract::IfMatch`] reads it: a comma
+/// separated list of `*` and entity tags (`"3"`, `W/"3"`) whose characters
+/// are visible ASCII other than `"` and `,`; empty members and an empty
+/// value are allowed (they ask for nothing).
+pub const ENTITY_TAGS_PATTERN: &str = "^[ \\t]*(\\*|(W/)?\"[!#-+\\--~]*\")?[ \\t]*\
+    (,[ \\t]*(\\*|(W/)?\"[!#-+\\--~]*\")?[ \\t]*)*$";
+
+schema_type!(
+    /// The schema of a session id.
+    SessionId,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("A session token: 43 base64url characters"))
+        .min_length(Some(TOKEN_LEN))
+        .max_length(Some(TOKEN_LEN))
+        .pattern(Some(SESSION_ID_PATTERN))
+);
+
+schema_type!(
+    /// The schema of a user, role, device, event or handler name.
+    Name,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "Not blank, no control characters, at most {MAX_NAME} bytes of UTF-8"
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME))
+        .pattern(Some(NAME_PATTERN))
+);
+
+schema_type!(
+    /// The schema of a session's roles.
+    Roles,
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name("Name"))
+        .max_items(Some(MAX_ROLES))
+        .description(Some(format!("At most {MAX_ROLES} roles")))
+);
+
+schema_type!(
+    /// The schema of an `If-Match` header.
+    EntityTags,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "Entity tags such as \"3\" (a session's ETag), or *; weak tags never match",
+        ))
+        .pattern(Some(ENTITY_TAGS_PATTERN))
+);
+
+schema_type!(
+    /// The schema of an `Idempotency-Key` header.
+    IdempotencyKeyHeader,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("A client's key for one intended request: visible ASCII"))
+        .min_length(Some(1))
+        .max_length(Some(MAX_KEY_LEN))
+        .pattern(Some("^[!-~]+$"))
+);
+
+schema_type!(
+    /// The schema of a requested lifetime.
+    TtlSeconds,
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .description(Some(
+            "The absolute lifetime in seconds; capped at the tenant's max_ttl_seconds",
+        ))
+        .minimum(Some(1u64))
+        .maximum(Some(u64::MAX))
+);
+
+// ------------------------------------------------------- common responses
+
+/// Adds the responses every operation of a kind can answer (see the module
+/// doc), unless its annotation lists them already, in which case the
+/// reasons are added to its description.
+struct CommonResponses;
+
+/// The `/v1` operations that never read the store, so never answer 503.
+const STORELESS: &[&str] = &["/v1/plugins"];
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common(path, operation);
+            }
+        }
+    }
+}
+
+fn add_common(path: &str, operation: &mut Operation) {
+    let mut reasons: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    let mut add =
+        |status: u16, reason: &'static str| reasons.entry(status).or_default().push(reason);
+    let v1 = path.starts_with("/v1/");
+    let sessman = path.starts_with("/sessman/");
+    if v1 || sessman {
+        add(400, "more than one Authorization header");
+        add(401, "no API key, or not a valid one");
+        if !STORELESS.contains(&path) {
+            add(503, "the session store does not answer");
+        }
+    }
+    if sessman {
+        add(403, "the API key's tenant does not enable the sessman API");
+    }
+    for parameter in operation.parameters.iter_mut().flatten() {
+        // An optional parameter is left out, never sent as null.
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = &parameter.schema
+            && let [RefOr::T(Schema::Object(null)), other] = one_of.items.as_slice()
+            && null.schema_type == SchemaType::Type(Type::Null)
+        {
+            parameter.schema = Some(other.clone());
+        }
+        match (&parameter.parameter_in, parameter.name.as_str()) {
+            (ParameterIn::Path, "id") => {
+                add(400, "not a session id");
+                add(404, "no such live session");
+            }
+            (ParameterIn::Query, "session_id" | "sessionid") => {
+                add(400, "a malformed query, or not a session id");
+                add(404, "no such live session");
+            }
+            (ParameterIn::Query, _) => add(400, "a malformed query"),
+            (ParameterIn::Header, "If-Match") => {
+                add(400, "a malformed If-Match");
+                add(412, "If-Match does not match the session's ETag");
+            }
+            _ => {}
+        }
+    }
+    if (v1 || sessman) && operation.request_body.is_some() {
+        add(400, "a body that is not JSON");
+        add(
+            408,
+            "the body did not arrive within server.body_read_timeout_ms",
+        );
+        add(413, "the body is over server.max_body_bytes");
+        add(422, "the body breaks a rule of its schema or a JSON bound");
+        // sessman reads JSON whatever the content type says.
+        if v1 {
+            add(415, "a Content-Type that is not JSON");
+        }
+    }
+    for (status, reasons) in reasons {
+        let key = status.to_string();
+        let text = reasons.join("; ");
+        match operation.responses.responses.get_mut(&key) {
+            Some(RefOr::T(response)) => {
+                response.description = format!("{}; {text}", response.description);
+            }
+            Some(RefOr::Ref(_)) => {}
+            None => {
+                let response = ResponseBuilder::new()
+                    .description(capitalized(&text))
+                    .content(
+                        PROBLEM_JSON,
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build();
+                operation
+                    .responses
+                    .responses
+                    .insert(key, RefOr::T(response));
+            }
+        }
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

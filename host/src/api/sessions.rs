@@ -15,8 +15,11 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::client::Client;
 use super::error::{ApiResult, Problem};
-use super::extract::{ApiPath, Idempotency, IfMatch, JsonBody, OptionalJsonBody, session_key};
+use super::extract::{
+    ApiPath, Idempotency, IfMatch, JsonBody, OptionalJsonBody, OptionalJsonValue, session_key,
+};
 use super::model::{MessageReply, SessionView, session_response, with_etag};
+use super::openapi::{EntityTags, IdempotencyKeyHeader, Name, Roles, SessionId, TtlSeconds};
 use crate::app::App;
 use crate::service::{self, DataChange, Login, NewSession};
 
@@ -26,18 +29,22 @@ use crate::service::{self, DataChange, Login, NewSession};
 pub struct CreateSession {
     /// The session's user; none for an anonymous session.
     #[serde(default)]
+    #[schema(value_type = Option<Name>)]
     pub user: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Roles)]
     pub roles: Vec<String>,
     /// Initial shared data (a JSON object).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub data: Map<String, Value>,
     /// The absolute lifetime; capped at the tenant's `max_ttl_seconds`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::optional_whole_number")]
+    #[schema(value_type = TtlSeconds)]
     pub ttl_seconds: Option<u64>,
     /// A free-form device name (`mobile`, `kiosk-3`...).
     #[serde(default)]
+    #[schema(value_type = Option<Name>)]
     pub device: Option<String>,
 }
 
@@ -45,9 +52,11 @@ pub struct CreateSession {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Authenticate {
+    #[schema(value_type = Name)]
     pub user: String,
     /// The session's roles from now on; left out: unchanged.
     #[serde(default)]
+    #[schema(value_type = Option<Roles>)]
     pub roles: Option<Vec<String>>,
 }
 
@@ -57,10 +66,10 @@ pub struct Authenticate {
 pub struct Event {
     /// The event's name (`page-view`, `logout`...). `authenticated` is
     /// reserved for the authenticate endpoint.
+    #[schema(value_type = Name)]
     pub name: String,
-    /// Any JSON.
+    /// Any JSON value (null when left out), nested at most 32 levels.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub payload: Value,
 }
 
@@ -86,8 +95,8 @@ impl CreateSession {
 /// `deny`; with `evict-lru` the least recently used sessions end with reason
 /// `evicted`). The answer carries the token as `id`: keep it secret.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
-    request_body(content = CreateSession, description = "Optional; an empty body creates an anonymous session"),
+    params(("Idempotency-Key" = Option<IdempotencyKeyHeader>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
+    request_body(content = Option<CreateSession>, description = "Optional; an empty body creates an anonymous session"),
     responses(
         (status = 201, description = "Created; `Location` names the session", body = SessionView),
         (status = 400, description = "Malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
@@ -121,7 +130,7 @@ pub async fn create_session(
 /// Expired sessions are never returned. Reading does not count as use (it
 /// does not slide the idle deadline); `touch` does.
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "The session token")),
+    params(("id" = SessionId, Path, description = "The session token")),
     responses(
         (status = 200, description = "The session; ETag is its version", body = SessionView),
         (status = 400, description = "Not a session id", body = Problem, content_type = "application/problem+json"),
@@ -144,12 +153,13 @@ pub async fn get_session(
 /// `on-session-update`; a plugin may reject (403) or rewrite the change.
 /// Slides the idle deadline.
 #[utoipa::path(patch, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "The session token"),
-        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this")),
+    params(("id" = SessionId, Path, description = "The session token"),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the session's ETag is this")),
     request_body(content = Object, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The changed session", body = SessionView),
         (status = 403, description = "A plugin rejected the change", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Concurrent writes won every attempt", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
     ),
@@ -159,16 +169,9 @@ pub async fn patch_session(
     Caller(tenant): Caller,
     ApiPath(id): ApiPath<String>,
     if_match: IfMatch,
-    JsonBody(patch): JsonBody<Value>,
+    JsonBody(patch): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
-    let Value::Object(patch) = patch else {
-        return Err(service::Error::invalid(
-            "",
-            "a merge patch of the session's data must be a JSON object",
-        )
-        .into());
-    };
     let record = service::sessions::update(
         &app,
         &tenant,
@@ -184,9 +187,9 @@ pub async fn patch_session(
 ///
 /// Runs `on-session-end` with reason `logout`, exactly once.
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "The session token"),
-        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
+    params(("id" = SessionId, Path, description = "The session token"),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the session's ETag is this"),
+        ("Idempotency-Key" = Option<IdempotencyKeyHeader>, Header, description = "1-255 visible ASCII characters; a retry with the same key gets the first answer again (`Idempotent-Replayed: true`) and runs nothing")),
     responses(
         (status = 204, description = "Ended"),
         (status = 400, description = "Not a session id, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
@@ -232,10 +235,11 @@ fn replayed(response: &mut Response) {
 ///
 /// Slides the idle deadline (`last_seen_at` = now) and bumps the version.
 #[utoipa::path(post, path = "/v1/sessions/{id}/touch", tag = "sessions",
-    params(("id" = String, Path, description = "The session token"),
-        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this")),
+    params(("id" = SessionId, Path, description = "The session token"),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the session's ETag is this")),
     responses(
         (status = 200, description = "The session", body = SessionView),
+        (status = 409, description = "Concurrent writes won every attempt", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
     ),
@@ -260,14 +264,14 @@ pub async fn touch_session(
 /// at the tenant's limit follows the limit policy; unlike create, this check
 /// is not atomic (it reads the user's sessions, then writes).
 #[utoipa::path(post, path = "/v1/sessions/{id}/authenticate", tag = "sessions",
-    params(("id" = String, Path, description = "The session token"),
-        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this")),
+    params(("id" = SessionId, Path, description = "The session token"),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the session's ETag is this")),
     request_body = Authenticate,
     responses(
         (status = 200, description = "Authenticated; `id` is the new token", body = SessionView),
         (status = 403, description = "A plugin denied", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The user is at the session limit", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user is at the session limit, or concurrent writes won every attempt", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
@@ -298,12 +302,13 @@ pub async fn authenticate_session(
 /// Runs `on-event`; a veto is 403. Otherwise the plugins' changes are stored
 /// and the idle deadline slides.
 #[utoipa::path(post, path = "/v1/sessions/{id}/events", tag = "sessions",
-    params(("id" = String, Path, description = "The session token"),
-        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this")),
+    params(("id" = SessionId, Path, description = "The session token"),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the session's ETag is this")),
     request_body = Event,
     responses(
         (status = 200, description = "The session after the event", body = SessionView),
         (status = 403, description = "A plugin denied", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Concurrent writes won every attempt", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
     ),
@@ -334,12 +339,13 @@ pub async fn post_event(
 /// whose `on-message` answers wins; its changes are stored. No plugin
 /// handles messages: 404. A plugin error: 422; a trap or limit: 502.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages/{handler}", tag = "sessions",
-    params(("id" = String, Path, description = "The session token"),
-        ("handler" = String, Path, description = "The handler's name"),
-        ("If-Match" = Option<String>, Header, description = "Only if the session's ETag is this")),
-    request_body(content = Object, description = "The payload (any JSON)"),
+    params(("id" = SessionId, Path, description = "The session token"),
+        ("handler" = Name, Path, description = "The handler's name"),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the session's ETag is this")),
+    request_body(content = Option<Value>, description = "The payload: any JSON value, nested at most 32 levels; an empty body is null"),
     responses(
         (status = 200, description = "The plugin's reply", body = MessageReply),
+        (status = 409, description = "Concurrent writes won every attempt", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such session, or no plugin handles messages", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The plugin returned an error", body = Problem, content_type = "application/problem+json"),
@@ -351,7 +357,7 @@ pub async fn post_message(
     Caller(tenant): Caller,
     ApiPath((id, handler)): ApiPath<(String, String)>,
     if_match: IfMatch,
-    OptionalJsonBody(payload): OptionalJsonBody<Value>,
+    OptionalJsonValue(payload): OptionalJsonValue,
 ) -> ApiResult<Response> {
     let key = session_key(&id)?;
     let replied = service::sessions::message(

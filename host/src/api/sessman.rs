@@ -10,8 +10,8 @@
 //!   the stored data to the new data goes through `on-session-update` as a
 //!   `PATCH` would, with the same compare-and-set retries. Every update slides
 //!   the idle deadline, as every sessman update resets the expiry. Without
-//!   `data` (empty body, `{}` or `{"data": null}`) the data stay as they are
-//!   and only the deadline slides.
+//!   `data` (an empty body, `null`, `{}` or `{"data": null}`) the data stay
+//!   as they are and only the deadline slides.
 //! - `GET` or `POST /sessman/get?sessionid=T&userid=U` answers the session
 //!   only if it is live and belongs to `U` (404 otherwise, as for an unknown
 //!   one). Reading does not slide the idle deadline.
@@ -46,6 +46,7 @@ use super::client::Client;
 use super::error::{ApiResult, Problem};
 use super::extract::{ApiQuery, parse_json, session_key};
 use super::model::rfc3339;
+use super::openapi::{Name, SessionId};
 use crate::app::App;
 use crate::service::{self, DataChange, NewSession, Precondition};
 use crate::session::{Millis, SessionRecord};
@@ -96,13 +97,19 @@ impl FromRequestParts<Arc<App>> for SessmanCaller {
 // ---------------------------------------------------------------- input
 
 /// The `data` of a sessman body, read as JSON whatever the content type.
-/// `None` for an empty body, a body without `data`, or `"data": null`.
+/// `None` for an empty body, `null`, a body without `data`, or
+/// `"data": null`.
 #[derive(Debug)]
 pub struct SessmanData(pub Option<Map<String, Value>>);
 
-#[derive(Debug, Deserialize)]
-struct Envelope {
+/// The body of a sessman request (other members are ignored).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = SessmanBody)]
+pub(crate) struct Envelope {
+    /// The session's data; null or left out: empty (new) or unchanged
+    /// (update).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     data: Option<Map<String, Value>>,
 }
 
@@ -123,6 +130,9 @@ impl FromRequest<Arc<App>> for SessmanData {
         }
         // A struct would also read from an array: check the shape first.
         let value: Value = parse_json(&bytes)?;
+        if value.is_null() {
+            return Ok(SessmanData(None));
+        }
         if !value.is_object() {
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -215,13 +225,13 @@ fn ok(reply: &Reply) -> Response {
 /// `POST /sessman/new?user=U`: `POST /v1/sessions` with `{"user": U, "data"}`.
 #[utoipa::path(post, path = "/sessman/new", tag = "sessman",
     description = "Creates a session for the user with the data, like POST /v1/sessions.",
-    params(("user" = Option<String>, Query, description = "The user (also accepted as userid)")),
-    request_body(content = String, description = "A JSON object {\"data\": {...}} with any content type (the sessman class sends text/javascript)", content_type = "text/javascript"),
+    params(("user" = Name, Query, description = "The user (also accepted as userid)")),
+    request_body(content = Option<Envelope>, description = "Optional: a JSON object {\"data\": {...}}, read as JSON whatever the content type (the sessman class sends text/javascript)"),
     responses(
         (status = 200, description = "The session", body = Reply),
         (status = 401, description = "No key, and no tenant accepts keyless sessman calls", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such live session (of that user)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A plugin denied", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user is at the session limit", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn new_session(
     State(app): State<Arc<App>>,
@@ -245,12 +255,14 @@ pub(crate) async fn new_session(
 /// docs) and slides the idle deadline.
 #[utoipa::path(post, path = "/sessman/update", tag = "sessman",
     description = "Replaces the session data and resets the expiry.",
-    params(("session_id" = Option<String>, Query, description = "The session id (also accepted as sessionid)")),
-    request_body(content = String, description = "A JSON object {\"data\": {...}} with any content type (the sessman class sends text/javascript)", content_type = "text/javascript"),
+    params(("session_id" = SessionId, Query, description = "The session id (also accepted as sessionid)")),
+    request_body(content = Option<Envelope>, description = "Optional: a JSON object {\"data\": {...}}, read as JSON whatever the content type (the sessman class sends text/javascript)"),
     responses(
         (status = 200, description = "The session", body = Reply),
         (status = 401, description = "No key, and no tenant accepts keyless sessman calls", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A plugin rejected the change", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session (of that user)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Concurrent writes won every attempt", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn update_session(
     State(app): State<Arc<App>>,
@@ -273,10 +285,10 @@ pub(crate) async fn update_session(
 
 /// `GET|POST /sessman/get?sessionid=T&userid=U`: the session, if it is live
 /// and `U`'s.
-#[utoipa::path(post, path = "/sessman/get", tag = "sessman",
-    description = "The session, if it is live and belongs to userid.",
-    params(("sessionid" = Option<String>, Query, description = "The session id"), ("userid" = Option<String>, Query, description = "The session's user")),
-    request_body(content = String, description = "A JSON object {\"data\": {...}} with any content type (the sessman class sends text/javascript)", content_type = "text/javascript"),
+#[utoipa::path(method(get, post), path = "/sessman/get", tag = "sessman",
+    description = "The session, if it is live and belongs to userid. A body is ignored.",
+    params(("sessionid" = SessionId, Query, description = "The session id (also accepted as session_id)"),
+        ("userid" = String, Query, description = "The session's user (also accepted as user)")),
     responses(
         (status = 200, description = "The session", body = Reply),
         (status = 401, description = "No key, and no tenant accepts keyless sessman calls", body = Problem, content_type = "application/problem+json"),

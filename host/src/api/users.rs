@@ -18,7 +18,7 @@ use crate::service;
 /// `on-list-active` chain leaves them (plugins may annotate, filter or
 /// reorder). A failing plugin with `on_error = "deny"` fails the listing.
 #[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "users",
-    params(("user" = String, Path, description = "The user")),
+    params(("user" = String, Path, min_length = 1, description = "The user")),
     responses(
         (status = 200, description = "The user's active sessions", body = SessionList),
         (status = 422, description = "A plugin returned an error", body = Problem, content_type = "application/problem+json"),
@@ -40,7 +40,7 @@ pub async fn list_user_sessions(
 ///
 /// Each one's `on-session-end` runs once with reason `revoked`.
 #[utoipa::path(delete, path = "/v1/users/{user}/sessions", tag = "users",
-    params(("user" = String, Path, description = "The user")),
+    params(("user" = String, Path, min_length = 1, description = "The user")),
     responses((status = 200, description = "How many sessions ended", body = Ended)),
     security(("api_key" = [])))]
 pub async fn revoke_user_sessions(

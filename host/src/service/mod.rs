@@ -37,6 +37,7 @@ pub mod users;
 mod write;
 
 pub use error::{Error, Result};
+pub use input::{MAX_NAME, MAX_ROLES};
 pub use once::IdempotencyKey;
 pub use sessions::{DataChange, Issued, Login, NewSession, Replied};
 pub use write::MAX_WRITE_ATTEMPTS;
