@@ -95,6 +95,12 @@ done
 # Every check, less the one that scripts/schemathesis.toml explains (the
 # command line's --checks would override the file's `enabled = false`).
 status=0
+# One worker: with two threads, hypothesis's use of Python's ast module can
+# fail with "AST constructor recursion depth mismatch" on CPython 3.11 (a
+# race in the interpreter, not a finding). CI runs one fixed seed, so a
+# submission's result does not depend on the draw; elsewhere every run draws
+# a new one (SEED=... repeats a run).
+if [ -n "${CI:-}" ]; then seed=${SEED:-20261202}; else seed=${SEED:-$RANDOM}; fi
 # Run from target/schemathesis, where schemathesis keeps what `st replay`
 # needs to repeat a failure.
 mkdir -p "$root/target/schemathesis"
@@ -105,8 +111,8 @@ mkdir -p "$root/target/schemathesis"
     --exclude-checks ensure_resource_availability \
     --header "Authorization: Bearer $key" \
     --max-examples "$MAX_EXAMPLES" \
-    --seed "${SEED:-$RANDOM}" \
-    --workers 2 \
+    --seed "$seed" \
+    --workers 1 \
     --no-color \
     --report junit --report-dir "$work/report" \
     "$@"
