@@ -8,12 +8,13 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
 
 use super::{EmbeddedStore, ends, kv, sql_ms};
 use crate::session::{EndReason, Millis, SessionRecord};
 use crate::store::{
-    CreateOutcome, Expired, LimitPolicy, SessionStore, StoreError, StoreResult, UserLimit,
-    WriteOutcome,
+    CreateOutcome, Expired, LimitPolicy, MergeOutcome, SessionStore, StoreError, StoreResult,
+    UserLimit, WriteOutcome,
 };
 
 /// How many lapsed kv entries one sweep of a tenant deletes.
@@ -184,6 +185,24 @@ fn update(
     Ok(WriteOutcome::Written(record.clone()))
 }
 
+fn merge(
+    conn: &Connection,
+    tenant: &str,
+    token_hash: &str,
+    patch: &Map<String, Value>,
+    now: Millis,
+) -> StoreResult<MergeOutcome> {
+    let Some(current) = live(conn, tenant, token_hash, now)? else {
+        return Ok(MergeOutcome::NotFound);
+    };
+    let next = match crate::store::merged(&current, patch, now) {
+        Ok(next) => next,
+        Err(over) => return Ok(MergeOutcome::OverLimit(over)),
+    };
+    replace(conn, token_hash, &next)?;
+    Ok(MergeOutcome::Merged(Box::new(next)))
+}
+
 fn touch(
     conn: &Connection,
     tenant: &str,
@@ -308,6 +327,20 @@ impl SessionStore for EmbeddedStore {
         let (token_hash, record) = (token_hash.to_string(), record.clone());
         self.writer
             .write(move |c| update(c, &token_hash, &record, expected_version, now))
+            .await
+    }
+
+    async fn merge(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        patch: &Map<String, Value>,
+        now: Millis,
+    ) -> StoreResult<MergeOutcome> {
+        let (tenant, token_hash, patch) =
+            (tenant.to_string(), token_hash.to_string(), patch.clone());
+        self.writer
+            .write(move |c| merge(c, &tenant, &token_hash, &patch, now))
             .await
     }
 
