@@ -36,7 +36,7 @@ mod write;
 
 pub use error::{Error, Result};
 pub use sessions::{DataChange, Issued, Login, NewSession, Replied};
-pub use write::MAX_WRITE_ATTEMPTS;
+pub use write::{MAX_BACKOFF, WRITE_DEADLINE};
 
 use crate::ids;
 
