@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::config::ServerConfig;
 use crate::ends::EndWorker;
 use crate::runtime::Runtime;
+use crate::service::turns::WriteTurns;
 use crate::store::{AuditStore, EndQueue, SessionStore, StoreBackend};
 use crate::tenant::TenantRegistry;
 
@@ -26,6 +27,8 @@ pub struct App {
     pub server: ServerConfig,
     /// This host's end worker: woken when this host queues end jobs.
     pub ends: Arc<EndWorker>,
+    /// The queues of this host's writers of each session.
+    pub turns: WriteTurns,
 }
 
 impl App {
@@ -45,6 +48,7 @@ impl App {
             tenants: Arc::new(tenants),
             server,
             ends: Arc::new(ends),
+            turns: WriteTurns::default(),
         }
     }
 }

@@ -31,11 +31,13 @@ mod error;
 mod input;
 pub mod sessions;
 pub mod tenant;
+pub mod turns;
 pub mod users;
 mod write;
 
 pub use error::{Error, Result};
 pub use sessions::{DataChange, Issued, Login, NewSession, Replied};
+pub use turns::WriteTurns;
 pub use write::{MAX_BACKOFF, WRITE_DEADLINE};
 
 use crate::ids;

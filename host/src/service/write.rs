@@ -4,7 +4,10 @@
 //! chain over it), store that if the version has not moved on. With a
 //! [`Precondition`] a lost race fails at once; without one the write starts
 //! over from a fresh read, chain included, so concurrent writers lose no
-//! update. It keeps starting over while the session exists, pausing a
+//! update. The writers of one session on one host take turns, first come
+//! first served ([`super::turns::WriteTurns`]), so they do not race each other through
+//! the chain; the compare-and-set settles races with other hosts. A write
+//! keeps starting over while the session exists, pausing a
 //! random while that grows with each lost race up to [`MAX_BACKOFF`], for
 //! up to [`WRITE_DEADLINE`]; only a write still losing then fails with
 //! [`Error::WriteConflict`]. Every state is checked against the bounds on
@@ -67,6 +70,9 @@ where
     Fut: Future<Output = Result<(SessionRecord, X)>>,
 {
     let key = key.as_str();
+    // The deadline counts from this writer's turn: waiting for it is not
+    // losing a race.
+    let _turn = app.turns.take(&tenant.name, key).await;
     let started = Instant::now();
     let mut lost: u32 = 0;
     loop {
