@@ -1,8 +1,8 @@
 //! Sessions: the `sessions` table and [`SessionStore`] over it.
 //!
 //! Every write runs on the writer thread inside one savepoint, so a create
-//! with its limit check and evictions, a compare-and-set update, a removal
-//! and its end job each happen entirely or not at all. Reads filter on the
+//! with its limit check and evictions, a compare-and-set update, a merge
+//! patch, a removal and its end job each happen entirely or not at all. Reads filter on the
 //! stored deadline, so a session past it is invisible although it stays
 //! stored until `take_expired` takes it.
 
