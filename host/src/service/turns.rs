@@ -49,3 +49,44 @@ impl WriteTurns {
         queue.lock_owned().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writers_of_a_session_take_turns_in_order() {
+        let turns = Arc::new(WriteTurns::default());
+        let first = turns.take("t", "a").await;
+        // Another session, or the same key of another tenant, does not wait.
+        drop(turns.take("t", "b").await);
+        drop(turns.take("u", "a").await);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for i in 0..5 {
+            let (turns, order) = (turns.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                let _turn = turns.take("t", "a").await;
+                order.lock().unwrap().push(i);
+            }));
+            // Let it queue before the next one comes.
+            tokio::task::yield_now().await;
+        }
+        assert!(order.lock().unwrap().is_empty(), "all wait for the first");
+        drop(first);
+        for w in waiting {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn queues_nobody_holds_are_forgotten() {
+        let turns = WriteTurns::default();
+        for i in 0..3 * TURNS_KEPT {
+            drop(turns.take("t", &i.to_string()).await);
+        }
+        let kept = turns.queues.lock().unwrap().by_session.len();
+        assert!(kept <= TURNS_KEPT + 1, "{kept} queues kept");
+    }
+}

@@ -119,3 +119,18 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        for lost in [0, 1, 3, 10, 40, u32::MAX] {
+            let bound = Duration::from_micros(FIRST_BACKOFF_US << lost.min(16)).min(MAX_BACKOFF);
+            for _ in 0..100 {
+                assert!(backoff(lost) <= bound, "lost {lost}");
+            }
+        }
+    }
+}
