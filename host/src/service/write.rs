@@ -5,11 +5,11 @@
 //! [`Precondition`] a lost race fails at once; without one the write starts
 //! over from a fresh read, chain included, so concurrent writers lose no
 //! update. The writers of one session on one host take turns, first come
-//! first served ([`super::turns::WriteTurns`]), so they do not race each other through
-//! the chain; the compare-and-set settles races with other hosts. A write
-//! keeps starting over while the session exists, pausing a
-//! random while that grows with each lost race up to [`MAX_BACKOFF`], for
-//! up to [`WRITE_DEADLINE`]; only a write still losing then fails with
+//! first served ([`super::turns::WriteTurns`]), so they do not race each
+//! other through the chain; the compare-and-set settles races with other
+//! hosts. A write keeps starting over while the session exists, pausing a
+//! random while that grows with each lost race up to [`MAX_BACKOFF`], for up
+//! to [`WRITE_DEADLINE`]; only a write still losing then fails with
 //! [`Error::WriteConflict`]. Every state is checked against the bounds on
 //! sessions ([`crate::json::check_session`]) before it is stored.
 //!
