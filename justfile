@@ -40,7 +40,7 @@ bench: plugins
     cargo bench -p sessiond-tests --bench hooks
 
 # Bounded (10 s per run); the table also goes to target/load/report.md; knobs
-# (DURATION, CONNECTIONS, PLUGINS, STORES, ...) in docs/load.md. With
+# (DURATION, CONNECTIONS, PLUGINS, STORES, CONTENDED, ...) in docs/load.md. With
 # STORES="embedded memory redis": create, get and update on each store instead.
 # HTTP load on Redis with wrk, with and without the example plugins, against the redis-benchmark floor.
 load: setup

@@ -29,7 +29,14 @@
 # building target/release/sessiond, e.g. an older build kept for an A/B run),
 # PLUGIN_DIR (the built components to load; default target/plugins), STORES
 # (see above), EMBEDDED_DURABILITY (the embedded store's durability with
-# STORES, default full).
+# STORES, default full), CONTENDED (see below).
+#
+# With CONTENDED=1, measures contended writes instead: CONNECTIONS (default
+# 20 here) connections PATCH one session without If-Match on Redis, once
+# with no plugins (the store merges each patch atomically) and once with the
+# `updater` test fixture, whose on-session-update hook sends every patch
+# through the chain and the compare-and-set write. Prints writes/s, the
+# count of non-200 answers and the session's final version.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +44,8 @@ lua_dir="$root/scripts/load"
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-CONNECTIONS=${CONNECTIONS:-50}
+CONTENDED=${CONTENDED:-}
+if [ -n "$CONTENDED" ]; then CONNECTIONS=${CONNECTIONS:-20}; else CONNECTIONS=${CONNECTIONS:-50}; fi
 THREADS=${THREADS:-2}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -94,7 +102,9 @@ else
   "$root/scripts/build-plugins.sh" >/dev/null
   plugins="$root/target/plugins"
 fi
-for p in single_session audit_log perspective; do
+needed="single_session audit_log perspective"
+[ -z "$CONTENDED" ] || needed="updater"
+for p in $needed; do
   [ -f "$plugins/$p.wasm" ] || { say "missing $plugins/$p.wasm"; exit 1; }
 done
 
@@ -442,7 +452,73 @@ floor() {
   python3 -c 'import sys; print(sys.argv[1].strip().splitlines()[-1].split(",")[-7].strip("\""))' "$csv"
 }
 
+# run_contended NAME WITH_UPDATER: one session, every connection PATCHing
+# it; the result line and the session's version afterwards.
+run_contended() {
+  local name=$1 with_updater=$2 port id line version
+  port=$(free_port)
+  write_config "$work/$name.toml" "$port" no
+  if [ "$with_updater" = yes ]; then
+    cat >>"$work/$name.toml" <<EOF
+
+[[tenants.load.plugins]]
+name = "updater"
+path = "$plugins/updater.wasm"
+EOF
+  fi
+  rcli FLUSHALL >/dev/null
+  say "$name: starting sessiond on 127.0.0.1:$port (CPU $SERVER_CPU)"
+  start_server "$work/$name.toml" "$port"
+  id=$(curl -fsS -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    -d '{"data":{}}' "$base/v1/sessions" | grep -oE '"id":"[A-Za-z0-9_-]+"' | cut -d'"' -f4)
+  echo "$id" >"$work/$name.ids"
+  line=$(wrk_run contended "$DURATION" LOAD_IDS="$work/$name.ids")
+  version=$(curl -fsS -H "Authorization: Bearer $KEY" "$base/v1/sessions/$id" |
+    grep -oE '"version":[0-9]+' | cut -d: -f2)
+  say "$name: $line version=$version"
+  printf '%s\t%s\t%s\n' "$name" "$line" "$version" >>"$work/contended.tsv"
+  stop_server
+}
+
+# The report of the CONTENDED runs.
+report_contended() {
+  mkdir -p "$root/target/load"
+  python3 - "$work/contended.tsv" "$DURATION" "$CONNECTIONS" "$THREADS" \
+    "$SERVER_CPU" "$LOAD_CPU" "$LOG" <<'EOF' | tee "$root/target/load/report.md"
+import sys
+
+results = sys.argv[1]
+duration, connections, threads, server_cpu, load_cpu, log = sys.argv[2:8]
+print("## Contended PATCH: one session, no If-Match (Redis store)\n")
+print(f"wrk -t{threads} -c{connections} -d{duration}s; sessiond on CPU {server_cpu}, "
+      f"redis-server and wrk on CPU {load_cpu}; RUST_LOG={log}.\n")
+print("| path | writes/s | p50 ms | p99 ms | non-200 | socket errors | answered 200 | final version |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+paths = {"merge": "atomic merge in the store", "chain": "updater plugin, compare-and-set"}
+for line in open(results):
+    name, result, version = line.rstrip("\n").split("\t")
+    fields = dict(item.split("=") for item in result.split()[1:])
+    requests, non200 = int(fields["requests"]), int(fields["non2xx"])
+    ok = requests - non200
+    rps = ok / (int(fields["duration_us"]) / 1e6)
+    errors = sum(int(fields[k]) for k in ("connect", "read", "write", "timeout"))
+    print(f"| {paths.get(name, name)} | {rps:,.0f} | {int(fields['p50_us']) / 1000:.2f} | "
+          f"{int(fields['p99_us']) / 1000:.2f} | {non200} | {errors} | {ok:,} | {version} |")
+print()
+print("writes/s: PATCHes answered 200 per second. The final version is 1 + every PATCH "
+      "applied; it may exceed 1 + the 200s by the requests still in flight when wrk stopped.")
+EOF
+}
+
 # ------------------------------------------------------------------ the runs
+
+if [ -n "$CONTENDED" ]; then
+  : >"$work/contended.tsv"
+  run_contended merge no
+  run_contended chain yes
+  report_contended
+  exit 0
+fi
 
 if [ -n "$STORES" ]; then
   for store in $STORES; do run_store "$store"; done

@@ -11,6 +11,7 @@ use crate::config::{MetricsConfig, ServerConfig};
 use crate::ends::EndWorker;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::service::turns::WriteTurns;
 use crate::store::{AuditStore, EndQueue, SessionStore, StoreBackend};
 use crate::tenant::TenantRegistry;
 
@@ -33,6 +34,8 @@ pub struct App {
     pub metrics_access: MetricsConfig,
     /// The idempotency keys of the requests running on this host.
     pub keys_in_flight: KeysInFlight,
+    /// The queues of this host's writers of each session.
+    pub turns: WriteTurns,
 }
 
 impl App {
@@ -58,6 +61,7 @@ impl App {
             metrics,
             metrics_access,
             keys_in_flight: KeysInFlight::default(),
+            turns: WriteTurns::default(),
         }
     }
 }

@@ -193,6 +193,52 @@ pub fn check_session(record: &SessionRecord) -> Result<(), OverLimit> {
     Ok(())
 }
 
+/// Checks a session whose data a merge patch just changed (see
+/// [`crate::store::SessionStore::merge`]): its data against [`MAX_DEPTH`]
+/// and its whole record against [`MAX_SESSION_BYTES`]. Unlike
+/// [`check_session`] it leaves the plugins' state alone: a merge does not
+/// change it.
+pub fn check_merged(record: &SessionRecord) -> Result<(), OverLimit> {
+    check_object("data", &record.data)?;
+    let bytes = record_bytes(record);
+    if bytes > MAX_SESSION_BYTES {
+        return Err(OverLimit {
+            field: String::new(),
+            limit: Limit::SessionBytes,
+            found: bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Applies the RFC 7396 merge patch `patch` to the object `target`: a null
+/// member removes the target's, an object member is merged into the
+/// target's (which becomes an object first if it is none), any other
+/// member replaces the target's.
+pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(inner) => {
+                let member = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !member.is_object() {
+                    *member = Value::Object(Map::new());
+                }
+                if let Value::Object(members) = member {
+                    merge_patch(members, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
 /// The depth of an object with these members.
 fn depth_of_members<'a>(members: impl Iterator<Item = &'a Value>) -> usize {
     1 + members.map(depth).max().unwrap_or(0)
@@ -330,6 +376,49 @@ mod tests {
         let e = check_session(&r).unwrap_err();
         assert_eq!((e.field.as_str(), e.limit), ("", Limit::SessionBytes));
         assert!(e.found > MAX_SESSION_BYTES);
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (
+                json!({"a": [1]}),
+                json!({"a": {"b": null, "c": 1}}),
+                json!({"a": {"c": 1}}),
+            ),
+            (
+                json!({"a": {"b": 1, "c": 2}}),
+                json!({"a": {"b": null}}),
+                json!({"a": {"c": 2}}),
+            ),
+            (
+                json!({"a": []}),
+                json!({"b": {}}),
+                json!({"a": [], "b": {}}),
+            ),
+            (
+                json!({"a": {"b": 1}}),
+                json!({"a": [null]}),
+                json!({"a": [null]}),
+            ),
+        ];
+        for (target, patch, expected) in cases {
+            let (Value::Object(mut t), Value::Object(p)) = (target.clone(), patch.clone()) else {
+                unreachable!()
+            };
+            merge_patch(&mut t, &p);
+            assert_eq!(Value::Object(t.clone()), expected, "{target} + {patch}");
+            let mut reference = target.clone();
+            json_patch::merge(&mut reference, &patch);
+            assert_eq!(Value::Object(t), reference, "{target} + {patch}");
+        }
     }
 
     #[test]

@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use sessiond::json::MAX_STORED_DEPTH;
+use sessiond::json::{Limit, MAX_SESSION_BYTES, MAX_STORED_DEPTH, merge_patch};
 use sessiond::session::{EndReason, Millis, SessionRecord, now_ms};
 use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, Once,
-    OnceKey, Poison, SessionStore, StoreBackend, StoreError, UserLimit, WriteOutcome,
+    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, MergeOutcome,
+    Once, OnceKey, Poison, SessionStore, StoreBackend, StoreError, UserLimit, WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 use sessiond_tests::{Backend, every_backend, fixtures};
@@ -115,6 +115,10 @@ every_backend!(
     update_rotates_token,
     update_changes_user,
     touch_slides_idle_deadline,
+    merge_applies_a_merge_patch,
+    merge_keeps_every_value_exact,
+    merge_refuses_over_the_bounds,
+    merge_concurrent_loses_nothing,
     remove_exactly_once,
     remove_of_expired_leaves_it_to_sweeper,
     limit_deny_exact_under_concurrency,
@@ -663,6 +667,319 @@ async fn touch_slides_idle_deadline(backend: Backend) {
             (capped.token_hash.clone(), EndReason::Expired),
         ])
     );
+}
+
+/// A JSON object's members.
+fn members(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// What [`SessionStore::merge`] must make of `record` at `now`.
+fn merged(record: &SessionRecord, patch: &serde_json::Value, now: Millis) -> SessionRecord {
+    let mut next = record.clone();
+    merge_patch(&mut next.data, &members(patch.clone()));
+    next.version += 1;
+    next.last_seen_at = next.last_seen_at.max(now);
+    next
+}
+
+/// Merges `patch` into the session, expecting it to be stored.
+async fn merge_ok(
+    store: &dyn StoreBackend,
+    record: &SessionRecord,
+    patch: &serde_json::Value,
+    now: Millis,
+) -> SessionRecord {
+    match store
+        .merge(
+            &record.tenant,
+            &record.token_hash,
+            &members(patch.clone()),
+            now,
+        )
+        .await
+        .unwrap()
+    {
+        MergeOutcome::Merged(stored) => *stored,
+        other => panic!("merge of {patch} answered {other:?}"),
+    }
+}
+
+async fn merge_applies_a_merge_patch(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let mut s = session(&b.tenant, Some("alice"), t0);
+    s.idle_timeout_ms = 10 * MIN;
+    s.data = members(json!({
+        "keep": {"x": 1, "list": [], "obj": {}},
+        "gone": "soon",
+        "nested": {"a": {"b": 1, "c": 2}, "d": [1, 2]},
+        "scalar": 5,
+        "object": {"p": 1},
+    }));
+    create(&b, &s, t0).await;
+    let store = b.store();
+
+    let patch = json!({
+        "gone": null,
+        "absent": null,
+        "nested": {"a": {"b": null, "e": {"f": []}}, "d": {"now": "object"}},
+        "scalar": {"was": "scalar", "drop": null},
+        "object": [1, {}],
+        "added": {"x": null, "y": {}},
+        "list": [],
+        "empty": {},
+    });
+    let at = t0 + 9 * MIN;
+    let stored = merge_ok(store, &s, &patch, at).await;
+    let expected = merged(&s, &patch, at);
+    assert_eq!(
+        serde_json::Value::Object(expected.data.clone()),
+        json!({
+            "keep": {"x": 1, "list": [], "obj": {}},
+            "nested": {"a": {"c": 2, "e": {"f": []}}, "d": {"now": "object"}},
+            "scalar": {"was": "scalar"},
+            "object": [1, {}],
+            "added": {"y": {}},
+            "list": [],
+            "empty": {},
+        })
+    );
+    assert_eq!(
+        stored, expected,
+        "version, last_seen_at and data change, nothing else"
+    );
+    assert_eq!(stored.version, 2);
+    assert_eq!(
+        stored.expires_at(),
+        t0 + 19 * MIN,
+        "the idle deadline slides"
+    );
+    assert_eq!(
+        store
+            .get(&b.tenant, &s.token_hash, t0 + 15 * MIN)
+            .await
+            .unwrap(),
+        Some(expected.clone()),
+        "alive past the original idle deadline"
+    );
+    assert_eq!(
+        b.handle(1).list_user(&b.tenant, "alice", at).await.unwrap(),
+        vec![expected.clone()]
+    );
+    assert!(
+        store
+            .take_expired(&b.tenant, t0 + 15 * MIN, 10, false)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the sweeper sees the new deadline"
+    );
+
+    // An earlier clock does not move last_seen_at back; an empty patch
+    // only bumps the version.
+    let again = merge_ok(b.handle(2).as_ref(), &s, &json!({}), t0).await;
+    assert_eq!(again, merged(&expected, &json!({}), t0));
+    // A compare-and-set write sees the merges.
+    assert!(matches!(
+        store
+            .update(&s.token_hash, &changed(&again, 1), 3, at)
+            .await
+            .unwrap(),
+        WriteOutcome::Written(_)
+    ));
+    let after_cas = merge_ok(store, &s, &json!({"step": null}), at + 1).await;
+    assert_eq!(after_cas.version, 5);
+    assert_eq!(after_cas.data, expected.data);
+
+    // Nothing to merge into: another tenant's, an unknown or an expired session.
+    let patch = members(json!({"x": 1}));
+    for (tenant, hash, now) in [
+        (b.other_tenant(), s.token_hash.clone(), at),
+        (b.tenant.clone(), "no-such-hash".to_string(), at),
+        (b.tenant.clone(), s.token_hash.clone(), t0 + 8 * HOUR),
+    ] {
+        assert_eq!(
+            store.merge(&tenant, &hash, &patch, now).await.unwrap(),
+            MergeOutcome::NotFound
+        );
+    }
+}
+
+async fn merge_keeps_every_value_exact(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    // `session` starts with arrays, empty objects, a float, a big integer
+    // and control characters in its data.
+    let s = session(&b.tenant, None, t0);
+    create(&b, &s, t0).await;
+    let store = b.store();
+    let patch = json!({
+        "u64": u64::MAX,
+        "i64": i64::MIN,
+        "above 2^53": 9007199254740993u64,
+        "floats": [0.1, 0.30000000000000004, 1e-7, 1.7976931348623157e308, -0.0, 5e-324],
+        "ints": [0, -1, 2.0, 1e21],
+        "unicode ключ \u{1F600}": "ü \u{1F600} \u{7f} \u{1} \"q\" \\ /",
+        "escapes": {"\n\t": "\u{0}", "}{][\",:": "]}{[,:"},
+        "arrays": [[], {}, [[]], [{}], null, true, false],
+        "empty": {"inner": {}},
+    });
+    let mut expected = merged(&s, &patch, t0 + 1);
+    let stored = merge_ok(store, &s, &patch, t0 + 1).await;
+    assert_eq!(stored, expected);
+    assert_eq!(
+        stored.data["cart"],
+        json!([1, {}, []]),
+        "untouched members stay"
+    );
+    assert_eq!(stored.data["big"], json!(12345678901234567u64));
+    assert_eq!(stored.data["u64"], json!(u64::MAX));
+    assert_eq!(stored.data["floats"][0].as_f64(), Some(0.1));
+    let got = store.get(&b.tenant, &s.token_hash, t0 + 2).await.unwrap();
+    assert_eq!(got, Some(expected.clone()), "and read back exactly");
+
+    // Merging into what a merge stored, members deep inside included.
+    let patch = json!({
+        "escapes": {"\n\t": null, "new\u{2028}": 1.5},
+        "empty": {"inner": {"deeper": [{}]}},
+        "floats": null,
+    });
+    expected = merged(&expected, &patch, t0 + 3);
+    assert_eq!(merge_ok(store, &s, &patch, t0 + 3).await, expected);
+    assert_eq!(
+        b.handle(3)
+            .get(&b.tenant, &s.token_hash, t0 + 4)
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    // A compare-and-set write and the end queue read it as any record.
+    let next = changed(&expected, 9);
+    assert!(matches!(
+        store
+            .update(&s.token_hash, &next, expected.version, t0 + 5)
+            .await
+            .unwrap(),
+        WriteOutcome::Written(_)
+    ));
+    let removed = store
+        .remove(&b.tenant, &s.token_hash, EndReason::Logout, false, t0 + 6)
+        .await
+        .unwrap();
+    assert_eq!(removed, Some(next));
+}
+
+async fn merge_refuses_over_the_bounds(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let store = b.store();
+
+    // The session as a whole: the size of the merged record is the bound.
+    let mut big = session(&b.tenant, Some("bob"), t0);
+    big.data
+        .insert("big".into(), json!("x".repeat(MAX_SESSION_BYTES - 4096)));
+    create(&b, &big, t0).await;
+    let patch = json!({"more": "y".repeat(8192)});
+    let bytes = serde_json::to_vec(&merged(&big, &patch, t0 + 1))
+        .unwrap()
+        .len();
+    match store
+        .merge(&b.tenant, &big.token_hash, &members(patch), t0 + 1)
+        .await
+        .unwrap()
+    {
+        MergeOutcome::OverLimit(over) => {
+            assert_eq!((over.field.as_str(), over.limit), ("", Limit::SessionBytes));
+            assert_eq!(over.found, bytes, "the bytes of the record it would be");
+        }
+        other => panic!("an oversize merge answered {other:?}"),
+    }
+    assert_eq!(
+        store.get(&b.tenant, &big.token_hash, t0 + 2).await.unwrap(),
+        Some(big.clone()),
+        "nothing was written"
+    );
+    // Up to the bound exactly, and back down with a null.
+    let room = MAX_SESSION_BYTES
+        - serde_json::to_vec(&merged(&big, &json!({"m": ""}), t0 + 3))
+            .unwrap()
+            .len();
+    let patch = json!({"m": "z".repeat(room)});
+    let full = merge_ok(store, &big, &patch, t0 + 3).await;
+    assert_eq!(serde_json::to_vec(&full).unwrap().len(), MAX_SESSION_BYTES);
+    let patch = json!({"big": null, "m": null});
+    let small = merge_ok(store, &big, &patch, t0 + 4).await;
+    assert_eq!(small, merged(&full, &patch, t0 + 4));
+
+    // Data nested deeper than the edge allows (stored before the bound):
+    // a merge leaves it as it is.
+    let mut deep = session(&b.tenant, None, t0);
+    deep.data.insert("deep".into(), nested(40));
+    create(&b, &deep, t0).await;
+    match store
+        .merge(
+            &b.tenant,
+            &deep.token_hash,
+            &members(json!({"x": 1})),
+            t0 + 1,
+        )
+        .await
+        .unwrap()
+    {
+        MergeOutcome::OverLimit(over) => {
+            assert_eq!((over.field.as_str(), over.limit), ("data", Limit::Depth));
+            assert_eq!(over.found, 41);
+        }
+        other => panic!("a merge into deep data answered {other:?}"),
+    }
+    // Removing the deep member brings it back under the bound.
+    let patch = json!({"deep": null, "x": nested(31)});
+    let fixed = merge_ok(store, &deep, &patch, t0 + 2).await;
+    assert_eq!(fixed, merged(&deep, &patch, t0 + 2));
+}
+
+async fn merge_concurrent_loses_nothing(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let s = session(&b.tenant, Some("carol"), t0);
+    create(&b, &s, t0).await;
+    const WRITERS: usize = 20;
+    const EACH: usize = 25;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, s) = (b.handle(w), s.clone());
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let patch = members(json!({ format!("w{w}"): i, "last": w }));
+                    match store
+                        .merge(&s.tenant, &s.token_hash, &patch, now_ms())
+                        .await
+                    {
+                        Ok(MergeOutcome::Merged(_)) => {}
+                        other => panic!("merge answered {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = b
+        .store()
+        .get(&b.tenant, &s.token_hash, now_ms())
+        .await
+        .unwrap()
+        .expect("live");
+    assert_eq!(got.version, 1 + (WRITERS * EACH) as u64);
+    for w in 0..WRITERS {
+        assert_eq!(got.data[&format!("w{w}")], json!(EACH - 1));
+    }
+    assert_eq!(got.data["cart"], json!([1, {}, []]));
 }
 
 async fn remove_exactly_once(backend: Backend) {

@@ -151,7 +151,9 @@ pub async fn get_session(
 /// The body is a JSON merge patch (RFC 7386) of `data`, sent as
 /// `application/merge-patch+json` or `application/json`. Runs
 /// `on-session-update`; a plugin may reject (403) or rewrite the change.
-/// Slides the idle deadline.
+/// Without `If-Match`, for a tenant with no such plugin, the store applies
+/// the patch atomically; concurrent PATCHes all apply. Slides the idle
+/// deadline.
 #[utoipa::path(patch, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = SessionId, Path, description = "The session token"),
         ("If-Match" = Option<EntityTags>, Header, description = "Only if the session's ETag is this")),
@@ -161,7 +163,9 @@ pub async fn get_session(
         (status = 403, description = "A plugin rejected the change", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Concurrent writes won every attempt", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such live session", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Still losing to concurrent writers after the write deadline", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid patch, or the session would be over a bound", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
 pub async fn patch_session(

@@ -43,7 +43,9 @@ pub enum Error {
     /// No plugin of the tenant handles messages.
     #[error("no plugin of this tenant handles messages")]
     NoMessageHandler,
-    /// Every attempt lost its compare-and-set to another writer.
+    /// Every attempt within the write deadline
+    /// ([`crate::service::WRITE_DEADLINE`]) lost its compare-and-set to
+    /// another writer.
     #[error("the session changed under each of {attempts} attempts")]
     WriteConflict { attempts: usize },
     /// The store cannot be reached or refused the request without running

@@ -33,6 +33,7 @@ mod input;
 pub mod once;
 pub mod sessions;
 pub mod tenant;
+pub mod turns;
 pub mod users;
 mod write;
 
@@ -40,7 +41,8 @@ pub use error::{Error, Result};
 pub use input::{MAX_NAME, MAX_ROLES};
 pub use once::IdempotencyKey;
 pub use sessions::{DataChange, Issued, Login, NewSession, Replied};
-pub use write::MAX_WRITE_ATTEMPTS;
+pub use turns::WriteTurns;
+pub use write::{MAX_BACKOFF, WRITE_DEADLINE};
 
 use crate::ids;
 

@@ -14,9 +14,9 @@ use super::write::write_session;
 use super::{Error, Precondition, Result, SessionKey};
 use crate::app::App;
 use crate::ids;
-use crate::runtime::MessageOutcome;
+use crate::runtime::{Hook, MessageOutcome};
 use crate::session::{ClientInfo, EndReason, Millis, SessionRecord, now_ms};
-use crate::store::{CreateOutcome, LimitPolicy, Once, OnceKey, Remembered};
+use crate::store::{CreateOutcome, LimitPolicy, MergeOutcome, Once, OnceKey, Remembered};
 use crate::tenant::Tenant;
 
 /// The event that authentication sends through `on-event`.
@@ -242,6 +242,12 @@ pub async fn get(app: &App, tenant: &Tenant, key: &SessionKey) -> Result<Session
 /// Changes the shared data through `on-session-update` (a plugin may
 /// reject or rewrite the change) and slides the idle deadline. Ends and
 /// refusals that keep a state change are handled as in [`event`].
+///
+/// A merge patch without a precondition, for a tenant none of whose
+/// plugins implements `on-session-update`, is applied by the store in one
+/// atomic step ([`crate::store::SessionStore::merge`]): no read, no
+/// compare-and-set, nothing to retry. Every other change goes through the
+/// chain inside the compare-and-set write.
 pub async fn update(
     app: &App,
     tenant: &Tenant,
@@ -254,6 +260,20 @@ pub async fn update(
             check_json_object("data", data)?
         }
         DataChange::Replace(None) => {}
+    }
+    if let DataChange::Patch(patch) = &change
+        && !precondition.is_given()
+        && !tenant.chain.has(Hook::SessionUpdate)
+    {
+        return match app
+            .sessions
+            .merge(&tenant.name, key.as_str(), patch, now_ms())
+            .await?
+        {
+            MergeOutcome::Merged(record) => Ok(*record),
+            MergeOutcome::NotFound => Err(Error::NotFound),
+            MergeOutcome::OverLimit(over) => Err(Error::OverLimit(over)),
+        };
     }
     let change = Arc::new(change);
     let (record, after) = write_session(app, tenant, key, precondition, |current, now| {

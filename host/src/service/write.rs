@@ -4,11 +4,21 @@
 //! chain over it), store that if the version has not moved on. With a
 //! [`Precondition`] a lost race fails at once; without one the write starts
 //! over from a fresh read, chain included, so concurrent writers lose no
-//! update. Every state is checked against the bounds on sessions
-//! ([`crate::json::check_session`]) before it is stored.
+//! update. The writers of one session on one host take turns, first come
+//! first served ([`super::turns::WriteTurns`]), so they do not race each
+//! other through the chain; the compare-and-set settles races with other
+//! hosts. A write keeps starting over while the session exists, pausing a
+//! random while that grows with each lost race up to [`MAX_BACKOFF`], for up
+//! to [`WRITE_DEADLINE`]; only a write still losing then fails with
+//! [`Error::WriteConflict`]. Every state is checked against the bounds on
+//! sessions ([`crate::json::check_session`]) before it is stored.
+//!
+//! A plain merge patch of a tenant without `on-session-update` plugins
+//! does not come here: the store applies it atomically
+//! ([`crate::store::SessionStore::merge`]).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::TryRng as _;
 
@@ -19,15 +29,28 @@ use crate::session::{Millis, SessionRecord, now_ms};
 use crate::store::WriteOutcome;
 use crate::tenant::Tenant;
 
-/// How often a write without a precondition starts over after losing a race.
-pub const MAX_WRITE_ATTEMPTS: usize = 32;
+/// How long a write without a precondition keeps starting over after lost
+/// races. Requests carry no deadline of their own, so this bounds them: far
+/// longer than contended writes take to get through (each lost race means
+/// another writer's went through), short enough that every client hears back.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A random pause that grows with the attempt, so racing writers spread out.
-async fn backoff(attempt: usize) {
-    let mut r = [0u8; 1];
+/// The longest pause between two attempts of a write.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(4);
+
+/// The first bound of the pause, doubled with each lost race up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF_US: u64 = 100;
+
+/// The pause after `lost` lost races: uniformly random below a bound that
+/// doubles with each race, so that racing writers spread out and none is
+/// kept waiting longer than the others.
+fn backoff(lost: u32) -> Duration {
+    let max_us = u64::try_from(MAX_BACKOFF.as_micros()).unwrap_or(u64::MAX);
+    let bound = (FIRST_BACKOFF_US << lost.min(16)).min(max_us);
+    let mut r = [0u8; 8];
     let _ = rand::rngs::SysRng.try_fill_bytes(&mut r);
-    let ms = u64::from(r[0]) % (2 * attempt as u64 + 2);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Duration::from_micros(u64::from_le_bytes(r) % (bound + 1))
 }
 
 /// Reads the session under `key`, lets `plan` compute its next state and
@@ -47,7 +70,12 @@ where
     Fut: Future<Output = Result<(SessionRecord, X)>>,
 {
     let key = key.as_str();
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    // The deadline counts from this writer's turn: waiting for it is not
+    // losing a race.
+    let _turn = app.turns.take(&tenant.name, key).await;
+    let started = Instant::now();
+    let mut lost: u32 = 0;
+    loop {
         let now = now_ms();
         let current = app
             .sessions
@@ -78,12 +106,31 @@ where
                         current_version: now_stored.version,
                     });
                 }
-                tracing::debug!(session = %current.public_id, attempt, "lost a write race; retrying");
-                backoff(attempt).await;
+                lost = lost.saturating_add(1);
+                let pause = backoff(lost);
+                if started.elapsed() + pause >= WRITE_DEADLINE {
+                    return Err(Error::WriteConflict {
+                        attempts: lost as usize,
+                    });
+                }
+                tracing::debug!(session = %current.public_id, lost, "lost a write race; retrying");
+                tokio::time::sleep(pause).await;
             }
         }
     }
-    Err(Error::WriteConflict {
-        attempts: MAX_WRITE_ATTEMPTS,
-    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        for lost in [0, 1, 3, 10, 40, u32::MAX] {
+            let bound = Duration::from_micros(FIRST_BACKOFF_US << lost.min(16)).min(MAX_BACKOFF);
+            for _ in 0..100 {
+                assert!(backoff(lost) <= bound, "lost {lost}");
+            }
+        }
+    }
 }

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::dump::{DumpPage, Imported, Item, Kind, StoreDump};
 use super::{
     AuditPage, AuditStore, CreateOutcome, DeadLetters, EndJob, EndQueue, EndQueueStats, Expired,
-    KvStore, Once, OnceKey, Poison, Remembered, SessionStore, StoreBackend, StoreError,
-    StoreResult, UserLimit, WriteOutcome,
+    KvStore, MergeOutcome, Once, OnceKey, Poison, Remembered, SessionStore, StoreBackend,
+    StoreError, StoreResult, UserLimit, WriteOutcome,
 };
 use crate::metrics::StoreMetrics;
 use crate::session::{EndReason, Millis, SessionRecord};
@@ -162,6 +162,17 @@ impl SessionStore for MeteredStore {
             self.inner.update(token_hash, record, expected_version, now),
         )
         .await
+    }
+
+    async fn merge(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        patch: &Map<String, Value>,
+        now: Millis,
+    ) -> StoreResult<MergeOutcome> {
+        self.timed("merge", self.inner.merge(tenant, token_hash, patch, now))
+            .await
     }
 
     async fn touch(

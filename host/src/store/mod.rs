@@ -16,8 +16,9 @@
 //! another backend (`sessiond store export` and `import`).
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::json::OverLimit;
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
 
 pub mod dump;
@@ -158,6 +159,18 @@ pub enum WriteOutcome {
     NotFound,
 }
 
+/// The result of [`SessionStore::merge`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeOutcome {
+    /// Merged; holds the record as stored.
+    Merged(Box<SessionRecord>),
+    /// No live session has that key.
+    NotFound,
+    /// The merged session would be over a bound of [`crate::json`] (its
+    /// data too deep, or its record too large); nothing was written.
+    OverLimit(OverLimit),
+}
+
 /// A session that the sweeper took out of the store because it ran out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expired {
@@ -262,6 +275,22 @@ pub(crate) fn check_next_version(record: &SessionRecord, expected_version: u64) 
     Ok(())
 }
 
+/// [`SessionStore::merge`] on a record held as a value (the memory and
+/// embedded stores): the record as it is after the merge, or the bound it
+/// breaks.
+pub(crate) fn merged(
+    current: &SessionRecord,
+    patch: &Map<String, Value>,
+    now: Millis,
+) -> Result<SessionRecord, OverLimit> {
+    let mut next = current.clone();
+    crate::json::merge_patch(&mut next.data, patch);
+    next.last_seen_at = next.last_seen_at.max(now);
+    next.version += 1;
+    crate::json::check_merged(&next)?;
+    Ok(next)
+}
+
 /// Sorts records oldest first (ties: lowest public id), the order of
 /// [`SessionStore::list_user`] and [`SessionStore::remove_user`].
 pub(crate) fn oldest_first(records: &mut [SessionRecord]) {
@@ -351,6 +380,23 @@ pub trait SessionStore: Send + Sync + 'static {
         expected_version: u64,
         now: Millis,
     ) -> StoreResult<WriteOutcome>;
+
+    /// Applies `patch`, an RFC 7396 merge patch, to the data of the live
+    /// session under `token_hash` in one atomic step, with no version
+    /// expected: concurrent merges all apply, one after the other. Like
+    /// [`SessionStore::touch`] it also sets `last_seen_at` to `now` (if
+    /// later) and bumps the version; deadlines and the user index follow.
+    /// A result whose data nests deeper than [`crate::json::MAX_DEPTH`] or
+    /// whose record is over [`crate::json::MAX_SESSION_BYTES`] is refused
+    /// ([`MergeOutcome::OverLimit`]) and nothing is written. Numbers, empty
+    /// arrays and objects, and strings come back exactly as given.
+    async fn merge(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        patch: &Map<String, Value>,
+        now: Millis,
+    ) -> StoreResult<MergeOutcome>;
 
     /// Slides the idle deadline: sets `last_seen_at = now` and bumps the
     /// version. Returns the updated record.

@@ -1,19 +1,20 @@
 //! Sessions: the `sessions` table and [`SessionStore`] over it.
 //!
 //! Every write runs on the writer thread inside one savepoint, so a create
-//! with its limit check and evictions, a compare-and-set update, a removal
-//! and its end job each happen entirely or not at all. Reads filter on the
+//! with its limit check and evictions, a compare-and-set update, a merge
+//! patch, a removal and its end job each happen entirely or not at all. Reads filter on the
 //! stored deadline, so a session past it is invisible although it stays
 //! stored until `take_expired` takes it.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
 
 use super::{EmbeddedStore, decode, encode, ends, kv, once, sql_ms};
 use crate::session::{EndReason, Millis, SessionRecord, now_ms};
 use crate::store::{
-    CreateOutcome, Expired, LimitPolicy, Once, OnceKey, Remembered, SessionStore, StoreError,
-    StoreResult, UserLimit, WriteOutcome,
+    CreateOutcome, Expired, LimitPolicy, MergeOutcome, Once, OnceKey, Remembered, SessionStore,
+    StoreError, StoreResult, UserLimit, WriteOutcome,
 };
 
 /// How many lapsed kv entries one sweep of a tenant deletes.
@@ -171,6 +172,24 @@ fn update(
     }
     replace(conn, token_hash, record)?;
     Ok(WriteOutcome::Written(record.clone()))
+}
+
+fn merge(
+    conn: &Connection,
+    tenant: &str,
+    token_hash: &str,
+    patch: &Map<String, Value>,
+    now: Millis,
+) -> StoreResult<MergeOutcome> {
+    let Some(current) = live(conn, tenant, token_hash, now)? else {
+        return Ok(MergeOutcome::NotFound);
+    };
+    let next = match crate::store::merged(&current, patch, now) {
+        Ok(next) => next,
+        Err(over) => return Ok(MergeOutcome::OverLimit(over)),
+    };
+    replace(conn, token_hash, &next)?;
+    Ok(MergeOutcome::Merged(Box::new(next)))
 }
 
 fn touch(
@@ -353,6 +372,20 @@ impl SessionStore for EmbeddedStore {
         let (token_hash, record) = (token_hash.to_string(), record.clone());
         self.writer
             .write(move |c| update(c, &token_hash, &record, expected_version, now))
+            .await
+    }
+
+    async fn merge(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        patch: &Map<String, Value>,
+        now: Millis,
+    ) -> StoreResult<MergeOutcome> {
+        let (tenant, token_hash, patch) =
+            (tenant.to_string(), token_hash.to_string(), patch.clone());
+        self.writer
+            .write(move |c| merge(c, &tenant, &token_hash, &patch, now))
             .await
     }
 

@@ -25,12 +25,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, LimitPolicy, Once,
-    OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, defaults,
-    oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, LimitPolicy,
+    MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit,
+    WriteOutcome, defaults, oldest_first,
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
@@ -236,6 +236,27 @@ impl SessionStore for MemoryStore {
         t.take(token_hash);
         t.insert(record.clone());
         Ok(WriteOutcome::Written(record.clone()))
+    }
+
+    async fn merge(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        patch: &Map<String, Value>,
+        now: Millis,
+    ) -> StoreResult<MergeOutcome> {
+        let tenant = self.tenant(tenant);
+        let mut t = lock(&tenant);
+        let Some(current) = t.live(token_hash, now) else {
+            return Ok(MergeOutcome::NotFound);
+        };
+        let next = match super::merged(current, patch, now) {
+            Ok(next) => next,
+            Err(over) => return Ok(MergeOutcome::OverLimit(over)),
+        };
+        t.take(token_hash);
+        t.insert(next.clone());
+        Ok(MergeOutcome::Merged(Box::new(next)))
     }
 
     async fn touch(

@@ -20,7 +20,9 @@
 //! | `dead` | stream | end jobs taken out unfinished: `job` (its id in `ends`), `why`, `at`, `deliveries`, and its `r`, `v`, `l`, `reason`, `ended_at` | `XADD MAXLEN ~ 10000` |
 //!
 //! `v` and `l` are authoritative over the copies inside `r`: `touch` changes
-//! only those fields (and `d`), never rewriting the JSON in Lua.
+//! only those fields (and `d`), never rewriting the JSON in Lua. `merge`
+//! does rewrite `r` in Lua, as text (its data's members, and the copies of
+//! `v` and `l`), never decoding it: see `lua/merge.lua`.
 //!
 //! A session past `d` is treated as absent by every read but its key lives on
 //! for the grace period, so the sweeper's `take_expired` can still take it and

@@ -26,12 +26,14 @@
 
 use async_trait::async_trait;
 use redis::Value;
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, Once, OnceKey,
-    Remembered, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome, oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, MergeOutcome, Once,
+    OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
+    oldest_first,
 };
+use crate::json::{Limit, MAX_DEPTH, MAX_SESSION_BYTES, OverLimit};
 use crate::session::{EndReason, Millis, SessionRecord};
 
 mod conn;
@@ -336,6 +338,49 @@ impl SessionStore for RedisStore {
                 "a session with the new token hash exists".into(),
             )),
             other => Err(corrupt(format_args!("update answered {other:?}"))),
+        }
+    }
+
+    async fn merge(
+        &self,
+        tenant: &str,
+        token_hash: &str,
+        patch: &Map<String, Json>,
+        now: Millis,
+    ) -> StoreResult<MergeOutcome> {
+        let keys = self.keys(tenant);
+        let patch = serde_json::to_string(patch).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut inv = SCRIPTS.merge.prepare_invoke();
+        inv.key(keys.session(token_hash))
+            .key(keys.deadlines())
+            .arg(keys.base())
+            .arg(token_hash)
+            .arg(patch)
+            .arg(now)
+            .arg(self.grace_ms)
+            .arg(MAX_DEPTH)
+            .arg(MAX_SESSION_BYTES);
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        let found = || -> StoreResult<usize> {
+            let n = reply.get(1).map(number).transpose()?.unwrap_or_default();
+            usize::try_from(n).map_err(corrupt)
+        };
+        match reply.first().map(text).transpose()? {
+            Some("ok") if reply.len() == 4 => Ok(MergeOutcome::Merged(Box::new(parse_record(
+                &reply[1], &reply[2], &reply[3],
+            )?))),
+            Some("nf") => Ok(MergeOutcome::NotFound),
+            Some("deep") => Ok(MergeOutcome::OverLimit(OverLimit {
+                field: "data".into(),
+                limit: Limit::Depth,
+                found: found()?,
+            })),
+            Some("big") => Ok(MergeOutcome::OverLimit(OverLimit {
+                field: String::new(),
+                limit: Limit::SessionBytes,
+                found: found()?,
+            })),
+            other => Err(corrupt(format_args!("merge answered {other:?}"))),
         }
     }
 
