@@ -34,6 +34,7 @@ pub mod extract;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod schema;
 pub mod sessions;
 pub mod sessman;
 pub mod users;

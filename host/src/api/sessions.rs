@@ -19,7 +19,7 @@ use super::extract::{
     ApiPath, Idempotency, IfMatch, JsonBody, OptionalJsonBody, OptionalJsonValue, session_key,
 };
 use super::model::{MessageReply, SessionView, session_response, with_etag};
-use super::openapi::{EntityTags, IdempotencyKeyHeader, Name, Roles, SessionId, TtlSeconds};
+use super::schema::{EntityTags, IdempotencyKeyHeader, Name, Roles, SessionId, TtlSeconds};
 use crate::app::App;
 use crate::service::{self, DataChange, Login, NewSession};
 

@@ -46,7 +46,7 @@ use super::client::Client;
 use super::error::{ApiResult, Problem};
 use super::extract::{ApiQuery, parse_json, session_key};
 use super::model::rfc3339;
-use super::openapi::{Name, SessionId};
+use super::schema::{Name, SessionId};
 use crate::app::App;
 use crate::service::{self, DataChange, NewSession, Precondition};
 use crate::session::{Millis, SessionRecord};
