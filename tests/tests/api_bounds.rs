@@ -269,8 +269,8 @@ async fn the_end_queue_shows_its_dead_letters(backend: Backend) {
 }
 
 /// Two hosts on one Redis. Host A claims a logout's end job and is stopped
-/// (SIGSTOP) in the middle of its hook for 3.5 s; host B takes the job over
-/// after the reclaim time and finishes it. When A resumes, its hook runs
+/// (SIGSTOP) in the middle of its hook; host B, started then, takes the job
+/// over after the reclaim time and finishes it, and A resumes. When A resumes, its hook runs
 /// out of its deadline and A's acknowledgement finds the job gone: A counts
 /// it as superseded, not as run, and the session ended exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,9 +307,9 @@ reclaim_after_ms = 2000
             )
             .toml(),
     );
-    let path = dir.path().to_path_buf();
-    let (a, b) = tokio::task::spawn_blocking(move || {
-        let start = |name: &str| {
+    let start = |name: &'static str| {
+        let (path, toml) = (dir.path().to_path_buf(), toml.clone());
+        tokio::task::spawn_blocking(move || {
             Host::start(
                 env!("CARGO_BIN_EXE_sessiond-host"),
                 &path,
@@ -317,26 +317,38 @@ reclaim_after_ms = 2000
                 &toml,
                 Duration::from_secs(300),
             )
-        };
-        (start("a"), start("b"))
-    })
-    .await
-    .unwrap();
-    let (api_a, api_b) = (a.api(KEY), b.api(KEY));
+        })
+    };
+    let a = start("a").await.unwrap();
+    let api_a = a.api(KEY);
     let (id, public_id) = create(&api_a, "dee").await;
     api_a
         .delete(&format!("/v1/sessions/{id}"))
         .await
         .expect(204);
-    // A wakes its worker at once and is now in the hook's first sleep.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A (the only host yet) claims the job and is in the hook's first
+    // sleep; stop it there.
+    eventually(Duration::from_secs(10), || async {
+        let q = api_a.get("/v1/ends").await.expect(200).body;
+        (q["claimed"] == 1).then_some(())
+    })
+    .await
+    .expect("host a claimed the end job");
     let pid = a.pid().expect("host a runs").to_string();
     let signal = |sig: &str| {
         let status = Command::new("kill").args([sig, &pid]).status().unwrap();
         assert!(status.success(), "kill {sig} {pid}");
     };
     signal("-STOP");
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // B takes the job over after the reclaim time and finishes it.
+    let b = start("b").await.unwrap();
+    let api_b = b.api(KEY);
+    eventually(Duration::from_secs(20), || async {
+        let q = api_b.get("/v1/ends").await.expect(200).body;
+        (q["ran"] == 1).then_some(())
+    })
+    .await
+    .expect("host b took the job over and finished it");
     signal("-CONT");
     assert_eq!(api_b.end_reasons(&public_id).await, ["logout"]);
     let ends_a = eventually(Duration::from_secs(10), || async {
