@@ -14,6 +14,10 @@ use crate::store::{StoreError, StoreResult};
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE: &str = "sessiond.lock";
 
+/// How many more times a held lock is asked for, [`LOCK_RETRY`] apart.
+const LOCK_ATTEMPTS: u32 = 10;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Held for as long as this process owns the directory.
 #[derive(Debug)]
 pub(super) struct DirLock {
@@ -36,10 +40,21 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| io("opening", e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(held(dir, &mut file)),
-            Err(TryLockError::Error(e)) => return Err(io("locking", e)),
+        // A lock that its holder has just released can still look held for
+        // a moment: a process that forked while holding it keeps a copy of
+        // the descriptor until its child execs. Ask again a few times before
+        // calling the directory taken.
+        let mut attempts = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if attempts < LOCK_ATTEMPTS => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(TryLockError::WouldBlock) => return Err(held(dir, &mut file)),
+                Err(TryLockError::Error(e)) => return Err(io("locking", e)),
+            }
         }
         file.set_len(0).map_err(|e| io("writing", e))?;
         file.seek(SeekFrom::Start(0))
