@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use crate::admission::Admission;
 use crate::config::{MetricsConfig, ServerConfig};
 use crate::ends::EndWorker;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct App {
     pub keys_in_flight: KeysInFlight,
     /// The queues of this host's writers of each session.
     pub turns: WriteTurns,
+    /// Each tenant's admission gate (its requests in flight and rate).
+    pub admission: Admission,
 }
 
 impl App {
@@ -62,7 +65,14 @@ impl App {
             metrics_access,
             keys_in_flight: KeysInFlight::default(),
             turns: WriteTurns::default(),
+            admission: Admission::default(),
         }
+    }
+
+    /// This app with the tenants' admission gates.
+    pub fn with_admission(mut self, admission: Admission) -> App {
+        self.admission = admission;
+        self
     }
 }
 

@@ -35,6 +35,7 @@
 //! - [`ids`]: session tokens and public ids.
 //! - [`session`]: the session model every layer shares.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod cli;

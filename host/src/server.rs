@@ -81,7 +81,11 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             .with_metrics(metrics.plugins.clone()),
     );
     let mut tenants = Vec::with_capacity(config.tenants.len());
+    let mut gates = Vec::with_capacity(config.tenants.len());
     for (name, tenant) in &config.tenants {
+        let shares = crate::config::quota::shares(&config, name);
+        runtime.set_share(name, shares.max_plugin_calls, shares.memory_mib);
+        gates.push((name.clone(), shares));
         tenants.push(Tenant::load(&runtime, name, tenant, config.ends.reclaim_after_ms).await?);
     }
     let app = App::new(
@@ -92,7 +96,8 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         EndWorker::new(config.ends.clone()),
         metrics,
         config.metrics.clone(),
-    );
+    )
+    .with_admission(crate::admission::Admission::new(gates));
     Ok(Server {
         app: Arc::new(app),
         sweeper: config.sweeper,

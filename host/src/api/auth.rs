@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -21,31 +22,40 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Problem> {
-        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
-            return Err(Problem::unauthorized(
-                "send an API key as `Authorization: Bearer <key>`",
-                false,
-            ));
-        };
-        // Which of two credentials would win is the server's guess: refuse.
-        if values.next().is_some() {
-            return Err(Problem::ambiguous_credentials());
+        // Admission control identified the caller already.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
         }
-        let key = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Problem::unauthorized("the Authorization header must be `Bearer <key>`", true)
-            })?;
-        match app.tenants.current().by_key(key) {
-            Some(tenant) => Ok(Caller(tenant)),
-            None => Err(Problem::unauthorized("the API key is not valid", true)),
-        }
+        caller(&parts.headers, app)
+    }
+}
+
+/// The tenant of the API key in `headers`, or the problem to answer.
+pub fn caller(headers: &HeaderMap, app: &App) -> Result<Caller, Problem> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Problem::unauthorized(
+            "send an API key as `Authorization: Bearer <key>`",
+            false,
+        ));
+    };
+    // Which of two credentials would win is the server's guess: refuse.
+    if values.next().is_some() {
+        return Err(Problem::ambiguous_credentials());
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Problem::unauthorized("the Authorization header must be `Bearer <key>`", true)
+        })?;
+    match app.tenants.current().by_key(key) {
+        Some(tenant) => Ok(Caller(tenant)),
+        None => Err(Problem::unauthorized("the API key is not valid", true)),
     }
 }

@@ -27,6 +27,7 @@ use tokio::time::Sleep;
 use crate::app::App;
 
 pub mod admin;
+pub mod admit;
 pub mod auth;
 pub mod client;
 pub mod error;
@@ -93,6 +94,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(sessman::router())
         .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), admit::admit))
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(body_timeout, body_deadline))

@@ -2,10 +2,10 @@
 //!
 //! The annotations list what is particular to each operation. What every
 //! operation of a kind can answer is added here, once, by [`CommonResponses`]:
-//! every `/v1` operation can answer 400 (two `Authorization` headers), 401
-//! and, when it reads the store, 503; an operation with a session id in its
-//! path can answer 400 (not a session id) and 404; one with `If-Match` 400
-//! (malformed) and 412; one with a JSON body 400 (malformed JSON), 408, 413,
+//! every `/v1` operation can answer 400 (two `Authorization` headers), 401,
+//! 429 (the tenant's quota) and, when it reads the store, 503; an operation
+//! with a session id in its path can answer 400 (not a session id) and 404;
+//! one with `If-Match` 400 (malformed) and 412; one with a JSON body 400 (malformed JSON), 408, 413,
 //! 415 and 422. The constraints the extractors and the service check (the
 //! session id's shape, names, entity tags, the lifetime) are schema types of
 //! their own, in `schema`, built from the constants the checks use.
@@ -140,6 +140,11 @@ fn add_common(path: &str, operation: &mut Operation) {
     if v1 || sessman {
         add(400, "more than one Authorization header");
         add(401, "no API key, or not a valid one");
+        add(
+            429,
+            "the tenant is over its request rate, or has every in-flight slot taken \
+             (its quota; see Retry-After)",
+        );
         if !STORELESS.contains(&path) {
             add(503, "the session store does not answer");
         }

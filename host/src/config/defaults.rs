@@ -30,6 +30,9 @@ pub const SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 pub const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
 /// The largest `server.idempotency_ttl_seconds` accepted: 30 days.
 pub const MAX_IDEMPOTENCY_TTL_SECONDS: u64 = 30 * 24 * 3600;
+/// `server.max_in_flight`: requests handled at once on one host, shared
+/// out between its tenants (a third of `max_connections`).
+pub const MAX_IN_FLIGHT: usize = 256;
 /// `runtime.cache_dir`, relative to the working directory.
 pub const CACHE_DIR: &str = ".cache/sessiond";
 /// `store.audit_max_len`, with every backend.

@@ -36,12 +36,14 @@ use crate::runtime::EngineSettings;
 pub mod defaults;
 mod env;
 mod metrics;
+pub mod quota;
 mod schema;
 mod store;
 mod validate;
 
 pub use env::api_key_env_var;
 pub use metrics::MetricsConfig;
+pub use quota::{Shares, TenantQuota};
 pub use schema::{
     API_KEY_HASH_PREFIX, EndsConfig, ProxyNet, ServerConfig, SessmanConfig, SweeperConfig,
     TenantConfig, hash_api_key, parse_api_key_hash,

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
 use super::defaults;
+use super::quota::TenantQuota;
 use crate::runtime::PluginSpec;
 use crate::store::LimitPolicy;
 
@@ -60,6 +61,9 @@ pub struct ServerConfig {
     /// How long the store keeps an `Idempotency-Key` of a create or a
     /// logout; a retry after that runs as a new request.
     pub idempotency_ttl_seconds: u64,
+    /// Requests handled at once on this host, shared out between the
+    /// tenants as their default `quota.max_in_flight`.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             max_connections_per_client: defaults::MAX_CONNECTIONS_PER_CLIENT,
             shutdown_timeout_ms: defaults::SHUTDOWN_TIMEOUT_MS,
             idempotency_ttl_seconds: defaults::IDEMPOTENCY_TTL_SECONDS,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
         }
     }
 }
@@ -182,6 +187,8 @@ pub struct TenantConfig {
     pub plugins: Vec<PluginSpec>,
     /// The `/sessman/*` compatibility API.
     pub sessman: SessmanConfig,
+    /// What this tenant may take of the host (`[tenants.<name>.quota]`).
+    pub quota: TenantQuota,
 }
 
 impl Default for TenantConfig {
@@ -195,6 +202,7 @@ impl Default for TenantConfig {
             limit_policy: LimitPolicy::Deny,
             plugins: Vec::new(),
             sessman: SessmanConfig::default(),
+            quota: TenantQuota::default(),
         }
     }
 }

@@ -93,11 +93,6 @@ impl SharedEngine {
         })
     }
 
-    /// Epoch ticks that make up `ms` milliseconds (at least one full tick).
-    pub fn ticks(&self, ms: u64) -> u64 {
-        ms.div_ceil(self.settings.epoch_tick_ms.max(1)) + 1
-    }
-
     /// Compiles a component, or loads its precompiled artifact from the cache
     /// directory. Artifacts are keyed by the SHA-256 of the component and the
     /// engine's compatibility hash, so a different engine configuration or

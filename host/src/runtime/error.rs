@@ -13,6 +13,12 @@ pub enum FailureKind {
     DeadlineExceeded,
     /// The instance tried to grow its memory past its cap.
     MemoryLimit,
+    /// The instance's memory would have taken its tenant past its memory
+    /// share, or the host past `runtime.memory_budget_mib`.
+    MemoryBudget,
+    /// Every plugin-call slot of the tenant stayed taken for the whole
+    /// deadline of the call (`quota.max_plugin_calls`); the call never ran.
+    Busy,
     /// The wasm stack limit was hit (unbounded recursion).
     StackOverflow,
     /// The arguments for the call, or what host calls returned, exceeded the
@@ -47,6 +53,8 @@ impl FailureKind {
             FailureKind::FuelExhausted => "fuel-exhausted",
             FailureKind::DeadlineExceeded => "deadline-exceeded",
             FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::MemoryBudget => "memory-budget",
+            FailureKind::Busy => "busy",
             FailureKind::StackOverflow => "stack-overflow",
             FailureKind::InputTooLarge => "input-too-large",
             FailureKind::OutputTooLarge => "output-too-large",
@@ -90,6 +98,8 @@ pub struct PluginFailure {
 pub(crate) enum HostTrap {
     #[error("memory limit of {limit} bytes reached (asked for {requested} bytes)")]
     MemoryLimit { limit: u64, requested: u64 },
+    #[error("{0}")]
+    MemoryBudget(String),
     #[error("host call limit of {0} reached")]
     HostCallLimit(u32),
     #[error("deadline of {0} ms passed during a host call")]
@@ -116,6 +126,7 @@ pub(crate) fn classify(plugin: &str, err: &wasmtime::Error) -> PluginFailure {
     let (kind, message) = if let Some(host) = err.downcast_ref::<HostTrap>() {
         let kind = match host {
             HostTrap::MemoryLimit { .. } => FailureKind::MemoryLimit,
+            HostTrap::MemoryBudget(_) => FailureKind::MemoryBudget,
             HostTrap::HostCallLimit(_) => FailureKind::HostCallLimit,
             HostTrap::Deadline(_) => FailureKind::DeadlineExceeded,
             HostTrap::InputTooLarge { .. } => FailureKind::InputTooLarge,

@@ -14,6 +14,7 @@ use super::HostStores;
 use super::error::HostTrap;
 use super::limits::Limits;
 use super::output::TailPipe;
+use super::share::{Refused, TenantShare};
 use super::types::{LogLevel, LogLine, summary_size};
 use crate::session::{SessionRecord, SessionSummary, now_ms};
 use crate::store::{StoreError, StoreResult};
@@ -23,13 +24,24 @@ pub(crate) struct PluginEnv {
     pub tenant: String,
     pub plugin: String,
     pub stores: HostStores,
+    /// The tenant's share of plugin-call slots and memory.
+    pub share: Arc<TenantShare>,
 }
 
-/// Tracks an instance's linear memory and refuses growth past its cap.
+/// Tracks an instance's linear memory and refuses growth past its cap, its
+/// tenant's memory share or the host's budget. What it reserved in the
+/// share is given back when the instance (its store) is dropped.
 pub(crate) struct MemoryLimiter {
     pub cap: u64,
     /// Bytes of linear memory across all of the instance's memories.
     pub total: u64,
+    share: Arc<TenantShare>,
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.share.release(self.total);
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -46,6 +58,22 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 requested: grown,
             }
             .into());
+        }
+        let more = grown - self.total;
+        if let Err(refused) = self.share.reserve(more) {
+            let why = match refused {
+                Refused::Tenant { limit } => format!(
+                    "the tenant's plugin instances hold its whole memory share of {} MiB \
+                     (growing by {more} bytes refused)",
+                    limit >> 20
+                ),
+                Refused::Host { limit } => format!(
+                    "the host's plugin instances hold its whole memory budget of {} MiB \
+                     (growing by {more} bytes refused)",
+                    limit >> 20
+                ),
+            };
+            return Err(HostTrap::MemoryBudget(why).into());
         }
         self.total = grown;
         Ok(true)
@@ -182,6 +210,7 @@ impl HostState {
             limiter: MemoryLimiter {
                 cap: memory_cap,
                 total: 0,
+                share: env.share.clone(),
             },
             call: CallState::default(),
             env,

@@ -13,7 +13,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmtime::Store;
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{Plugin, PluginPre};
 use super::convert;
@@ -32,6 +33,9 @@ pub(crate) struct Warm {
     pub store: Store<HostState>,
     pub bindings: Plugin,
     pub calls: u64,
+    /// The tenant's plugin-call slot held by the call under way; given back
+    /// when the instance returns to the pool or is dropped.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 /// What creating and keeping the instances of one plugin takes.
@@ -75,7 +79,10 @@ impl Instances {
     pub fn arm(&self, store: &mut Store<HostState>, session: Option<String>, input: u64) {
         // Fuel is always enabled on this engine, so setting it cannot fail.
         let _ = store.set_fuel(self.limits.fuel);
-        store.set_epoch_deadline(self.engine.ticks(self.limits.deadline_ms));
+        // The next tick interrupts the guest, and so does every tick after:
+        // the store's epoch callback hands the thread back or, past the
+        // deadline, stops the call.
+        store.set_epoch_deadline(1);
         let data = store.data_mut();
         data.call.arm(&self.limits, session, input);
         // Output of an earlier call or of instantiation is not this call's.
@@ -108,6 +115,23 @@ impl Instances {
         // other tasks every so often, so a busy plugin delays nobody else.
         // Fuel is always enabled on this engine, so this cannot fail.
         let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
+        // Fuel alone does not bound how long guest code holds the thread: a
+        // call that touches fresh memory pages burns little fuel per
+        // millisecond. So every epoch tick (`runtime.epoch_tick_ms`) the call
+        // also yields to the other tasks, and at its deadline it stops.
+        store.epoch_deadline_callback(|ctx| {
+            let call = &ctx.data().call;
+            let over = call
+                .started
+                .is_some_and(|t| t.elapsed().as_millis() as u64 >= call.deadline_ms);
+            if over {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
         self.arm(&mut store, None, 0);
         let bindings = self
             .bounded(self.pre.instantiate_async(&mut store))
@@ -125,6 +149,7 @@ impl Instances {
                 store,
                 bindings,
                 calls: 0,
+                slot: None,
             });
         }
         match self
@@ -135,6 +160,7 @@ impl Instances {
                 store,
                 bindings,
                 calls: 0,
+                slot: None,
             }),
             Ok(Err(message)) => Err(PluginFailure {
                 plugin: self.plugin.clone(),
@@ -152,6 +178,20 @@ impl Instances {
         }
     }
 
+    /// One of the tenant's plugin-call slots, waiting for one up to the
+    /// plugin's deadline; none when they all stayed taken.
+    pub async fn call_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.env
+            .share
+            .call_slot(Duration::from_millis(self.limits.deadline_ms))
+            .await
+    }
+
+    /// Plugin calls the tenant may run at once.
+    pub fn max_calls(&self) -> usize {
+        self.env.share.max_calls()
+    }
+
     /// A warm instance from the pool, if reuse is on and one is idle.
     pub fn take(&self) -> Option<Warm> {
         if !self.reuse {
@@ -162,7 +202,8 @@ impl Instances {
 
     /// Puts an instance back in the pool, or drops it when reuse is off, it
     /// served its share of calls or the pool is full.
-    pub fn release(&self, warm: Warm) {
+    pub fn release(&self, mut warm: Warm) {
+        warm.slot = None;
         if !self.reuse || warm.calls >= self.engine.settings.recycle_after_calls {
             return;
         }

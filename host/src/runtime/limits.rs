@@ -98,6 +98,15 @@ pub struct EngineSettings {
     /// The largest linear memory any plugin may be given, in MiB. Per-plugin
     /// `memory_mib` limits must not exceed it.
     pub max_memory_mib: u64,
+    /// Linear memory all live instances (running and warm) may hold
+    /// together, in MiB; shared out between the tenants as their default
+    /// `quota.memory_mib`. A call that would take more fails with
+    /// `memory-budget`.
+    pub memory_budget_mib: u64,
+    /// Plugin calls running at once on this host, shared out between the
+    /// tenants as their default `quota.max_plugin_calls`. Default: 4 per
+    /// CPU.
+    pub max_plugin_calls: usize,
     /// The wasm stack limit in KiB. wasmtime applies it per engine, so it is
     /// the same for every plugin.
     pub wasm_stack_kib: u64,
@@ -125,6 +134,8 @@ impl Default for EngineSettings {
             cache_dir: None,
             max_instances: 1_000,
             max_memory_mib: 256,
+            memory_budget_mib: 2048,
+            max_plugin_calls: 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             wasm_stack_kib: 512,
             epoch_tick_ms: 1,
             keep_resident_kib: 2048,

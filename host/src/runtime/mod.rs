@@ -33,6 +33,7 @@ mod instance;
 mod limits;
 mod output;
 mod plugin;
+mod share;
 mod types;
 
 use std::collections::HashMap;
@@ -56,6 +57,7 @@ pub use types::{
 use bindings::PluginPre;
 use engine::SharedEngine;
 use host::{HostState, PluginEnv};
+pub use share::{MemoryPool, TenantShare};
 
 use crate::metrics::PluginMetrics;
 use crate::store::{AuditStore, KvStore, SessionStore, StoreBackend};
@@ -170,6 +172,10 @@ pub struct Runtime {
     stores: HostStores,
     compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
     metrics: Option<PluginMetrics>,
+    /// `runtime.memory_budget_mib`, shared by every tenant.
+    memory: Arc<MemoryPool>,
+    /// Each tenant's share, set before its plugins load.
+    shares: Mutex<HashMap<String, Arc<TenantShare>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -182,12 +188,53 @@ impl Runtime {
     /// Creates the engine. `stores` back the `kv`, `sessions` and `audit`
     /// capabilities.
     pub fn new(settings: EngineSettings, stores: HostStores) -> anyhow::Result<Runtime> {
+        let memory = Arc::new(MemoryPool::new(
+            settings.memory_budget_mib.saturating_mul(1 << 20),
+        ));
         Ok(Runtime {
             engine: Arc::new(SharedEngine::new(settings)?),
             stores,
             compiled: Mutex::new(HashMap::new()),
             metrics: None,
+            memory,
+            shares: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sets `tenant`'s share of the host (`quota.max_plugin_calls` and
+    /// `quota.memory_mib`) for the plugins loaded from now on. A tenant
+    /// without one gets every call slot and the whole budget.
+    pub fn set_share(&self, tenant: &str, max_calls: usize, memory_mib: u64) -> Arc<TenantShare> {
+        let share = Arc::new(TenantShare::new(
+            max_calls,
+            memory_mib.saturating_mul(1 << 20),
+            self.memory.clone(),
+        ));
+        if let Ok(mut shares) = self.shares.lock() {
+            shares.insert(tenant.to_string(), share.clone());
+        }
+        share
+    }
+
+    /// `tenant`'s share (see [`set_share`](Self::set_share)).
+    pub fn share(&self, tenant: &str) -> Arc<TenantShare> {
+        let found = self
+            .shares
+            .lock()
+            .ok()
+            .and_then(|shares| shares.get(tenant).cloned());
+        found.unwrap_or_else(|| {
+            self.set_share(
+                tenant,
+                self.engine.settings.max_plugin_calls,
+                self.engine.settings.memory_budget_mib,
+            )
+        })
+    }
+
+    /// The host's memory budget and what live instances hold of it.
+    pub fn memory(&self) -> &MemoryPool {
+        &self.memory
     }
 
     /// Records every hook call of the plugins loaded from now on in
@@ -272,6 +319,7 @@ impl Runtime {
             tenant: tenant.to_string(),
             plugin: spec.name.clone(),
             stores: self.stores.clone(),
+            share: self.share(tenant),
         });
         let plugin = LoadedPlugin::load(plugin::LoadParts {
             name: spec.name.clone(),
@@ -305,6 +353,7 @@ impl Runtime {
             tenant: "check".into(),
             plugin: "check".into(),
             stores: self.stores.clone(),
+            share: Arc::new(TenantShare::unbounded()),
         });
         let description = LoadedPlugin::describe_only(plugin::LoadParts {
             name: "check".into(),

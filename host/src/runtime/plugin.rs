@@ -258,6 +258,20 @@ impl LoadedPlugin {
             self.record(hook, Some(f.kind), count);
             return Err((f, report));
         }
+        let Some(slot) = self.instances.call_slot().await else {
+            let f = self.failure(
+                FailureKind::Busy,
+                format!(
+                    "all {} of the tenant's plugin-call slots stayed taken for the call's \
+                     deadline of {} ms (quota.max_plugin_calls)",
+                    self.instances.max_calls(),
+                    self.limits.deadline_ms
+                ),
+            );
+            self.record(hook, Some(f.kind), count);
+            report.wall_us = started.elapsed().as_micros() as u64;
+            return Err((f, report));
+        };
         let mut warm = match self.instances.take() {
             Some(w) => w,
             None => {
@@ -272,6 +286,7 @@ impl LoadedPlugin {
                 }
             }
         };
+        warm.slot = Some(slot);
         if let Some(m) = &self.metrics {
             m.instance(&self.tenant, &self.name, report.fresh_instance);
         }

@@ -1,0 +1,86 @@
+//! The admission layer: finds the tenant of a request before routing and
+//! lets it through its tenant's gate ([`crate::admission`]), or answers
+//! 429. A request without a valid key passes on, for its handler to refuse.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::{Caller, caller};
+use super::error::Problem;
+use crate::admission::Refusal;
+use crate::app::App;
+
+/// Admits the request through its tenant's gate; its slot is held until
+/// the response is made.
+pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let keyed = req.headers().contains_key(AUTHORIZATION);
+    let tenant = if keyed {
+        match caller(req.headers(), &app) {
+            Ok(Caller(tenant)) => tenant,
+            Err(_) => return next.run(req).await,
+        }
+    } else if req.uri().path().starts_with("/sessman/") {
+        match app.tenants.current().sessman_without_key() {
+            Some(tenant) => tenant,
+            None => return next.run(req).await,
+        }
+    } else {
+        return next.run(req).await;
+    };
+    let Some(gate) = app.admission.gate(&tenant.name).cloned() else {
+        return next.run(req).await;
+    };
+    match gate.admit().await {
+        Ok(slot) => {
+            if keyed {
+                req.extensions_mut().insert(Caller(tenant));
+            }
+            let response = next.run(req).await;
+            drop(slot);
+            response
+        }
+        Err(refusal) => refused(&refusal).into_response(),
+    }
+}
+
+/// The 429 problem for a refusal.
+pub fn refused(refusal: &Refusal) -> Problem {
+    match refusal {
+        Refusal::Rate {
+            per_second,
+            retry_after,
+        } => {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Rate limited",
+                format!(
+                    "this tenant may send {per_second} requests per second to this host \
+                     (quota.requests_per_second); retry after {seconds} s"
+                ),
+            )
+            .with("retry_after_ms", retry_after.as_millis() as u64)
+            .header(RETRY_AFTER, HeaderValue::from(seconds))
+        }
+        Refusal::Busy {
+            max_in_flight,
+            queue_timeout_ms,
+        } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "tenant-busy",
+            "Too many requests in flight",
+            format!(
+                "this tenant has {max_in_flight} requests in flight on this host \
+                 (quota.max_in_flight) and no slot freed within {queue_timeout_ms} ms; retry \
+                 shortly"
+            ),
+        )
+        .header(RETRY_AFTER, HeaderValue::from_static("1")),
+    }
+}
