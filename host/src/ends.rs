@@ -438,6 +438,7 @@ mod tests {
             name: "t".into(),
             config: TenantConfig::default(),
             chain: Chain::default(),
+            degraded: None,
         });
         let now = now_ms();
         for i in 0..n {

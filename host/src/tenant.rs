@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::{TenantConfig, parse_api_key_hash};
-use crate::runtime::{Chain, Hook, Runtime};
+use crate::runtime::{Chain, Hook, OnError, Runtime};
 use crate::session::Millis;
 use crate::store::UserLimit;
 
@@ -25,14 +25,32 @@ pub struct Tenant {
     pub name: String,
     pub config: TenantConfig,
     pub chain: Chain,
+    /// Why the tenant cannot serve, when a plugin of its chain with the
+    /// fail-closed policy did not load: its requests get 503, its sessions
+    /// are kept (not swept) and its end jobs wait in the queue.
+    pub degraded: Option<Degraded>,
+}
+
+/// A plugin that did not load, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Degraded {
+    pub plugin: String,
+    pub error: String,
 }
 
 impl Tenant {
-    /// Loads every plugin of `config`'s chain for tenant `name`. A plugin
-    /// that does not load fails with its tenant, name, file and reason.
+    /// Loads every plugin of `config`'s chain for tenant `name`.
+    ///
+    /// A plugin that does not load (a bad file, a component for another
+    /// world, a trap in `describe` or `init`) does not stop the host: with
+    /// `on_error = "allow"` the tenant runs without it; otherwise the tenant
+    /// starts degraded ([`Tenant::degraded`]). Either way the error is
+    /// logged with the tenant, plugin, file and reason.
+    ///
     /// `reclaim_after_ms` is the end queue's reclaim time: a tenant whose end
-    /// chain could outlast half of it is refused, since another host could
-    /// take over a job that is still running.
+    /// chain could outlast half of it is refused (a config error, which
+    /// stops startup), since another host could take over a job that is
+    /// still running.
     pub async fn load(
         runtime: &Runtime,
         name: &str,
@@ -40,15 +58,34 @@ impl Tenant {
         reclaim_after_ms: Millis,
     ) -> anyhow::Result<Tenant> {
         let mut plugins = Vec::new();
+        let mut degraded = None;
         for spec in &config.plugins {
             let path = spec.path.display().to_string();
-            let plugin = runtime.load(name, spec).await.map_err(|e| {
-                anyhow::anyhow!("tenant {name:?}: plugin {:?} ({path}): {e}", spec.name)
-            })?;
+            let plugin = match runtime.load(name, spec).await {
+                Ok(plugin) => plugin,
+                Err(e) if spec.on_error == OnError::Allow => {
+                    tracing::error!(tenant = %name, plugin = %spec.name, path = %path,
+                        "plugin did not load; on_error = allow, so the tenant runs without it: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %name, plugin = %spec.name, path = %path,
+                        "plugin did not load; the tenant is degraded (its requests get 503) \
+                         until it is fixed: {e}");
+                    degraded = Some(Degraded {
+                        plugin: spec.name.clone(),
+                        error: format!("{path}: {e}"),
+                    });
+                    break;
+                }
+            };
             tracing::info!(tenant = %name, plugin = %plugin.name,
                 describe = %format!("{} {}", plugin.description.name, plugin.description.version),
                 hooks = %plugin.description.hooks.join(","), "plugin loaded");
             plugins.push(plugin);
+        }
+        if degraded.is_some() {
+            plugins.clear();
         }
         let chain = Chain::new(plugins, config.max_ttl_seconds.saturating_mul(1000));
         let end_chain_ms = chain.worst_case_ms(Hook::SessionEnd);
@@ -63,6 +100,7 @@ impl Tenant {
             name: name.to_string(),
             config: config.clone(),
             chain,
+            degraded,
         })
     }
 

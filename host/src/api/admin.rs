@@ -170,10 +170,12 @@ fn sorted(items: impl Iterator<Item = String>) -> Vec<String> {
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
+        degraded: Vec::new(),
     })
 }
 
-/// Readiness: the session store answers.
+/// Readiness: the session store answers. The host is ready while some
+/// tenants are degraded (the others serve); they are listed.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -185,6 +187,19 @@ pub async fn readyz(State(app): State<Arc<App>>) -> ApiResult<(StatusCode, Json<
         StatusCode::OK,
         Json(Health {
             status: "ready".into(),
+            degraded: app
+                .tenants
+                .current()
+                .iter()
+                .filter_map(|t| {
+                    let d = t.degraded.as_ref()?;
+                    Some(super::model::DegradedTenant {
+                        tenant: t.name.clone(),
+                        plugin: d.plugin.clone(),
+                        error: d.error.clone(),
+                    })
+                })
+                .collect(),
         }),
     ))
 }

@@ -1,6 +1,6 @@
 //! The admission layer: finds the tenant of a request before routing and
 //! lets it through its tenant's gate ([`crate::admission`]), or answers
-//! 429. A request without a valid key passes on, for its handler to refuse.
+//! 429 (or 503 for a tenant whose plugins did not load). A request without a valid key passes on, for its handler to refuse.
 
 use std::sync::Arc;
 
@@ -32,6 +32,9 @@ pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     } else {
         return next.run(req).await;
     };
+    if let Some(degraded) = &tenant.degraded {
+        return Problem::tenant_degraded(degraded).into_response();
+    }
     let Some(gate) = app.admission.gate(&tenant.name).cloned() else {
         return next.run(req).await;
     };

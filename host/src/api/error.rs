@@ -293,6 +293,21 @@ impl Problem {
         .header(header::CONNECTION, HeaderValue::from_static("close"))
     }
 
+    /// The tenant's chain could not load at start: it serves nothing until
+    /// it is fixed (its sessions are kept).
+    pub fn tenant_degraded(degraded: &crate::tenant::Degraded) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant-degraded",
+            "Tenant degraded",
+            format!(
+                "plugin {:?} of this tenant did not load, so the tenant cannot serve: {}",
+                degraded.plugin, degraded.error
+            ),
+        )
+        .with("plugin", degraded.plugin.clone())
+    }
+
     /// The request never reached the store (or the store refused it
     /// without running it): nothing was changed.
     pub fn store_unavailable() -> Problem {

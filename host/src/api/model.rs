@@ -300,6 +300,18 @@ impl From<DeadLetter> for DeadLetterView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// Tenants whose plugins did not load (they answer 503; every other
+    /// tenant serves), with the plugin and the error. Left out when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<DegradedTenant>,
+}
+
+/// A tenant that cannot serve, in [`Health`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DegradedTenant {
+    pub tenant: String,
+    pub plugin: String,
+    pub error: String,
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ use super::{admin, error, model, sessions, sessman, users};
         model::EndQueueView,
         model::DeadLetterView,
         model::Health,
+        model::DegradedTenant,
         sessions::CreateSession,
         sessions::Authenticate,
         sessions::Event,
