@@ -273,6 +273,7 @@ struct Phase {
     seconds: f64,
     stopped: Option<String>,
     attacker: BTreeMap<String, u64>,
+    attacker_detail: Option<String>,
 }
 
 impl Phase {
@@ -298,6 +299,8 @@ struct Shared {
     deleted: HashMap<String, u64>,
     lags: Vec<u64>,
     attacker: BTreeMap<String, u64>,
+    /// The `detail` of the attacker's first refused create.
+    attacker_detail: Option<String>,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -442,6 +445,12 @@ async fn attacker_client(
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = r.json::<Value>().await.unwrap_or(Value::Null);
+                if status >= 300 {
+                    let mut shared = lock(&shared);
+                    if shared.attacker_detail.is_none() {
+                        shared.attacker_detail = body["detail"].as_str().map(str::to_owned);
+                    }
+                }
                 if ends
                     && status == 201
                     && let Some(token) = body["id"].as_str()
@@ -586,6 +595,7 @@ async fn phase(
         seconds,
         stopped,
         attacker: std::mem::take(&mut shared.attacker),
+        attacker_detail: shared.attacker_detail.take(),
     })
 }
 
@@ -657,6 +667,10 @@ async fn run_attack(knobs: &Knobs, work: &Path, attack: &str) -> Result<Outcome>
         .map(|(k, v)| format!("{k}×{v}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let answers = match &attacked.attacker_detail {
+        Some(detail) => format!("{answers} (first refusal: {detail})"),
+        None => answers,
+    };
     let note = match &attacked.stopped {
         Some(why) => format!("{why} after {:.1} s; attacker: {answers}", attacked.seconds),
         None => format!("attacker: {answers}"),
