@@ -202,6 +202,12 @@ async fn run_attack(knobs: &Knobs, work: &Path, attack: &str) -> Result<Outcome>
         Some(detail) => format!("{answers} (first refusal: {detail})"),
         None => answers,
     };
+    let late = attacked.sender_late_ms.max(alone.sender_late_ms);
+    let answers = if late > 10 {
+        format!("{answers}; the driver sent up to {late} ms late")
+    } else {
+        answers
+    };
     let note = match &attacked.stopped {
         Some(why) => format!("{why} after {:.1} s; attacker: {answers}", attacked.seconds),
         None => format!("attacker: {answers}"),

@@ -29,6 +29,9 @@ pub struct Phase {
     pub log_bytes: u64,
     pub seconds: f64,
     pub stopped: Option<String>,
+    /// How late the driver sent its latest victim request, in ms: its own
+    /// delay, which the latencies include.
+    pub sender_late_ms: u64,
     pub attacker: BTreeMap<String, u64>,
     pub attacker_detail: Option<String>,
 }
@@ -252,9 +255,16 @@ pub async fn phase(
         shared.clone(),
         stop_watch.clone(),
     ));
-    let mut attack = JoinSet::new();
+    // The attacker's clients get a runtime (and a thread) of their own, so
+    // that their busy loop does not queue ahead of the victim's schedule:
+    // the kernel shares the CPU between the two threads instead.
+    let attack_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("attacker")
+        .enable_all()
+        .build()?;
     for _ in 0..attackers {
-        attack.spawn(attacker_client(
+        attack_runtime.spawn(attacker_client(
             attacker.clone(),
             server.base.clone(),
             ends,
@@ -268,6 +278,7 @@ pub async fn phase(
     let mut sessions = JoinSet::new();
     let mut peak_rss = 0;
     let mut stopped = None;
+    let mut sender_late = Duration::ZERO;
     let mut next_sample = start;
     for i in 0.. {
         let scheduled = start + period * i;
@@ -297,6 +308,7 @@ pub async fn phase(
             }
         }
         tokio::time::sleep_until(scheduled.into()).await;
+        sender_late = sender_late.max(scheduled.elapsed());
         sessions.spawn(victim_session(
             victim.clone(),
             server.base.clone(),
@@ -316,7 +328,7 @@ pub async fn phase(
     if let Some((rss, hwm)) = memory_kib(pid) {
         peak_rss = peak_rss.max(rss).max(if attackers > 0 { hwm } else { 0 });
     }
-    attack.abort_all();
+    attack_runtime.shutdown_background();
 
     let waited = Instant::now();
     while waited.elapsed() < knobs.end_wait && !lock(&shared).deleted.is_empty() {
@@ -344,6 +356,7 @@ pub async fn phase(
         log_bytes,
         seconds,
         stopped,
+        sender_late_ms: sender_late.as_millis() as u64,
         attacker: std::mem::take(&mut shared.attacker),
         attacker_detail: shared.attacker_detail.take(),
     })
