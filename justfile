@@ -45,3 +45,11 @@ bench: plugins
 # HTTP load on Redis with wrk, with and without the example plugins, against the redis-benchmark floor.
 load: setup
     scripts/load.sh
+
+# One host, a victim tenant and an attacker tenant: the victim's latency,
+# errors and end-hook lag, the host's RSS and log bytes, alone and under
+# each attack (about five minutes); the table also goes to
+# target/attack/report.md. Knobs (ATTACKS, DURATION, RATE, STORE, ...) in
+# docs/attack.md; one attack: ATTACKS=log-flood just attack.
+attack: setup
+    scripts/attack.sh
