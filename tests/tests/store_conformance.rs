@@ -20,8 +20,9 @@ use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvStore, LimitPolicy, MergeOutcome,
-    Once, OnceKey, Poison, SessionStore, StoreBackend, StoreError, UserLimit, WriteOutcome,
+    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvQuota, KvStore, LimitPolicy,
+    MergeOutcome, Once, OnceKey, Poison, SessionStore, StoreBackend, StoreError, UserLimit,
+    WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 use sessiond_tests::{Backend, every_backend, fixtures};
@@ -133,6 +134,8 @@ every_backend!(
     kv_get_set_delete,
     kv_ttl,
     kv_isolation,
+    kv_quota_bounds_keys_and_bytes,
+    kv_quota_holds_under_concurrency,
     audit_append_and_page,
     tenants_are_isolated,
     odd_tenant_names,
@@ -1607,6 +1610,103 @@ async fn kv_ttl(backend: Backend) {
         s.kv_get(t, "p", "short").await.unwrap().as_deref(),
         Some("again")
     );
+}
+
+async fn kv_quota_bounds_keys_and_bytes(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let (s, t) = (b.store(), b.tenant.as_str());
+    let quota = KvQuota {
+        max_bytes: 40,
+        max_keys: 3,
+    };
+    for k in ["k1", "k2", "k3"] {
+        s.kv_set_within(t, "p", k, "12345678", None, quota)
+            .await
+            .unwrap();
+    }
+    // A fourth key is refused, and nothing of it is written.
+    let err = s
+        .kv_set_within(t, "p", "k4", "x", None, quota)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err:?}");
+    assert!(err.to_string().starts_with("quota exceeded: "), "{err}");
+    assert_eq!(s.kv_get(t, "p", "k4").await.unwrap(), None);
+    // Replacing a key counts it once: 3 keys, 2 + 20 + 2 * 10 = 42 bytes
+    // would be over; 2 + 18 + 20 = 40 is not.
+    let err = s
+        .kv_set_within(t, "p", "k1", &"x".repeat(20), None, quota)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QuotaExceeded(_)), "{err:?}");
+    assert_eq!(
+        s.kv_get(t, "p", "k1").await.unwrap().as_deref(),
+        Some("12345678")
+    );
+    s.kv_set_within(t, "p", "k1", &"x".repeat(18), None, quota)
+        .await
+        .unwrap();
+    // Another plugin, and another tenant, have quotas of their own.
+    s.kv_set_within(t, "q", "k4", "x", None, quota)
+        .await
+        .unwrap();
+    s.kv_set_within(&b.other_tenant(), "p", "k4", "x", None, quota)
+        .await
+        .unwrap();
+    // A delete, and a TTL of 0, make room.
+    assert!(s.kv_delete(t, "p", "k2").await.unwrap());
+    s.kv_set_within(t, "p", "k4", "1", None, quota)
+        .await
+        .unwrap();
+    s.kv_set_within(t, "p", "k4", "1", Some(0), quota)
+        .await
+        .unwrap();
+    // So does an entry's lapsing.
+    s.kv_set_within(t, "p", "brief", "1", Some(1), quota)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.kv_set_within(t, "p", "later", "1", None, quota).await {
+            Ok(()) => break,
+            Err(StoreError::QuotaExceeded(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the lapsed entry still counts: {e}"),
+        }
+    }
+    assert_eq!(s.kv_get(t, "p", "brief").await.unwrap(), None);
+    // The plain write has no quota.
+    s.kv_set(t, "p", "k5", "x", None).await.unwrap();
+}
+
+/// Many writers of new keys at once, through two handles (two hosts):
+/// exactly as many as the quota allows succeed.
+async fn kv_quota_holds_under_concurrency(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t = b.tenant.clone();
+    let quota = KvQuota {
+        max_bytes: 1 << 20,
+        max_keys: 10,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = b.handle(i % 2);
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            s.kv_set_within(&t, "p", &format!("k{i}"), "v", None, quota)
+                .await
+        }));
+    }
+    let mut written = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => written += 1,
+            Err(StoreError::QuotaExceeded(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(written, 10);
 }
 
 async fn kv_isolation(backend: Backend) {

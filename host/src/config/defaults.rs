@@ -62,6 +62,8 @@ pub const SWEEP_BATCH: usize = 100;
 pub const ENDS_POLL_INTERVAL_MS: u64 = 200;
 /// `ends.batch`.
 pub const ENDS_BATCH: usize = 64;
+/// `ends.max_concurrent_per_tenant`.
+pub const ENDS_MAX_CONCURRENT_PER_TENANT: usize = 32;
 /// `ends.reclaim_after_ms`: 30 seconds.
 pub const ENDS_RECLAIM_AFTER_MS: u64 = 30_000;
 /// `ends.max_deliveries`.

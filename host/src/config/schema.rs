@@ -138,6 +138,10 @@ pub struct EndsConfig {
     pub poll_interval_ms: u64,
     /// Most jobs claimed in one go.
     pub batch: usize,
+    /// Most end jobs of one tenant whose hooks run at once on this host;
+    /// each tenant's jobs are claimed in turn up to this bound, so one
+    /// tenant's slow or failing end hooks do not hold up another's.
+    pub max_concurrent_per_tenant: usize,
     /// How long a job may stay claimed without being finished before another
     /// host takes it over (the claiming host is presumed dead). Longer than
     /// any end chain can take; shorter means faster recovery after a crash.
@@ -146,7 +150,9 @@ pub struct EndsConfig {
     /// dead-letter list: a job whose hooks failed to finish that often (its
     /// host died, or the hooks could not reach the store) runs no more.
     pub max_deliveries: u64,
-    /// On shutdown, how long to keep running queued jobs before stopping.
+    /// On shutdown, how long to keep running queued jobs before stopping;
+    /// hooks still running then are abandoned, their jobs left claimed for
+    /// another host (or this one, restarted) to take over.
     pub shutdown_drain_ms: u64,
     /// This host's consumer name in the queue; unique per process. Default:
     /// `<hostname>-<pid>-<random>`.
@@ -159,6 +165,7 @@ impl Default for EndsConfig {
         EndsConfig {
             poll_interval_ms: defaults::ENDS_POLL_INTERVAL_MS,
             batch: defaults::ENDS_BATCH,
+            max_concurrent_per_tenant: defaults::ENDS_MAX_CONCURRENT_PER_TENANT,
             reclaim_after_ms: defaults::ENDS_RECLAIM_AFTER_MS,
             max_deliveries: defaults::ENDS_MAX_DELIVERIES,
             shutdown_drain_ms: defaults::ENDS_SHUTDOWN_DRAIN_MS,

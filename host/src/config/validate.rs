@@ -168,6 +168,9 @@ fn workers(config: &Config) -> Checked {
     if ends.batch == 0 {
         return invalid("ends.batch", "must be at least 1");
     }
+    if ends.max_concurrent_per_tenant == 0 {
+        return invalid("ends.max_concurrent_per_tenant", "must be at least 1");
+    }
     if ends.reclaim_after_ms < 1_000 {
         return invalid(
             "ends.reclaim_after_ms",

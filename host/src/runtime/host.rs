@@ -17,7 +17,7 @@ use super::output::TailPipe;
 use super::share::{Refused, TenantShare};
 use super::types::{LogLevel, LogLine, summary_size};
 use crate::session::{SessionRecord, SessionSummary, now_ms};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{KvQuota, StoreError, StoreResult};
 
 /// What every instance of one plugin in one tenant shares.
 pub(crate) struct PluginEnv {
@@ -108,6 +108,8 @@ pub(crate) struct CallState {
     /// call), so a hook run again for the same end writes each record once.
     pub end_id: Option<String>,
     pub audit_appends: u32,
+    /// The plugin's kv quota (from its limits).
+    pub kv_quota: KvQuota,
     /// A store operation of this call failed because the store could not be
     /// reached or did not answer in time.
     pub store_unavailable: bool,
@@ -119,6 +121,10 @@ impl CallState {
             session,
             started: Some(Instant::now()),
             deadline_ms: limits.deadline_ms,
+            kv_quota: KvQuota {
+                max_bytes: limits.kv_max_bytes,
+                max_keys: limits.kv_max_keys,
+            },
             host_calls: 0,
             max_host_calls: limits.max_host_calls,
             bytes_in: input_bytes,
@@ -333,9 +339,14 @@ impl HostState {
         let res = self
             .store_call(
                 remaining,
-                env.stores
-                    .kv
-                    .kv_set(&env.tenant, &env.plugin, &key, &value, ttl_seconds),
+                env.stores.kv.kv_set_within(
+                    &env.tenant,
+                    &env.plugin,
+                    &key,
+                    &value,
+                    ttl_seconds,
+                    self.call.kv_quota,
+                ),
             )
             .await?;
         Ok(res.map_err(|e| e.to_string()))

@@ -24,6 +24,23 @@ pub struct Limits {
     pub max_output_bytes: u64,
     /// Cap on the number of host calls in one call.
     pub max_host_calls: u32,
+    /// The plugin's kv quota in this tenant: most bytes (keys plus values)
+    /// its live entries may hold, across calls and hosts.
+    #[serde(default = "default_kv_max_bytes")]
+    pub kv_max_bytes: u64,
+    /// The plugin's kv quota in this tenant: most live entries.
+    #[serde(default = "default_kv_max_keys")]
+    pub kv_max_keys: u64,
+}
+
+/// `kv_max_bytes`: 1 MiB.
+fn default_kv_max_bytes() -> u64 {
+    1 << 20
+}
+
+/// `kv_max_keys`.
+fn default_kv_max_keys() -> u64 {
+    1_000
 }
 
 impl Default for Limits {
@@ -35,6 +52,8 @@ impl Default for Limits {
             max_input_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             max_host_calls: 1_000,
+            kv_max_bytes: default_kv_max_bytes(),
+            kv_max_keys: default_kv_max_keys(),
         }
     }
 }
@@ -71,6 +90,12 @@ impl Limits {
         if let Some(v) = o.max_host_calls {
             self.max_host_calls = v;
         }
+        if let Some(v) = o.kv_max_bytes {
+            self.kv_max_bytes = v;
+        }
+        if let Some(v) = o.kv_max_keys {
+            self.kv_max_keys = v;
+        }
         self
     }
 }
@@ -85,6 +110,8 @@ pub struct LimitOverrides {
     pub max_input_bytes: Option<u64>,
     pub max_output_bytes: Option<u64>,
     pub max_host_calls: Option<u32>,
+    pub kv_max_bytes: Option<u64>,
+    pub kv_max_keys: Option<u64>,
 }
 
 /// Settings of the engine shared by every plugin in the process.

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::dump::{DumpPage, Imported, Item, Kind, StoreDump};
 use super::{
     AuditPage, AuditStore, CreateOutcome, DeadLetters, EndJob, EndQueue, EndQueueStats, Expired,
-    KvStore, MergeOutcome, Once, OnceKey, Poison, Remembered, SessionStore, StoreBackend,
+    KvQuota, KvStore, MergeOutcome, Once, OnceKey, Poison, Remembered, SessionStore, StoreBackend,
     StoreError, StoreResult, UserLimit, WriteOutcome,
 };
 use crate::metrics::StoreMetrics;
@@ -66,6 +66,7 @@ fn error_kind(error: &StoreError) -> &'static str {
         StoreError::OutcomeUnknown(_) => "outcome-unknown",
         StoreError::Corrupt(_) => "corrupt",
         StoreError::Backend(_) => "backend",
+        StoreError::QuotaExceeded(_) => "quota-exceeded",
     }
 }
 
@@ -312,17 +313,19 @@ impl KvStore for MeteredStore {
             .await
     }
 
-    async fn kv_set(
+    async fn kv_set_within(
         &self,
         tenant: &str,
         plugin: &str,
         key: &str,
         value: &str,
         ttl_seconds: Option<u32>,
+        quota: KvQuota,
     ) -> StoreResult<()> {
         self.timed(
             "kv_set",
-            self.inner.kv_set(tenant, plugin, key, value, ttl_seconds),
+            self.inner
+                .kv_set_within(tenant, plugin, key, value, ttl_seconds, quota),
         )
         .await
     }

@@ -48,6 +48,52 @@ pub enum StoreError {
     /// Any other backend failure.
     #[error("store error: {0}")]
     Backend(String),
+    /// A kv write that would take a plugin past its quota; nothing was
+    /// written.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+}
+
+/// What one plugin of one tenant may keep in its kv: at most `max_keys`
+/// live entries of at most `max_bytes` in all (keys plus values, in UTF-8
+/// bytes). Entries past their TTL do not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    pub max_bytes: u64,
+    pub max_keys: u64,
+}
+
+impl Default for KvQuota {
+    /// No bound, as [`KvQuota::UNLIMITED`].
+    fn default() -> Self {
+        KvQuota::UNLIMITED
+    }
+}
+
+impl KvQuota {
+    /// No bound (for tools that copy a store whole).
+    pub const UNLIMITED: KvQuota = KvQuota {
+        max_bytes: u64::MAX,
+        max_keys: u64::MAX,
+    };
+
+    /// The error of a write that would leave a plugin with `keys` entries
+    /// of `bytes` bytes, if that is over the quota.
+    pub fn check(&self, keys: u64, bytes: u64) -> StoreResult<()> {
+        if keys > self.max_keys {
+            return Err(StoreError::QuotaExceeded(format!(
+                "the plugin's kv would hold {keys} keys, more than its {} allowed",
+                self.max_keys
+            )));
+        }
+        if bytes > self.max_bytes {
+            return Err(StoreError::QuotaExceeded(format!(
+                "the plugin's kv would hold {bytes} bytes, more than its {} allowed",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -510,7 +556,8 @@ pub trait KvStore: Send + Sync + 'static {
     /// Reads a plugin's private key-value entry.
     async fn kv_get(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<Option<String>>;
 
-    /// Writes a plugin's private key-value entry, optionally expiring.
+    /// Writes a plugin's private key-value entry, optionally expiring,
+    /// without a quota.
     async fn kv_set(
         &self,
         tenant: &str,
@@ -518,6 +565,25 @@ pub trait KvStore: Send + Sync + 'static {
         key: &str,
         value: &str,
         ttl_seconds: Option<u32>,
+    ) -> StoreResult<()> {
+        self.kv_set_within(tenant, plugin, key, value, ttl_seconds, KvQuota::UNLIMITED)
+            .await
+    }
+
+    /// Writes a plugin's private key-value entry, optionally expiring,
+    /// unless the plugin's entries would then be over `quota` (counted
+    /// with the new entry in place of the old one under `key`): then it
+    /// writes nothing and fails with [`StoreError::QuotaExceeded`]. The
+    /// check and the write are one atomic step, so the quota holds across
+    /// hosts. A TTL of 0 deletes the entry (never over quota).
+    async fn kv_set_within(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        key: &str,
+        value: &str,
+        ttl_seconds: Option<u32>,
+        quota: KvQuota,
     ) -> StoreResult<()>;
 
     /// Deletes a plugin's private key-value entry; returns whether it existed.

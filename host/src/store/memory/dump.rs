@@ -110,11 +110,9 @@ impl Tenant {
                     return Ok(Imported::Exists);
                 }
                 self.kv_remove(&i.plugin, &i.key);
-                if let Some(at) = i.expires_at {
-                    self.kv_expiry.insert((at, i.plugin.clone(), i.key.clone()));
-                }
-                self.kv.insert(
-                    id,
+                self.kv_insert(
+                    &i.plugin,
+                    &i.key,
                     KvEntry {
                         value: i.value.clone(),
                         expires_at: i.expires_at,

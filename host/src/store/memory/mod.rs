@@ -28,9 +28,9 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, LimitPolicy,
-    MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit,
-    WriteOutcome, defaults, oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvQuota, KvStore,
+    LimitPolicy, MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError, StoreResult,
+    UserLimit, WriteOutcome, defaults, oldest_first,
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
@@ -371,30 +371,40 @@ impl KvStore for MemoryStore {
             .map(|e| e.value.clone()))
     }
 
-    async fn kv_set(
+    async fn kv_set_within(
         &self,
         tenant: &str,
         plugin: &str,
         key: &str,
         value: &str,
         ttl_seconds: Option<u32>,
+        quota: KvQuota,
     ) -> StoreResult<()> {
         let tenant = self.tenant(tenant);
         let mut t = lock(&tenant);
         let now = now_ms();
         t.purge_kv(now);
-        t.kv_remove(plugin, key);
         // A TTL of 0 expires the entry at once.
         if ttl_seconds == Some(0) {
+            t.kv_remove(plugin, key);
             return Ok(());
         }
+        // The quota counts the plugin's entries with this one in place of
+        // the one it replaces (lapsed entries were just purged).
+        let usage = t.kv_usage(plugin);
+        let old =
+            t.kv.get(&(plugin.to_string(), key.to_string()))
+                .map(|e| (key.len() + e.value.len()) as u64);
+        let new = (key.len() + value.len()) as u64;
+        quota.check(
+            usage.keys + u64::from(old.is_none()),
+            usage.bytes - old.unwrap_or(0) + new,
+        )?;
+        t.kv_remove(plugin, key);
         let expires_at = ttl_seconds.map(|s| now + u64::from(s) * 1000);
-        if let Some(at) = expires_at {
-            t.kv_expiry
-                .insert((at, plugin.to_string(), key.to_string()));
-        }
-        t.kv.insert(
-            (plugin.to_string(), key.to_string()),
+        t.kv_insert(
+            plugin,
+            key,
             KvEntry {
                 value: value.to_string(),
                 expires_at,

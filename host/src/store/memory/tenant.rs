@@ -37,6 +37,13 @@ impl std::fmt::Display for StreamId {
     }
 }
 
+/// How much one plugin holds in kv.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct KvUsage {
+    pub(super) keys: u64,
+    pub(super) bytes: u64,
+}
+
 pub(super) struct KvEntry {
     pub(super) value: String,
     pub(super) expires_at: Option<Millis>,
@@ -52,6 +59,8 @@ pub(super) struct Tenant {
     pub(super) kv: HashMap<(String, String), KvEntry>,
     /// `(expires_at, plugin, key)` of every expiring kv entry.
     pub(super) kv_expiry: BTreeSet<(Millis, String, String)>,
+    /// Entries and bytes (keys plus values) held in `kv`, by plugin.
+    kv_usage: HashMap<String, KvUsage>,
     pub(super) audit: VecDeque<(StreamId, AuditRecord)>,
     pub(super) last_audit_id: StreamId,
     /// Idempotency keys of audit appends: the id written and when the key
@@ -139,11 +148,32 @@ impl Tenant {
                 break;
             }
             let (at, plugin, key) = self.kv_expiry.pop_first().expect("non-empty");
-            let id = (plugin, key);
-            if self.kv.get(&id).and_then(|e| e.expires_at) == Some(at) {
-                self.kv.remove(&id);
+            if self
+                .kv
+                .get(&(plugin.clone(), key.clone()))
+                .and_then(|e| e.expires_at)
+                == Some(at)
+            {
+                self.kv_remove(&plugin, &key);
             }
         }
+    }
+
+    /// What `plugin` holds in `kv`: entries, and bytes of keys plus values.
+    pub(super) fn kv_usage(&self, plugin: &str) -> KvUsage {
+        self.kv_usage.get(plugin).copied().unwrap_or_default()
+    }
+
+    /// Stores an entry (none may be under its key), with its expiry.
+    pub(super) fn kv_insert(&mut self, plugin: &str, key: &str, entry: KvEntry) {
+        if let Some(at) = entry.expires_at {
+            self.kv_expiry
+                .insert((at, plugin.to_string(), key.to_string()));
+        }
+        let usage = self.kv_usage.entry(plugin.to_string()).or_default();
+        usage.keys += 1;
+        usage.bytes += (key.len() + entry.value.len()) as u64;
+        self.kv.insert((plugin.to_string(), key.to_string()), entry);
     }
 
     /// Queues the end job of a session that was just taken out.
@@ -213,6 +243,13 @@ impl Tenant {
         if let Some(at) = entry.expires_at {
             self.kv_expiry
                 .remove(&(at, plugin.to_string(), key.to_string()));
+        }
+        if let Some(usage) = self.kv_usage.get_mut(plugin) {
+            usage.keys -= 1;
+            usage.bytes -= (key.len() + entry.value.len()) as u64;
+            if usage.keys == 0 {
+                self.kv_usage.remove(plugin);
+            }
         }
         Some(entry)
     }

@@ -13,6 +13,9 @@
 //! | `u:<user>` | sorted set | token hashes, score = last_seen_at (lowest = least recently used) | `PEXPIREAT` the latest member's `d + grace` |
 //! | `deadlines` | sorted set | token hashes, score = `d` | none: members leave when taken |
 //! | `kv:<plugin>:<key>` | string | a plugin's value (`:` and `%` in the plugin name escaped) | `PX` ttl when given |
+//! | `kvs:<plugin>` | hash | the plugin's quota usage: each key's bytes (key plus value) | none |
+//! | `kvx:<plugin>` | sorted set | the plugin's expiring keys, score = when they lapse (Redis `TIME`) | none: members leave when the next write purges them |
+//! | `kvb:<plugin>` | string | the plugin's total bytes (the sum of `kvs`) | none |
 //! | `audit` | stream | fields `at`, `plugin`, `session` (optional), `record` (JSON) | `XADD MAXLEN ~ audit_max_len` |
 //! | `once:<key>` | string | the audit id written by the first append with idempotency key `<key>` (end hooks: `<end id>:<plugin>:<n>`) | `PX` one day |
 //! | `idem:<id>` | hash | an idempotency key of a create or remove (`<id>` = hex SHA-256 of tenant and client key): `q` request digest; for a create also `r` the record JSON as created and `t` its token sealed with the client's key | `PEXPIRE` the key's ttl |
@@ -97,6 +100,21 @@ impl TenantKeys {
 
     pub(super) fn kv(&self, plugin: &str, key: &str) -> String {
         format!("{}kv:{}:{key}", self.base, escape(plugin))
+    }
+
+    /// The prefix of a plugin's value keys ([`TenantKeys::kv`] without the key).
+    pub(super) fn kv_prefix(&self, plugin: &str) -> String {
+        format!("{}kv:{}:", self.base, escape(plugin))
+    }
+
+    /// A plugin's quota keys: entry sizes, expiries, total bytes.
+    pub(super) fn kv_usage(&self, plugin: &str) -> [String; 3] {
+        let p = escape(plugin);
+        [
+            format!("{}kvs:{p}", self.base),
+            format!("{}kvx:{p}", self.base),
+            format!("{}kvb:{p}", self.base),
+        ]
     }
 
     pub(super) fn audit(&self) -> String {

@@ -29,9 +29,9 @@ use redis::Value;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvStore, MergeOutcome, Once,
-    OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit, WriteOutcome,
-    oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvQuota, KvStore,
+    MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit,
+    WriteOutcome, oldest_first,
 };
 use crate::json::{Limit, MAX_DEPTH, MAX_SESSION_BYTES, OverLimit};
 use crate::session::{EndReason, Millis, SessionRecord};
@@ -484,35 +484,64 @@ impl KvStore for RedisStore {
         }
     }
 
-    async fn kv_set(
+    async fn kv_set_within(
         &self,
         tenant: &str,
         plugin: &str,
         key: &str,
         value: &str,
         ttl_seconds: Option<u32>,
+        quota: KvQuota,
     ) -> StoreResult<()> {
-        let k = self.keys(tenant).kv(plugin, key);
-        let cmd = match ttl_seconds {
-            // A TTL of 0 expires the entry at once.
-            Some(0) => redis::cmd("DEL").arg(k).clone(),
-            Some(s) => redis::cmd("SET")
-                .arg(k)
-                .arg(value)
-                .arg("PX")
-                .arg(u64::from(s) * 1000)
-                .clone(),
-            None => redis::cmd("SET").arg(k).arg(value).clone(),
-        };
-        self.conn.query(&cmd).await?;
-        Ok(())
+        // A TTL of 0 expires the entry at once.
+        if ttl_seconds == Some(0) {
+            self.kv_delete(tenant, plugin, key).await?;
+            return Ok(());
+        }
+        let keys = self.keys(tenant);
+        let [sizes, expiry, total] = keys.kv_usage(plugin);
+        let mut inv = SCRIPTS.kv_set.prepare_invoke();
+        inv.key(keys.kv(plugin, key))
+            .key(sizes)
+            .key(expiry)
+            .key(total)
+            .arg(keys.base())
+            .arg(key)
+            .arg(value)
+            .arg(ttl_seconds.map_or(0, |s| u64::from(s) * 1000))
+            .arg(quota.max_bytes.min(MAX_MS))
+            .arg(quota.max_keys.min(MAX_MS))
+            .arg(keys.kv_prefix(plugin));
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        match reply.first().map(text).transpose()? {
+            Some("ok") => Ok(()),
+            Some(over @ ("keys" | "bytes")) => {
+                let n: u64 = reply
+                    .get(1)
+                    .map(text)
+                    .transpose()?
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                match over {
+                    "keys" => quota.check(n, 0),
+                    _ => quota.check(0, n),
+                }
+            }
+            _ => Err(corrupt("an unexpected answer to kv_set")),
+        }
     }
 
     async fn kv_delete(&self, tenant: &str, plugin: &str, key: &str) -> StoreResult<bool> {
-        let reply = self
-            .conn
-            .query(redis::cmd("DEL").arg(self.keys(tenant).kv(plugin, key)))
-            .await?;
+        let keys = self.keys(tenant);
+        let [sizes, expiry, total] = keys.kv_usage(plugin);
+        let mut inv = SCRIPTS.kv_delete.prepare_invoke();
+        inv.key(keys.kv(plugin, key))
+            .key(sizes)
+            .key(expiry)
+            .key(total)
+            .arg(keys.base())
+            .arg(key);
+        let reply = self.conn.invoke(&inv).await?;
         Ok(number(&reply)? > 0)
     }
 }

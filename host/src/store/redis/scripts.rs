@@ -31,6 +31,8 @@ pub(super) struct Scripts {
     pub(super) remove: Script,
     pub(super) user: Script,
     pub(super) take_expired: Script,
+    pub(super) kv_set: Script,
+    pub(super) kv_delete: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -50,6 +52,8 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         remove: s(include_str!("lua/remove.lua")),
         user: s(include_str!("lua/user.lua")),
         take_expired: s(include_str!("lua/take_expired.lua")),
+        kv_set: s(include_str!("lua/kv_set.lua")),
+        kv_delete: s(include_str!("lua/kv_delete.lua")),
     }
 });
 
