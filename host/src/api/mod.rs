@@ -214,7 +214,11 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-/// Logs method, route template, status and time of each request.
+/// Logs method, route template, status and time of each request: at DEBUG
+/// (`RUST_LOG=sessiond::api=debug` turns it on), so that the default `info`
+/// level writes nothing per request; a 5xx other than 503 at WARN. (A 503
+/// is a store outage or a degraded tenant, each logged where it starts, and
+/// could come once per request.)
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let route = req
@@ -226,10 +230,10 @@ async fn log_request(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
+    if status >= 500 && status != 503 {
         tracing::warn!(%method, route, status, ms, "request");
     } else {
-        tracing::info!(%method, route, status, ms, "request");
+        tracing::debug!(%method, route, status, ms, "request");
     }
     response
 }

@@ -27,6 +27,8 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`), with ANSI colours
+/// only when stderr is a terminal: a log file or a journal gets plain text.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
@@ -34,6 +36,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
