@@ -179,12 +179,17 @@ impl Instances {
     }
 
     /// One of the tenant's plugin-call slots, waiting for one up to the
-    /// plugin's deadline; none when they all stayed taken.
-    pub async fn call_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.env
-            .share
-            .call_slot(Duration::from_millis(self.limits.deadline_ms))
-            .await
+    /// plugin's deadline (or for as long as it takes, when `patient`: an end
+    /// hook runs in the background, bounded by the end worker's own
+    /// per-tenant slots, and must not fail for want of a slot); none when
+    /// they all stayed taken.
+    pub async fn call_slot(&self, patient: bool) -> Option<OwnedSemaphorePermit> {
+        let wait = if patient {
+            Duration::from_secs(24 * 3600)
+        } else {
+            Duration::from_millis(self.limits.deadline_ms)
+        };
+        self.env.share.call_slot(wait).await
     }
 
     /// Plugin calls the tenant may run at once.

@@ -258,7 +258,7 @@ impl LoadedPlugin {
             self.record(hook, Some(f.kind), count);
             return Err((f, report));
         }
-        let Some(slot) = self.instances.call_slot().await else {
+        let Some(slot) = self.instances.call_slot(hook == Hook::SessionEnd).await else {
             let f = self.failure(
                 FailureKind::Busy,
                 format!(
