@@ -184,11 +184,7 @@ impl Instances {
     /// per-tenant slots, and must not fail for want of a slot); none when
     /// they all stayed taken.
     pub async fn call_slot(&self, patient: bool) -> Option<OwnedSemaphorePermit> {
-        let wait = if patient {
-            Duration::from_secs(24 * 3600)
-        } else {
-            Duration::from_millis(self.limits.deadline_ms)
-        };
+        let wait = (!patient).then(|| Duration::from_millis(self.limits.deadline_ms));
         self.env.share.call_slot(wait).await
     }
 

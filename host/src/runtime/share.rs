@@ -98,16 +98,18 @@ impl TenantShare {
         )
     }
 
-    /// A slot for one plugin call, waiting up to `wait` for one to free; none
-    /// when every slot stayed taken that long.
-    pub async fn call_slot(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
+    /// A slot for one plugin call, waiting up to `wait` for one to free (or
+    /// for as long as it takes, with none); none when every slot stayed
+    /// taken that long.
+    pub async fn call_slot(&self, wait: Option<Duration>) -> Option<OwnedSemaphorePermit> {
         if let Ok(permit) = self.calls.clone().try_acquire_owned() {
             return Some(permit);
         }
-        tokio::time::timeout(wait, self.calls.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
+        let acquire = self.calls.clone().acquire_owned();
+        match wait {
+            Some(wait) => tokio::time::timeout(wait, acquire).await.ok()?.ok(),
+            None => acquire.await.ok(),
+        }
     }
 
     /// Plugin calls of the tenant that may run at once.
@@ -167,10 +169,20 @@ mod tests {
     #[tokio::test]
     async fn call_slots_are_bounded_and_freed() {
         let share = TenantShare::new(2, 1, Arc::new(MemoryPool::new(1)));
-        let one = share.call_slot(Duration::ZERO).await.unwrap();
-        let _two = share.call_slot(Duration::ZERO).await.unwrap();
-        assert!(share.call_slot(Duration::from_millis(5)).await.is_none());
+        let one = share.call_slot(Some(Duration::ZERO)).await.unwrap();
+        let _two = share.call_slot(Some(Duration::ZERO)).await.unwrap();
+        assert!(
+            share
+                .call_slot(Some(Duration::from_millis(5)))
+                .await
+                .is_none()
+        );
         drop(one);
-        assert!(share.call_slot(Duration::from_millis(5)).await.is_some());
+        assert!(
+            share
+                .call_slot(Some(Duration::from_millis(5)))
+                .await
+                .is_some()
+        );
     }
 }
