@@ -131,8 +131,10 @@ pub struct EngineSettings {
     /// `memory-budget`.
     pub memory_budget_mib: u64,
     /// Plugin calls running at once on this host, shared out between the
-    /// tenants as their default `quota.max_plugin_calls`. Default: 4 per
-    /// CPU.
+    /// tenants as their default `quota.max_plugin_calls`. A call waiting on
+    /// the store or sleeping holds its slot, so the default leaves room for
+    /// hooks that wait: 16 per CPU (the CPU itself is shared by the epoch
+    /// yield every millisecond).
     pub max_plugin_calls: usize,
     /// The wasm stack limit in KiB. wasmtime applies it per engine, so it is
     /// the same for every plugin.
@@ -162,7 +164,7 @@ impl Default for EngineSettings {
             max_instances: 1_000,
             max_memory_mib: 256,
             memory_budget_mib: 2048,
-            max_plugin_calls: 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_plugin_calls: 16 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             wasm_stack_kib: 512,
             epoch_tick_ms: 1,
             keep_resident_kib: 2048,
