@@ -162,6 +162,13 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedLineLabels {
+    tenant: String,
+    plugin: String,
+    line: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     tenant: String,
     plugin: String,
@@ -182,6 +189,7 @@ pub struct PluginMetrics {
     calls: Family<HookLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     instances: Family<InstanceLabels, Counter>,
+    dropped_lines: Family<DroppedLineLabels, Counter>,
     fuel: Histograms<HookLabels>,
     wall: Histograms<HookLabels>,
     memory: Histograms<HookLabels>,
@@ -214,6 +222,13 @@ impl PluginMetrics {
             "Hook calls by the instance that served them: warm (reused) or fresh",
             instances.clone(),
         );
+        let dropped_lines = Family::default();
+        registry.register(
+            "sessiond_plugin_log_lines_dropped",
+            "Log lines over a plugin's log rate, dropped: its own (line=plugin) \
+             and the host's lines about its failed calls (line=failure)",
+            dropped_lines.clone(),
+        );
         let fuel: Histograms<HookLabels> = Family::new_with_constructor(|| {
             // 1,000 to about 1.07e9 units (the default limit is 5e7).
             Histogram::new(exponential_buckets(1_000.0, 4.0, 16))
@@ -245,6 +260,7 @@ impl PluginMetrics {
             calls,
             failures,
             instances,
+            dropped_lines,
             fuel,
             wall,
             memory,
@@ -275,6 +291,18 @@ impl PluginMetrics {
                 instance: if fresh { "fresh" } else { "warm" },
             })
             .inc();
+    }
+
+    /// The counter of `plugin`'s dropped log lines of kind `line`
+    /// (`plugin` or `failure`).
+    pub fn dropped_lines(&self, tenant: &str, plugin: &str, line: &'static str) -> Counter {
+        self.dropped_lines
+            .get_or_create(&DroppedLineLabels {
+                tenant: tenant.to_string(),
+                plugin: plugin.to_string(),
+                line,
+            })
+            .clone()
     }
 
     /// What a call that ran cost.

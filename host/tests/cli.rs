@@ -309,3 +309,21 @@ fn run_plugin_error_exits_1() {
     assert_eq!(out["outcome"], "error");
     assert_eq!(out["failure"]["message"], "hostile fixture error");
 }
+
+#[test]
+fn run_checks_the_output_as_the_server_does() {
+    // The changes document is not JSON: the server refuses the request
+    // (fail-closed), and `run` says so instead of printing an allow.
+    let (code, out) = run_json(&[
+        "plugin",
+        "run",
+        &wasm("attacker"),
+        "on-session-start",
+        "--config",
+        "mode=invalid-output",
+    ]);
+    assert_eq!(code, 1, "{out:#}");
+    assert_eq!(out["outcome"], "error", "{out:#}");
+    assert_eq!(out["failure"]["kind"], "invalid-output", "{out:#}");
+    assert!(out.get("changes").is_none(), "{out:#}");
+}

@@ -262,6 +262,7 @@ pub struct Plugin {
     grants: Vec<String>,
     config: Vec<(String, String)>,
     limits: Vec<(String, u64)>,
+    circuit: Vec<(String, u64)>,
     on_error: Option<String>,
 }
 
@@ -281,6 +282,7 @@ impl Plugin {
             grants: Vec::new(),
             config: Vec::new(),
             limits: Vec::new(),
+            circuit: Vec::new(),
             on_error: None,
         }
     }
@@ -312,6 +314,12 @@ impl Plugin {
         self
     }
 
+    /// One `circuit` (breaker) setting, such as `circuit("min_calls", 5)`.
+    pub fn circuit(mut self, key: &str, value: u64) -> Plugin {
+        self.circuit.push((key.to_string(), value));
+        self
+    }
+
     /// `on_error`: `"deny"` or `"allow"`.
     pub fn on_error(mut self, on_error: &str) -> Plugin {
         self.on_error = Some(on_error.to_string());
@@ -337,13 +345,12 @@ impl Plugin {
                 .collect();
             text.push_str(&format!("config = {{ {} }}\n", entries.join(", ")));
         }
-        if !self.limits.is_empty() {
-            let entries: Vec<String> = self
-                .limits
-                .iter()
-                .map(|(k, v)| format!("{k} = {v}"))
-                .collect();
-            text.push_str(&format!("limits = {{ {} }}\n", entries.join(", ")));
+        for (key, entries) in [("limits", &self.limits), ("circuit", &self.circuit)] {
+            if !entries.is_empty() {
+                let entries: Vec<String> =
+                    entries.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                text.push_str(&format!("{key} = {{ {} }}\n", entries.join(", ")));
+            }
         }
         if let Some(on_error) = &self.on_error {
             text.push_str(&format!("on_error = {}\n", quoted(on_error)));

@@ -90,6 +90,7 @@ pub fn spec(name: &str, file: &str, grants: &[Capability], config: &[(&str, &str
         limits: LimitOverrides::default(),
         on_error: OnError::Deny,
         instance_reuse: true,
+        circuit: Default::default(),
     }
 }
 

@@ -13,8 +13,8 @@ use super::auth::Caller;
 use super::error::{ApiResult, Problem};
 use super::extract::ApiQuery;
 use super::model::{
-    AuditPageView, AuditView, DeadLetterView, DescribeView, EndQueueView, Health, PluginList,
-    PluginView,
+    AuditPageView, AuditView, CircuitView, DeadLetterView, DescribeView, EndQueueView, Health,
+    PluginList, PluginView,
 };
 use crate::app::App;
 use crate::runtime::OnError;
@@ -102,6 +102,8 @@ pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
         .iter()
         .map(|p| {
             let (calls, failures) = p.stats.snapshot();
+            let (log_lines_dropped, failure_lines_dropped) = p.dropped_lines();
+            let circuit = p.circuit();
             PluginView {
                 name: p.name.clone(),
                 describe: DescribeView {
@@ -119,6 +121,13 @@ pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), Value::from(v)))
                     .collect::<Map<_, _>>(),
+                log_lines_dropped,
+                failure_lines_dropped,
+                circuit: CircuitView {
+                    state: circuit.state.into(),
+                    opened: circuit.opened,
+                    retry_in_ms: circuit.retry_in_ms,
+                },
             }
         })
         .collect();

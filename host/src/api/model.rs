@@ -218,9 +218,30 @@ pub struct PluginView {
     pub on_error: String,
     /// Calls made since the server started.
     pub calls: u64,
-    /// Failures by kind (`trap`, `fuel-exhausted`, ...).
+    /// Failures by kind (`trap`, `fuel-exhausted`, `invalid-output`,
+    /// `circuit-open`, ...).
     #[schema(value_type = Object)]
     pub failures: Map<String, Value>,
+    /// The plugin's `log.log` lines dropped over its log rate
+    /// (`limits.log_lines_per_second`) on this host.
+    pub log_lines_dropped: u64,
+    /// The host's lines about the plugin's failed calls dropped over their
+    /// rate (one a second, 20 at once) on this host.
+    pub failure_lines_dropped: u64,
+    /// The plugin's circuit breaker on this host.
+    pub circuit: CircuitView,
+}
+
+/// A plugin's circuit breaker: open after most of its recent calls failed,
+/// when its calls are skipped (they fail `circuit-open`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitView {
+    /// `closed`, `open` or `probing` (one call let through to try it).
+    pub state: String,
+    /// Times it opened since the server started.
+    pub opened: u64,
+    /// While open: milliseconds until the next probe call.
+    pub retry_in_ms: Option<u64>,
 }
 
 /// A component's own name and version.

@@ -60,6 +60,7 @@ use super::{admin, error, model, sessions, sessman, users};
         model::AuditView,
         model::AuditPageView,
         model::PluginView,
+        model::CircuitView,
         model::DescribeView,
         model::PluginList,
         model::EndQueueView,

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::runtime::{
-    Call, CallReport, Capability, EndInfo, EngineSettings, FailureKind, HOOK_NAMES, HostStores,
-    LimitOverrides, LoadedPlugin, OnError, PluginSession, PluginSpec, Runtime, Verdict,
-    cli_support as rt,
+    BreakerSettings, Call, CallReport, Capability, EndInfo, EngineSettings, FailureKind,
+    HOOK_NAMES, HostStores, LimitOverrides, LoadedPlugin, OnError, PluginFailure, PluginSession,
+    PluginSpec, Runtime, UpdateVerdict, Verdict, check_changes, check_reply, cli_support as rt,
 };
 use crate::session::{ClientInfo, EndReason, SessionRecord, now_ms};
 use crate::store::memory::MemoryStore;
@@ -240,6 +240,10 @@ fn run_hook(cmd: PluginCommand) -> Result<ExitCode> {
         },
         on_error: OnError::Deny,
         instance_reuse: false,
+        circuit: BreakerSettings {
+            min_calls: 0,
+            ..BreakerSettings::default()
+        },
     };
     let tokio = tokio_runtime()?;
     let runtime = local_runtime()?;
@@ -284,18 +288,20 @@ async fn call_hook(
     let (outcome, report) = match hook {
         "on-session-start" => {
             let call = plugin.on_session_start(&session).await;
-            verdict(call, &mut extra)
+            verdict(checked(call, |v| verdict_changes(v, false)), &mut extra)
         }
         "on-event" => {
             extra.insert("event".into(), json!(event));
-            verdict(
-                plugin.on_event(&session, event, &payload.to_string()).await,
-                &mut extra,
-            )
+            let call = plugin.on_event(&session, event, &payload.to_string()).await;
+            verdict(checked(call, |v| verdict_changes(v, true)), &mut extra)
         }
         "on-session-update" => {
             let proposed = rt::proposed_changes(payload)?;
             let call = plugin.on_session_update(&session, &proposed).await;
+            let call = checked(call, |v| match v {
+                UpdateVerdict::Rewrite(changes) => check_changes(changes, true).map(drop),
+                _ => Ok(()),
+            });
             finish(call, &mut extra, |v, extra| {
                 rt::update_verdict_json(v, extra)
             })
@@ -319,6 +325,10 @@ async fn call_hook(
             let call = plugin
                 .on_message(&session, handler, &payload.to_string())
                 .await;
+            let call = checked(call, |r| {
+                check_reply(&r.reply)?;
+                check_changes(&r.changes, true).map(drop)
+            });
             finish(call, &mut extra, |r, extra| {
                 extra.insert(
                     "reply".into(),
@@ -337,6 +347,7 @@ async fn call_hook(
             };
             let user = record.user.clone().unwrap_or_default();
             let call = plugin.on_list_active(&user, &summaries).await;
+            let call = checked(call, |list| list.clone().into_checked().map(drop));
             finish(call, &mut extra, |list, extra| {
                 extra.insert("sessions".into(), rt::summaries_json(list));
                 "ok"
@@ -372,6 +383,32 @@ async fn call_hook(
         _ => 2,
     };
     Ok((Value::Object(out), code))
+}
+
+/// `call`, failed with `invalid-output` when `check` finds its result
+/// unusable: the server checks every result so before using it.
+fn checked<R>(mut call: Call<R>, check: impl FnOnce(&R) -> Result<(), String>) -> Call<R> {
+    if let Ok(value) = &call.result
+        && let Err(message) = check(value)
+    {
+        call.result = Err(PluginFailure {
+            plugin: PLUGIN_NAME.into(),
+            kind: FailureKind::InvalidOutput,
+            message,
+            backtrace: None,
+            output: None,
+            store_unavailable: false,
+        });
+    }
+    call
+}
+
+/// The changes of an allowing verdict, checked as the chain checks them.
+fn verdict_changes(v: &Verdict, may_end: bool) -> Result<(), String> {
+    match v {
+        Verdict::Allow(changes) => check_changes(changes, may_end).map(drop),
+        Verdict::Deny(_) => Ok(()),
+    }
 }
 
 fn verdict(call: Call<Verdict>, extra: &mut Map<String, Value>) -> (&'static str, CallReport) {

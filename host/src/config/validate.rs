@@ -286,6 +286,12 @@ fn tenants(config: &Config) -> Checked {
                     format!("plugin name {:?} is used twice in this tenant", p.name),
                 );
             }
+            if let Err((key, message)) = p.circuit.check() {
+                return invalid(
+                    format!("tenants.{name}.plugins[{i}].circuit.{key}"),
+                    message,
+                );
+            }
         }
     }
     Ok(())
@@ -313,6 +319,14 @@ mod tests {
                     minimal()
                 ),
                 "tenants.demo.plugins[1].name",
+            ),
+            (
+                format!(
+                    "{}[[tenants.demo.plugins]]\nname = \"a\"\npath = \"a.wasm\"\n\
+                     circuit = {{ open_ms = 5000, max_open_ms = 1000 }}\n",
+                    minimal()
+                ),
+                "tenants.demo.plugins[0].circuit.max_open_ms",
             ),
             (
                 format!("[server]\nlisten = \"nowhere\"\n{}", minimal()),

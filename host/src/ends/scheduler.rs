@@ -210,7 +210,7 @@ impl Scheduler {
             };
             let runs = tenant.clone();
             let handle = self.tasks.spawn(async move {
-                tracing::info!(tenant = %runs.name, session = %job.record.public_id,
+                tracing::debug!(tenant = %runs.name, session = %job.record.public_id,
                     reason = job.reason.as_str(), end_id = %job.end_id, "running end hooks");
                 runs.chain
                     .session_end(&job.record, job.reason, &job.end_id, job.ended_at)

@@ -128,7 +128,7 @@ impl Chain {
         for p in self.with(Hook::SessionStart) {
             let session = PluginSession::with_data(&record, &p.name, data.clone());
             let call = p.on_session_start(&session).await;
-            match self.verdict(p, call, &mut record, now, false) {
+            match self.verdict(p, Hook::SessionStart, call, &mut record, now, false) {
                 Ok(step) if step.patched => data = data_json(&record),
                 Ok(_) => {}
                 Err(Decision::Deny {
@@ -164,7 +164,7 @@ impl Chain {
         for p in self.with(Hook::Event) {
             let session = PluginSession::with_data(&record, &p.name, data.clone());
             let call = p.on_event(&session, name, &payload).await;
-            let step = match self.verdict(p, call, &mut record, now, true) {
+            let step = match self.verdict(p, Hook::Event, call, &mut record, now, true) {
                 Ok(step) => step,
                 Err(deny) => return deny,
             };
@@ -183,31 +183,37 @@ impl Chain {
     fn verdict(
         &self,
         p: &LoadedPlugin,
+        hook: Hook,
         call: Call<Verdict>,
         record: &mut SessionRecord,
         now: Millis,
         may_end: bool,
     ) -> Result<Applied, Decision> {
         match call.result {
-            Ok(Verdict::Allow(changes)) => match self.apply(p, record, &changes, now, may_end) {
-                Ok(applied) => Ok(applied),
-                Err(failure) => self.on_failure(p, failure).map(|()| Applied::default()),
-            },
-            Ok(Verdict::Deny(denial)) => Err(self.deny(p, denial)),
-            Err(failure) => self.on_failure(p, failure).map(|()| Applied::default()),
+            Ok(Verdict::Allow(changes)) => {
+                match self.apply(p, hook, record, &changes, now, may_end) {
+                    Ok(applied) => Ok(applied),
+                    Err(failure) => self
+                        .on_failure(p, hook, failure)
+                        .map(|()| Applied::default()),
+                }
+            }
+            Ok(Verdict::Deny(denial)) => Err(self.deny(p, hook, denial)),
+            Err(failure) => self
+                .on_failure(p, hook, failure)
+                .map(|()| Applied::default()),
         }
     }
 
     /// The decision of `p`'s refusal. A state that is not a JSON object is
     /// dropped (and logged): the refusal stands either way.
-    fn deny(&self, p: &LoadedPlugin, denial: Denial) -> Decision {
+    fn deny(&self, p: &LoadedPlugin, hook: Hook, denial: Denial) -> Decision {
         let state = denial
             .state
             .and_then(|text| match parse_object(&text, "state") {
                 Ok(m) => Some(Value::Object(m)),
                 Err(e) => {
-                    tracing::warn!(tenant = %p.tenant, plugin = %p.name,
-                    "ignoring the state of a denial: {e}");
+                    p.warn(hook, None, &format!("ignoring the state of a denial: {e}"));
                     None
                 }
             });
@@ -219,17 +225,26 @@ impl Chain {
         }
     }
 
-    fn on_failure(&self, p: &LoadedPlugin, failure: PluginFailure) -> Result<(), Decision> {
+    /// What `p`'s failure means under its `on_error` policy; either way the
+    /// failure writes one (rate-limited) line.
+    fn on_failure(
+        &self,
+        p: &LoadedPlugin,
+        hook: Hook,
+        failure: PluginFailure,
+    ) -> Result<(), Decision> {
         match p.on_error {
-            OnError::Deny => Err(Decision::Deny {
-                plugin: p.name.clone(),
-                message: format!("plugin {} failed: {}", p.name, failure.message),
-                failure: Some(Box::new(failure)),
-                state: None,
-            }),
+            OnError::Deny => {
+                p.log_failure(hook, &failure, "plugin failed, refusing (on_error = deny)");
+                Err(Decision::Deny {
+                    plugin: p.name.clone(),
+                    message: format!("plugin {} failed: {}", p.name, failure.message),
+                    failure: Some(Box::new(failure)),
+                    state: None,
+                })
+            }
             OnError::Allow => {
-                tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = failure.kind.as_str(),
-                    "plugin failed, going on (on_error = allow): {}", failure.message);
+                p.log_failure(hook, &failure, "plugin failed, going on (on_error = allow)");
                 Ok(())
             }
         }
@@ -258,9 +273,11 @@ impl Chain {
                     proposed = changes;
                     author = Some(p);
                 }
-                Ok(UpdateVerdict::Reject(denial)) => return self.deny(p, denial),
+                Ok(UpdateVerdict::Reject(denial)) => {
+                    return self.deny(p, Hook::SessionUpdate, denial);
+                }
                 Err(failure) => {
-                    if let Err(deny) = self.on_failure(p, failure) {
+                    if let Err(deny) = self.on_failure(p, Hook::SessionUpdate, failure) {
                         return deny;
                     }
                 }
@@ -268,7 +285,7 @@ impl Chain {
         }
         let result = match author {
             Some(p) => self
-                .apply(p, &mut record, &proposed, now, true)
+                .apply(p, Hook::SessionUpdate, &mut record, &proposed, now, true)
                 .map(|applied| applied.end.map(|reason| (p.name.clone(), reason))),
             None => proposed
                 .parse()
@@ -319,8 +336,8 @@ impl Chain {
             let call = p.on_session_end(&session, &end).await;
             outcome.store_unavailable |= call.report.store_unavailable;
             if let Err(f) = call.result {
-                tracing::warn!(tenant = %p.tenant, plugin = %p.name, kind = f.kind.as_str(),
-                    session = %record.public_id, "on-session-end failed: {}", f.message);
+                let what = format!("on-session-end of session {} failed", record.public_id);
+                p.log_failure(Hook::SessionEnd, &f, &what);
                 outcome.failures.push(f);
             }
         }
@@ -355,11 +372,10 @@ impl Chain {
         for p in self.with(Hook::Message) {
             let session = PluginSession::with_data(&record, &p.name, data.clone());
             let call = p.on_message(&session, handler, &payload).await;
+            let hook = Hook::Message;
             let answered = call.result.and_then(|r| {
-                let reply: Value = serde_json::from_str(&r.reply)
-                    .map_err(|e| invalid(p, format!("the reply is not valid JSON: {e}")))?;
-                crate::json::check("reply", &reply).map_err(|e| invalid(p, e.to_string()))?;
-                let applied = self.apply(p, &mut record, &r.changes, now, true)?;
+                let reply = check_reply(&r.reply).map_err(|m| p.invalid_output(hook, m))?;
+                let applied = self.apply(p, hook, &mut record, &r.changes, now, true)?;
                 Ok((reply, applied.end))
             });
             match answered {
@@ -371,7 +387,10 @@ impl Chain {
                         end,
                     };
                 }
-                Err(f) => last_failure = Some(f),
+                Err(f) => {
+                    p.log_failure(hook, &f, "on-message failed, asking the next plugin");
+                    last_failure = Some(f);
+                }
             }
         }
         match last_failure {
@@ -394,13 +413,18 @@ impl Chain {
                 .on_list_active(user, &list)
                 .await
                 .result
-                .and_then(|listed| listed.into_checked().map_err(|m| invalid(p, m)));
+                .and_then(|listed| {
+                    listed
+                        .into_checked()
+                        .map_err(|m| p.invalid_output(Hook::ListActive, m))
+                });
             match result {
                 Ok(checked) => list = checked,
-                Err(f) if p.on_error == OnError::Deny => return Err(f),
-                Err(f) => {
-                    tracing::warn!(tenant = %p.tenant, plugin = %p.name, "on-list-active failed, going on: {}", f.message);
+                Err(f) if p.on_error == OnError::Deny => {
+                    p.log_failure(Hook::ListActive, &f, "on-list-active failed, refusing");
+                    return Err(f);
                 }
+                Err(f) => p.log_failure(Hook::ListActive, &f, "on-list-active failed, going on"),
             }
         }
         Ok(list)
@@ -412,34 +436,49 @@ impl Chain {
     fn apply(
         &self,
         p: &LoadedPlugin,
+        hook: Hook,
         record: &mut SessionRecord,
         changes: &Changes,
         now: Millis,
         may_end: bool,
     ) -> Result<Applied, PluginFailure> {
-        let set = changes.parse().map_err(|m| invalid(p, m))?;
-        if set.end.is_some() && !may_end {
-            return Err(invalid(
-                p,
-                "on-session-start cannot end the session it is creating".into(),
-            ));
-        }
-        // Depth is checked before anything changes: a merge patch leaves the
-        // data no deeper than the deeper of the two. (The size of the whole
-        // session is checked by the service before it is stored.)
-        for (what, object) in [("data_patch", &set.data_patch), ("state", &set.state)] {
-            if let Some(object) = object {
-                crate::json::check_object(what, object).map_err(|e| invalid(p, e.to_string()))?;
-            }
-        }
+        let set = check_changes(changes, may_end).map_err(|m| p.invalid_output(hook, m))?;
         let applied = Applied {
             patched: set.data_patch.is_some(),
             end: set.end,
         };
         apply_changes(record, &p.name, set, now, self.max_lifetime_ms)
-            .map_err(|m| invalid(p, m))?;
+            .map_err(|m| p.invalid_output(hook, m))?;
         Ok(applied)
     }
+}
+
+/// Checks a plugin's changes exactly as the chain does before applying
+/// them (`may_end`: the hook may ask to end the session); the parsed
+/// changes, or what is wrong with them (an `invalid-output` failure).
+pub(crate) fn check_changes(changes: &Changes, may_end: bool) -> Result<ChangeSet, String> {
+    let set = changes.parse()?;
+    if set.end.is_some() && !may_end {
+        return Err("on-session-start cannot end the session it is creating".into());
+    }
+    // Depth is checked before anything changes: a merge patch leaves the
+    // data no deeper than the deeper of the two. (The size of the whole
+    // session is checked by the service before it is stored.)
+    for (what, object) in [("data_patch", &set.data_patch), ("state", &set.state)] {
+        if let Some(object) = object {
+            crate::json::check_object(what, object).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(set)
+}
+
+/// Checks an `on-message` reply exactly as the chain does: the JSON it
+/// holds, or what is wrong with it.
+pub(crate) fn check_reply(reply: &str) -> Result<Value, String> {
+    let value: Value =
+        serde_json::from_str(reply).map_err(|e| format!("the reply is not valid JSON: {e}"))?;
+    crate::json::check("reply", &value).map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 /// What applying one plugin's changes did.
@@ -449,17 +488,6 @@ struct Applied {
     patched: bool,
     /// The plugin asked to end the session with this reason.
     end: Option<EndReason>,
-}
-
-fn invalid(p: &LoadedPlugin, message: String) -> PluginFailure {
-    PluginFailure {
-        plugin: p.name.clone(),
-        kind: FailureKind::InvalidOutput,
-        message,
-        backtrace: None,
-        output: None,
-        store_unavailable: false,
-    }
 }
 
 /// Applies one plugin's checked changes to a session: merge-patches the

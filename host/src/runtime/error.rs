@@ -38,6 +38,9 @@ pub enum FailureKind {
     InvalidOutput,
     /// No instance could be created (instantiation or `init` failed).
     Instantiate,
+    /// The plugin's circuit breaker is open (most of its recent calls
+    /// failed): the call was skipped and spent nothing.
+    CircuitOpen,
 }
 
 impl FailureKind {
@@ -45,6 +48,20 @@ impl FailureKind {
     /// own error): the instance involved is discarded.
     pub fn is_trap_or_limit(self) -> bool {
         !matches!(self, FailureKind::PluginError | FailureKind::InvalidOutput)
+    }
+
+    /// Whether this failure is the plugin's own doing, and so counts
+    /// towards opening its circuit breaker. A call refused for want of a
+    /// slot or of memory, skipped by the breaker, or given too large an
+    /// input by the host says nothing about the plugin.
+    pub fn is_plugins_fault(self) -> bool {
+        !matches!(
+            self,
+            FailureKind::Busy
+                | FailureKind::MemoryBudget
+                | FailureKind::CircuitOpen
+                | FailureKind::InputTooLarge
+        )
     }
 
     /// The kebab-case name used in JSON and metrics.
@@ -63,6 +80,7 @@ impl FailureKind {
             FailureKind::PluginError => "plugin-error",
             FailureKind::InvalidOutput => "invalid-output",
             FailureKind::Instantiate => "instantiate",
+            FailureKind::CircuitOpen => "circuit-open",
         }
     }
 }

@@ -14,6 +14,7 @@ use super::HostStores;
 use super::error::HostTrap;
 use super::limits::Limits;
 use super::output::TailPipe;
+use super::quiet::{LogBudget, clip};
 use super::share::{Refused, TenantShare};
 use super::types::{LogLevel, LogLine, summary_size};
 use crate::session::{SessionRecord, SessionSummary, now_ms};
@@ -26,6 +27,8 @@ pub(crate) struct PluginEnv {
     pub stores: HostStores,
     /// The tenant's share of plugin-call slots and memory.
     pub share: Arc<TenantShare>,
+    /// What the plugin's `log.log` lines may take of the host's log.
+    pub lines: LogBudget,
 }
 
 /// Tracks an instance's linear memory and refuses growth past its cap, its
@@ -271,22 +274,32 @@ impl HostState {
         self.call.enter()?;
         self.call.give_out("log message", message.len())?;
         let env = &self.env;
-        let session = self.call.session.as_deref().unwrap_or("");
-        match level {
-            LogLevel::Trace => {
-                tracing::trace!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
-            }
-            LogLevel::Debug => {
-                tracing::debug!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
-            }
-            LogLevel::Info => {
-                tracing::info!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
-            }
-            LogLevel::Warn => {
-                tracing::warn!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
-            }
-            LogLevel::Error => {
-                tracing::error!(tenant = %env.tenant, plugin = %env.plugin, session, "{message}")
+        // Only lines the log level lets through take from the budget.
+        let written = match level {
+            LogLevel::Trace => tracing::enabled!(tracing::Level::TRACE),
+            LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
+            LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
+            LogLevel::Error => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if let Some(dropped) = written.then(|| env.lines.admit()).flatten() {
+            let session = self.call.session.as_deref().unwrap_or("");
+            let text = clip(&message);
+            let (tenant, plugin) = (&env.tenant, &env.plugin);
+            // `dropped`: lines over the plugin's log rate since the last
+            // one written.
+            match level {
+                LogLevel::Trace => {
+                    tracing::trace!(%tenant, %plugin, session, dropped, "{text}")
+                }
+                LogLevel::Debug => {
+                    tracing::debug!(%tenant, %plugin, session, dropped, "{text}")
+                }
+                LogLevel::Info => tracing::info!(%tenant, %plugin, session, dropped, "{text}"),
+                LogLevel::Warn => tracing::warn!(%tenant, %plugin, session, dropped, "{text}"),
+                LogLevel::Error => {
+                    tracing::error!(%tenant, %plugin, session, dropped, "{text}")
+                }
             }
         }
         self.call.logs.push(LogLine {

@@ -188,6 +188,11 @@ impl Instances {
         self.env.share.call_slot(wait).await
     }
 
+    /// What every instance of the plugin shares.
+    pub fn env(&self) -> &PluginEnv {
+        &self.env
+    }
+
     /// Plugin calls the tenant may run at once.
     pub fn max_calls(&self) -> usize {
         self.env.share.max_calls()

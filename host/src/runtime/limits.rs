@@ -31,6 +31,25 @@ pub struct Limits {
     /// The plugin's kv quota in this tenant: most live entries.
     #[serde(default = "default_kv_max_keys")]
     pub kv_max_keys: u64,
+    /// Lines a second the plugin may write to the host's log through
+    /// `log.log`, on average (per tenant, per host); lines over it are
+    /// dropped and counted. 0 drops every line.
+    #[serde(default = "default_log_lines_per_second")]
+    pub log_lines_per_second: u32,
+    /// Lines the plugin may write at once before `log_lines_per_second`
+    /// holds it back.
+    #[serde(default = "default_log_burst")]
+    pub log_burst: u32,
+}
+
+/// `log_lines_per_second`.
+fn default_log_lines_per_second() -> u32 {
+    5
+}
+
+/// `log_burst`.
+fn default_log_burst() -> u32 {
+    50
 }
 
 /// `kv_max_bytes`: 1 MiB.
@@ -54,6 +73,8 @@ impl Default for Limits {
             max_host_calls: 1_000,
             kv_max_bytes: default_kv_max_bytes(),
             kv_max_keys: default_kv_max_keys(),
+            log_lines_per_second: default_log_lines_per_second(),
+            log_burst: default_log_burst(),
         }
     }
 }
@@ -96,6 +117,12 @@ impl Limits {
         if let Some(v) = o.kv_max_keys {
             self.kv_max_keys = v;
         }
+        if let Some(v) = o.log_lines_per_second {
+            self.log_lines_per_second = v;
+        }
+        if let Some(v) = o.log_burst {
+            self.log_burst = v;
+        }
         self
     }
 }
@@ -112,6 +139,8 @@ pub struct LimitOverrides {
     pub max_host_calls: Option<u32>,
     pub kv_max_bytes: Option<u64>,
     pub kv_max_keys: Option<u64>,
+    pub log_lines_per_second: Option<u32>,
+    pub log_burst: Option<u32>,
 }
 
 /// Settings of the engine shared by every plugin in the process.

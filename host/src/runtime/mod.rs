@@ -22,6 +22,7 @@
 //! hooks with every limit armed, `chain` runs a tenant's plugins in order.
 
 mod bindings;
+mod breaker;
 mod capability;
 mod chain;
 pub mod cli_support;
@@ -33,6 +34,7 @@ mod instance;
 mod limits;
 mod output;
 mod plugin;
+mod quiet;
 mod share;
 mod types;
 
@@ -42,8 +44,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+pub use breaker::{BreakerSettings, BreakerView};
 pub use capability::{Capability, ComponentError, WIT_PACKAGE, WIT_VERSION};
 pub use chain::{Chain, Decision, EndOutcome, MessageOutcome};
+pub(crate) use chain::{check_changes, check_reply};
 pub use convert::PluginSession;
 pub use engine::CacheUse;
 pub use error::{FailureKind, PluginFailure};
@@ -113,6 +117,9 @@ pub struct PluginSpec {
     /// call gets a fresh instance: slower, but nothing survives a call.
     #[serde(default = "yes")]
     pub instance_reuse: bool,
+    /// When the plugin's circuit breaker opens, and for how long.
+    #[serde(default)]
+    pub circuit: BreakerSettings,
 }
 
 fn yes() -> bool {
@@ -320,6 +327,13 @@ impl Runtime {
             plugin: spec.name.clone(),
             stores: self.stores.clone(),
             share: self.share(tenant),
+            lines: quiet::LogBudget::new(
+                limits.log_lines_per_second,
+                limits.log_burst,
+                self.metrics
+                    .as_ref()
+                    .map(|m| m.dropped_lines(tenant, &spec.name, "plugin")),
+            ),
         });
         let plugin = LoadedPlugin::load(plugin::LoadParts {
             name: spec.name.clone(),
@@ -337,6 +351,7 @@ impl Runtime {
             env,
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            circuit: spec.circuit,
         })
         .await
         .map_err(LoadError::Start)?;
@@ -354,6 +369,7 @@ impl Runtime {
             plugin: "check".into(),
             stores: self.stores.clone(),
             share: Arc::new(TenantShare::unbounded()),
+            lines: quiet::LogBudget::unbounded(),
         });
         let description = LoadedPlugin::describe_only(plugin::LoadParts {
             name: "check".into(),
@@ -367,6 +383,7 @@ impl Runtime {
             env,
             engine: self.engine.clone(),
             metrics: None,
+            circuit: BreakerSettings::default(),
         })
         .await
         .map_err(LoadError::Start)?;

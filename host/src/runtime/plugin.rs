@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::bindings::PluginPre;
+use super::breaker::{Admit, Breaker, BreakerSettings, BreakerView};
 use super::capability::Capability;
 use super::convert::{self, PluginSession};
 use super::engine::SharedEngine;
@@ -19,6 +20,7 @@ use super::error::{FailureKind, PluginFailure, classify};
 use super::host::{HostState, PluginEnv};
 use super::instance::{Instances, Warm};
 use super::limits::Limits;
+use super::quiet::{LogBudget, clip};
 use super::types::Hook;
 use super::types::{
     Changes, Description, EndInfo, ListedSessions, LogLine, MessageReply, UpdateVerdict, Verdict,
@@ -43,14 +45,14 @@ macro_rules! run_hook {
                 result: Err(failure),
                 report,
             },
-            Ok((mut warm, report)) => {
+            Ok((mut warm, report, admitted)) => {
                 let started = Instant::now();
                 let outcome = {
                     let $p = &warm.bindings;
                     let $s = &mut warm.store;
                     plugin.instances.bounded($call).await
                 };
-                plugin.finish(hook, warm, report, started, outcome, $size, count)
+                plugin.finish(hook, warm, report, admitted, started, outcome, $size, count)
             }
         }
     }};
@@ -67,6 +69,11 @@ enum Count {
     /// has finished meanwhile).
     Later,
 }
+
+/// The host's lines about one plugin's failed calls: a second on average,
+/// and this many at once.
+const FAILURE_LINES_PER_SECOND: u32 = 1;
+const FAILURE_LINES_BURST: u32 = 20;
 
 /// What a plugin's failure means for a hook that can veto.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +162,10 @@ pub struct LoadedPlugin {
     instances: Instances,
     /// The server's plugin metrics, when it keeps any.
     metrics: Option<PluginMetrics>,
+    breaker: Breaker,
+    /// What the host's lines about this plugin's failures may take of the
+    /// log.
+    failure_lines: LogBudget,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -179,6 +190,7 @@ pub(crate) struct LoadParts {
     pub env: Arc<PluginEnv>,
     pub engine: Arc<SharedEngine>,
     pub metrics: Option<PluginMetrics>,
+    pub circuit: BreakerSettings,
 }
 
 impl LoadedPlugin {
@@ -200,7 +212,17 @@ impl LoadedPlugin {
     }
 
     fn load_parts(parts: LoadParts) -> LoadedPlugin {
+        let failure_lines = LogBudget::new(
+            FAILURE_LINES_PER_SECOND,
+            FAILURE_LINES_BURST,
+            parts
+                .metrics
+                .as_ref()
+                .map(|m| m.dropped_lines(&parts.tenant, &parts.name, "failure")),
+        );
         LoadedPlugin {
+            breaker: Breaker::new(parts.circuit),
+            failure_lines,
             instances: Instances::new(
                 parts.name.clone(),
                 parts.limits,
@@ -244,9 +266,22 @@ impl LoadedPlugin {
         session: Option<&str>,
         input_bytes: u64,
         count: Count,
-    ) -> Result<(Warm, CallReport), (PluginFailure, CallReport)> {
+    ) -> Result<(Warm, CallReport, Admit), (PluginFailure, CallReport)> {
         let started = Instant::now();
         let mut report = CallReport::default();
+        let admitted = self.breaker.admit();
+        if let Admit::Skip(wait) = admitted {
+            let f = self.failure(
+                FailureKind::CircuitOpen,
+                format!(
+                    "the plugin's circuit breaker is open: most of its recent calls failed \
+                     (next try in {} ms)",
+                    wait.as_millis()
+                ),
+            );
+            self.record(hook, Some(f.kind), count);
+            return Err((f, report));
+        }
         if input_bytes > self.limits.max_input_bytes {
             let f = self.failure(
                 FailureKind::InputTooLarge,
@@ -280,6 +315,7 @@ impl LoadedPlugin {
                     Ok(w) => w,
                     Err(f) => {
                         self.record(hook, Some(f.kind), count);
+                        self.trip(admitted, f.kind.is_plugins_fault());
                         report.wall_us = started.elapsed().as_micros() as u64;
                         return Err((f, report));
                     }
@@ -294,7 +330,70 @@ impl LoadedPlugin {
             .arm(&mut warm.store, session.map(str::to_string), input_bytes);
         // The report's wall time counts instantiation too.
         report.wall_us = started.elapsed().as_micros() as u64;
-        Ok((warm, report))
+        Ok((warm, report, admitted))
+    }
+
+    /// Counts the outcome of a call the breaker let run, and says so when
+    /// it opened the breaker.
+    fn trip(&self, admitted: Admit, failed: bool) {
+        if let Some(backoff) = self.breaker.record(admitted, failed) {
+            tracing::warn!(tenant = %self.tenant, plugin = %self.name,
+                backoff_ms = backoff.as_millis() as u64,
+                "most of the plugin's recent calls failed: its circuit breaker is open, \
+                 its calls are skipped (on_error applies) until a probe call succeeds");
+        }
+    }
+
+    /// The breaker's state, for the operator.
+    pub fn circuit(&self) -> BreakerView {
+        self.breaker.view()
+    }
+
+    /// Log lines dropped over the plugin's rates: its own `log.log` lines,
+    /// and the host's lines about its failed calls.
+    pub fn dropped_lines(&self) -> (u64, u64) {
+        (
+            self.instances.env().lines.dropped(),
+            self.failure_lines.dropped(),
+        )
+    }
+
+    /// Writes the one line of a failed call (`what` says what the failure
+    /// did, e.g. that the chain went on without the plugin), within the
+    /// plugin's failure-line rate; lines over it are dropped and counted.
+    pub fn log_failure(&self, hook: Hook, failure: &PluginFailure, what: &str) {
+        self.warn(
+            hook,
+            Some(failure.kind),
+            &format!("{what}: {}", failure.message),
+        );
+    }
+
+    /// A warning about the plugin, within its failure-line rate.
+    pub fn warn(&self, hook: Hook, kind: Option<FailureKind>, message: &str) {
+        if let Some(dropped) = self.failure_lines.admit() {
+            tracing::warn!(tenant = %self.tenant, plugin = %self.name, hook = hook.as_str(),
+                kind = kind.map(FailureKind::as_str), dropped, "{}", clip(message));
+        }
+    }
+
+    /// The failure of a call whose result the chain found unusable: counts
+    /// it as `invalid-output` (in the stats, the metrics and the circuit
+    /// breaker; the call itself was counted as a success).
+    pub fn invalid_output(&self, hook: Hook, message: String) -> PluginFailure {
+        let kind = FailureKind::InvalidOutput;
+        if hook != Hook::SessionEnd {
+            self.stats.record_failure(kind);
+            if let Some(m) = &self.metrics {
+                m.failure(&self.tenant, &self.name, hook.as_str(), kind.as_str());
+            }
+        }
+        if let Some(backoff) = self.breaker.record_late_failure() {
+            tracing::warn!(tenant = %self.tenant, plugin = %self.name,
+                backoff_ms = backoff.as_millis() as u64,
+                "most of the plugin's recent calls failed: its circuit breaker is open");
+        }
+        self.failure(kind, message)
     }
 
     /// Counts a failure of [`on_session_end`](Self::on_session_end) in the
@@ -346,6 +445,7 @@ impl LoadedPlugin {
         hook: Hook,
         mut warm: Warm,
         mut report: CallReport,
+        admitted: Admit,
         call_started: Instant,
         outcome: wasmtime::Result<Result<R, String>>,
         output_bytes: impl FnOnce(&R) -> u64,
@@ -403,6 +503,15 @@ impl LoadedPlugin {
             m.cost(&self.tenant, &self.name, hook.as_str(), cost);
         }
         self.record(hook, result.as_ref().err().map(|f| f.kind), count);
+        match &result {
+            Ok(_) => self.trip(admitted, false),
+            Err(f) if f.kind.is_plugins_fault() && !f.store_unavailable => {
+                self.trip(admitted, true)
+            }
+            // Says nothing about the plugin; a probe still has to end.
+            Err(_) if admitted == Admit::Probe => self.trip(admitted, false),
+            Err(_) => {}
+        }
         Call { result, report }
     }
 

@@ -161,7 +161,7 @@ impl<'a> Ending<'a> {
         let mut any = false;
         for (record, reason) in ended {
             any = true;
-            tracing::info!(tenant = %self.tenant.name, session = %record.public_id,
+            tracing::debug!(tenant = %self.tenant.name, session = %record.public_id,
                 reason = reason.as_str(), "session ended");
         }
         if any && self.tenant.queues_ends() {

@@ -173,7 +173,7 @@ pub async fn create(
     };
     match outcome {
         CreateOutcome::Created { .. } => {
-            tracing::info!(tenant = %tenant.name, session = %record.public_id,
+            tracing::debug!(tenant = %tenant.name, session = %record.public_id,
                 token = %ids::log_prefix(&token), user = ?record.user, "session created");
             Ok(Issued {
                 record,
@@ -221,7 +221,7 @@ fn replay_create(key: &IdempotencyKey, once: &OnceKey, known: Remembered) -> Res
             "the sealed token of an idempotency key cannot be read".into(),
         ))
     })?;
-    tracing::info!(tenant = %record.tenant, session = %record.public_id,
+    tracing::debug!(tenant = %record.tenant, session = %record.public_id,
         token = %ids::log_prefix(&token), "create answered again for its idempotency key");
     Ok(Issued {
         record,
@@ -368,7 +368,7 @@ pub async fn authenticate(
     })
     .await?;
     let record = settle(app, tenant, record, after).await?;
-    tracing::info!(tenant = %tenant.name, session = %record.public_id,
+    tracing::debug!(tenant = %tenant.name, session = %record.public_id,
         token = %ids::log_prefix(&token), user = ?record.user, "session authenticated; token rotated");
     Ok(Issued {
         record,
