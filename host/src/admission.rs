@@ -100,6 +100,11 @@ impl Gate {
         }
     }
 
+    /// Requests of the tenant waiting in its queue now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
     /// Requests of the tenant in flight now.
     pub fn in_flight(&self) -> usize {
         self.shares.max_in_flight.max(1) - self.slots.available_permits()

@@ -105,10 +105,37 @@ struct RouteLabels {
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Histograms<RouteLabels>,
+    refusals: Family<RefusalLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    tenant: String,
+    reason: &'static str,
 }
 
 impl HttpMetrics {
+    /// A request of `tenant` refused before its handler: `busy` (its
+    /// requests in flight and its queue were full), `rate-limited` or
+    /// `degraded`.
+    pub fn refused(&self, tenant: &str, reason: &'static str) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                tenant: tenant.to_string(),
+                reason,
+            })
+            .inc();
+    }
+
     fn register(registry: &mut Registry) -> HttpMetrics {
+        let refusals = Family::default();
+        registry.register(
+            "sessiond_tenant_refusals",
+            "Requests refused by admission before their handler, by tenant and reason: \
+             busy (429, in-flight bound and queue full), rate-limited (429), \
+             degraded (503, a plugin did not load)",
+            refusals.clone(),
+        );
         let requests = Family::default();
         registry.register(
             "sessiond_http_requests",
@@ -124,7 +151,11 @@ impl HttpMetrics {
             "Time from a request's head to its answer, by route template and method",
             duration.clone(),
         );
-        HttpMetrics { requests, duration }
+        HttpMetrics {
+            requests,
+            duration,
+            refusals,
+        }
     }
 
     /// One request answered. `route` is the matched route template (or a
@@ -474,6 +505,13 @@ pub struct Scrape {
     jobs: Family<QueueLabels, Gauge>,
     dead: Family<TenantLabels, Gauge>,
     worker: Family<OutcomeLabels, Counter>,
+    tenant_load: Family<LoadLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoadLabels {
+    tenant: String,
+    what: &'static str,
 }
 
 impl std::fmt::Debug for Scrape {
@@ -508,14 +546,25 @@ impl Scrape {
         let worker = Family::default();
         registry.register(
             "sessiond_end_worker_jobs",
-            "End jobs this host's end worker finished, by outcome: ran, reclaimed              (of those ran, taken over from another host), superseded (finished              meanwhile by another host), dead-lettered",
+            "End jobs this host's end worker finished, by outcome: ran, reclaimed \
+             (of those ran, taken over from another host), superseded (finished \
+             meanwhile by another host), dead-lettered",
             worker.clone(),
+        );
+        let tenant_load = Family::default();
+        registry.register(
+            "sessiond_tenant_load",
+            "What each tenant holds of this host now: requests_in_flight, \
+             requests_queued (waiting for admission), plugin_calls (running) and \
+             plugin_memory_bytes (linear memory of its instances, running and warm)",
+            tenant_load.clone(),
         );
         Scrape {
             registry,
             jobs,
             dead,
             worker,
+            tenant_load,
         }
     }
 
@@ -543,6 +592,18 @@ impl Scrape {
                 })
                 .set(n as i64);
         }
+    }
+
+    /// What `tenant` holds of this host now, `what` being
+    /// `requests_in_flight`, `requests_queued`, `plugin_calls` (running)
+    /// or `plugin_memory_bytes`.
+    pub fn tenant_load(&self, tenant: &str, what: &'static str, n: u64) {
+        self.tenant_load
+            .get_or_create(&LoadLabels {
+                tenant: tenant.to_string(),
+                what,
+            })
+            .set(n as i64);
     }
 
     /// How many dead letters `tenant` has.

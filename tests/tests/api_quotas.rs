@@ -8,10 +8,19 @@ use std::time::Duration;
 use serde_json::json;
 use sessiond_tests::Backend;
 use sessiond_tests::fixtures::{Plugin, Tenant};
-use sessiond_tests::server::{TestServer, eventually};
+use sessiond_tests::server::{Api, TestServer, eventually};
 
 const LIMITED: &str = "key-limited";
 const FREE: &str = "key-free";
+
+/// The Prometheus text of `GET /metrics`.
+async fn scrape(server: &TestServer) -> String {
+    Api::new(&server.base_url(), None)
+        .get("/metrics")
+        .await
+        .expect(200)
+        .text
+}
 
 #[tokio::test]
 async fn a_tenant_over_its_rate_gets_429_and_another_is_served() {
@@ -36,6 +45,10 @@ async fn a_tenant_over_its_rate_gets_429_and_another_is_served() {
             .contains("requests_per_second"),
         "{p}"
     );
+    // Counted by tenant and reason.
+    let metrics = scrape(&server).await;
+    let series = "sessiond_tenant_refusals_total{tenant=\"limited\",reason=\"rate-limited\"} 1";
+    assert!(metrics.contains(series), "no {series} in:\n{metrics}");
     // The other tenant's bucket is its own.
     for _ in 0..5 {
         free.post("/v1/sessions", &json!({})).await.expect(201);
@@ -102,6 +115,15 @@ async fn a_tenant_with_every_slot_taken_gets_429_and_another_is_served() {
     // The other tenant is served while the slow request still holds the
     // limited tenant's slot.
     free.post("/v1/sessions", &json!({})).await.expect(201);
+    // The metrics show the held slot and the refusal.
+    let metrics = scrape(&server).await;
+    for series in [
+        "sessiond_tenant_load{tenant=\"limited\",what=\"requests_in_flight\"} 1",
+        "sessiond_tenant_load{tenant=\"free\",what=\"requests_in_flight\"} 0",
+        "sessiond_tenant_refusals_total{tenant=\"limited\",reason=\"busy\"}",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
     assert!(
         !slow.is_finished(),
         "the slow request ended too soon to tell"

@@ -33,6 +33,7 @@ pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
         return next.run(req).await;
     };
     if let Some(degraded) = &tenant.degraded {
+        app.metrics.http.refused(&tenant.name, "degraded");
         return Problem::tenant_degraded(degraded).into_response();
     }
     let Some(gate) = app.admission.gate(&tenant.name).cloned() else {
@@ -47,7 +48,14 @@ pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
             drop(slot);
             response
         }
-        Err(refusal) => refused(&refusal).into_response(),
+        Err(refusal) => {
+            let reason = match refusal {
+                Refusal::Rate { .. } => "rate-limited",
+                Refusal::Busy { .. } => "busy",
+            };
+            app.metrics.http.refused(&tenant.name, reason);
+            refused(&refusal).into_response()
+        }
     }
 }
 

@@ -141,6 +141,16 @@ async fn scrape(app: &Arc<App>) -> Scrape {
             Err(e) => tracing::warn!("metrics: an end-queue read failed: {e}"),
         }
     }
+    for tenant in app.tenants.current().iter() {
+        if let Some(gate) = app.admission.gate(&tenant.name) {
+            scrape.tenant_load(&tenant.name, "requests_in_flight", gate.in_flight() as u64);
+            scrape.tenant_load(&tenant.name, "requests_queued", gate.queued() as u64);
+        }
+    }
+    for (tenant, share) in app.runtime.shares() {
+        scrape.tenant_load(&tenant, "plugin_calls", share.calls_running() as u64);
+        scrape.tenant_load(&tenant, "plugin_memory_bytes", share.memory_used());
+    }
     let worker = app.ends.stats();
     scrape.end_worker(
         worker.ran,

@@ -244,6 +244,17 @@ impl Runtime {
         &self.memory
     }
 
+    /// Every tenant's share set so far, by tenant name.
+    pub fn shares(&self) -> Vec<(String, Arc<TenantShare>)> {
+        let shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = shares
+            .iter()
+            .map(|(name, share)| (name.clone(), share.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Records every hook call of the plugins loaded from now on in
     /// `metrics`.
     pub fn with_metrics(mut self, metrics: PluginMetrics) -> Runtime {

@@ -117,6 +117,12 @@ impl TenantShare {
         self.max_calls
     }
 
+    /// Plugin calls of the tenant running now.
+    pub fn calls_running(&self) -> usize {
+        self.max_calls
+            .saturating_sub(self.calls.available_permits())
+    }
+
     /// Reserves `n` bytes of linear memory in the tenant's share and the
     /// host's budget, or says which one is full.
     pub fn reserve(&self, n: u64) -> Result<(), Refused> {
