@@ -27,6 +27,7 @@
 #                (4096) or its log (1024) passes this; the row says so
 #   RSS_BUDGET_MIB  the RSS the host must stay under to meet the target (1024)
 #   RUNTIME_TOML extra lines for the generated config's [runtime] table
+#   SERVER_TOML  extra lines for its [server] table (e.g. max_in_flight = 32)
 #   SERVER_CPU, LOAD_CPU  sessiond runs on SERVER_CPU (0), the driver on
 #                LOAD_CPU (1)
 #   LOG          sessiond's RUST_LOG (warn)

@@ -20,6 +20,7 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Shares;
+use crate::cpu::CpuShares;
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,9 @@ pub enum Refusal {
         max_in_flight: usize,
         queue_timeout_ms: u64,
     },
+    /// The tenant used more than its share of the host's CPU while other
+    /// tenants were busy, and would wait longer than its queue time.
+    Cpu { percent: u32, retry_after: Duration },
 }
 
 /// One tenant's gate.
@@ -100,6 +104,11 @@ impl Gate {
         }
     }
 
+    /// How long a request may wait before it is refused.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.shares.queue_timeout_ms)
+    }
+
     /// Requests of the tenant waiting in its queue now.
     pub fn queued(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
@@ -115,6 +124,7 @@ impl Gate {
 #[derive(Debug, Default)]
 pub struct Admission {
     gates: HashMap<String, Arc<Gate>>,
+    cpu: Option<Arc<CpuShares>>,
 }
 
 impl Admission {
@@ -125,7 +135,21 @@ impl Admission {
                 .into_iter()
                 .map(|(name, shares)| (name, Arc::new(Gate::new(shares))))
                 .collect(),
+            cpu: None,
         }
+    }
+
+    /// These gates, with the tenants held to fair shares of `cpus` CPUs
+    /// while more than one is busy.
+    pub fn with_fair_cpu(mut self, cpus: usize) -> Admission {
+        let names = self.gates.keys().cloned();
+        self.cpu = Some(Arc::new(CpuShares::new(cpus, names)));
+        self
+    }
+
+    /// The tenants' CPU accounts, when CPU is shared fairly.
+    pub fn cpu(&self) -> Option<&Arc<CpuShares>> {
+        self.cpu.as_ref()
     }
 
     /// The gate of tenant `name`, if it has one.

@@ -40,6 +40,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod ends;
 pub mod http;
 pub mod ids;

@@ -97,7 +97,15 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         metrics,
         config.metrics.clone(),
     )
-    .with_admission(crate::admission::Admission::new(gates));
+    .with_admission({
+        let admission = crate::admission::Admission::new(gates);
+        if config.server.fair_cpu {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            admission.with_fair_cpu(cpus)
+        } else {
+            admission
+        }
+    });
     Ok(Server {
         app: Arc::new(app),
         sweeper: config.sweeper,

@@ -39,12 +39,32 @@ pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     let Some(gate) = app.admission.gate(&tenant.name).cloned() else {
         return next.run(req).await;
     };
+    let cpu = app.admission.cpu().cloned();
+    if let Some(cpu) = &cpu {
+        match cpu.check(&tenant.name, gate.queue_timeout()) {
+            Ok(None) => {}
+            // Off the CPU until the tenant's share has room again.
+            Ok(Some(wait)) => tokio::time::sleep(wait).await,
+            Err(over) => {
+                app.metrics.http.refused(&tenant.name, "cpu");
+                let refusal = Refusal::Cpu {
+                    percent: over.percent,
+                    retry_after: over.wait,
+                };
+                return refused(&refusal).into_response();
+            }
+        }
+    }
     match gate.admit().await {
         Ok(slot) => {
+            let name = tenant.name.clone();
             if keyed {
                 req.extensions_mut().insert(Caller(tenant));
             }
-            let response = next.run(req).await;
+            let response = match &cpu {
+                Some(cpu) => cpu.metered(&name, next.run(req)).await,
+                None => next.run(req).await,
+            };
             drop(slot);
             response
         }
@@ -52,6 +72,7 @@ pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
             let reason = match refusal {
                 Refusal::Rate { .. } => "rate-limited",
                 Refusal::Busy { .. } => "busy",
+                Refusal::Cpu { .. } => "cpu",
             };
             app.metrics.http.refused(&tenant.name, reason);
             refused(&refusal).into_response()
@@ -93,5 +114,22 @@ pub fn refused(refusal: &Refusal) -> Problem {
             ),
         )
         .header(RETRY_AFTER, HeaderValue::from_static("1")),
+        Refusal::Cpu {
+            percent,
+            retry_after,
+        } => {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "tenant-busy",
+                "Over the tenant's share of the CPU",
+                format!(
+                    "this tenant used more than its {percent} % share of this host's CPU while \
+                     other tenants were busy (server.fair_cpu); retry after {seconds} s"
+                ),
+            )
+            .with("retry_after_ms", retry_after.as_millis() as u64)
+            .header(RETRY_AFTER, HeaderValue::from(seconds))
+        }
     }
 }

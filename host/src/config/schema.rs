@@ -64,6 +64,9 @@ pub struct ServerConfig {
     /// Requests handled at once on this host, shared out between the
     /// tenants as their default `quota.max_in_flight`.
     pub max_in_flight: usize,
+    /// While more than one tenant is busy, hold each to an equal share of
+    /// the host's CPU (see [`crate::cpu`]).
+    pub fair_cpu: bool,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: defaults::SHUTDOWN_TIMEOUT_MS,
             idempotency_ttl_seconds: defaults::IDEMPOTENCY_TTL_SECONDS,
             max_in_flight: defaults::MAX_IN_FLIGHT,
+            fair_cpu: true,
         }
     }
 }

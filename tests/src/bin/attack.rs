@@ -66,6 +66,8 @@ pub struct Knobs {
     pub server_cpu: String,
     pub log: String,
     pub runtime_toml: String,
+    /// Extra lines for the config's `[server]` table.
+    pub server_toml: String,
     pub delete_after: Duration,
     pub end_wait: Duration,
     pub rss_limit_kib: u64,
@@ -121,6 +123,7 @@ impl Knobs {
             server_cpu: env_or("SERVER_CPU", "0"),
             log: env_or("LOG", "warn"),
             runtime_toml: env_or("RUNTIME_TOML", ""),
+            server_toml: env_or("SERVER_TOML", ""),
             delete_after: Duration::from_millis(env_num("DELETE_AFTER_MS", 100)?),
             end_wait: Duration::from_secs(env_num("END_WAIT", 5)?),
             rss_limit_kib: env_num("RSS_LIMIT_MIB", 4096)? << 10,

@@ -69,7 +69,8 @@ pub async fn start_server(knobs: &Knobs, work: &Path, run: &str, mode: &str) -> 
         )
     };
     let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n# Victim and attacker share 127.0.0.1 here; in production they would not.\nmax_connections = 4096\nmax_connections_per_client = 4096\n\n[store]\n{store}\n[runtime]\ncache_dir = \"{}\"\n{}\n\n[sweeper]\ninterval_ms = 3600000\n",
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n# Victim and attacker share 127.0.0.1 here; in production they would not.\nmax_connections = 4096\nmax_connections_per_client = 4096\n{}\n\n[store]\n{store}\n[runtime]\ncache_dir = \"{}\"\n{}\n\n[sweeper]\ninterval_ms = 3600000\n",
+        knobs.server_toml,
         knobs.cache_dir.display(),
         knobs.runtime_toml
     );
