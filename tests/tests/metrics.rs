@@ -256,10 +256,17 @@ async fn metrics_after_traffic(backend: Backend) {
     })
     .await;
     assert!(queued.is_some(), "the end queue never showed a job");
-    // Then it drains, and the worker says so.
+    // Then it drains, and the worker says so. (A scrape reads the queue
+    // before the worker's counters, so one scrape can show a job both
+    // claimed and ran: its acknowledgement landed in between.)
     let (text, m) = eventually(Duration::from_secs(20), || async {
         let (text, m) = scrape(&server).await;
-        (m.get("sessiond_end_worker_jobs_total", &[("outcome", "ran")]) == 2.0).then_some((text, m))
+        let ran = m.get("sessiond_end_worker_jobs_total", &[("outcome", "ran")]) == 2.0;
+        let claimed = m.get(
+            "sessiond_end_queue_jobs",
+            &[("tenant", "ok"), ("state", "claimed")],
+        );
+        (ran && claimed == 0.0).then_some((text, m))
     })
     .await
     .expect("the end worker never ran both jobs");

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sessiond_tests::cache_dir;
 use sessiond_tests::fixtures::{Plugin, Tenant};
 use sessiond_tests::hosts::Host;
-use sessiond_tests::server::Api;
+use sessiond_tests::server::{Api, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessiond-host");
 
@@ -265,4 +265,76 @@ async fn failure_lines_past_their_rate_are_dropped_and_counted() {
     // A burst of 20, one a second after it.
     assert!((20..=30).contains(&written), "{written} lines");
     assert_eq!(written + dropped, 60, "{plugin}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_defers_end_hooks_instead_of_skipping_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // The breaker opens once 3 of the plugin's 6 calls (3 starts, 3 ends)
+    // failed, and stays open; the skipped start hooks are let through
+    // (fail-open), and a job
+    // whose hook it skipped is run again after the reclaim time, and after
+    // its last delivery goes to the dead-letter list, where the operator
+    // sees it, instead of finishing without the hook.
+    let tenants = Tenant::new("ends")
+        .key("key-ends")
+        .plugin(
+            attacker("end-panic")
+                .on_error("allow")
+                .circuit("min_calls", 6)
+                .circuit("failure_percent", 50)
+                .circuit("window_ms", 600_000)
+                .circuit("open_ms", 600_000)
+                .circuit("max_open_ms", 600_000),
+        )
+        .toml();
+    let tenants = format!(
+        "\n[ends]\npoll_interval_ms = 50\nreclaim_after_ms = 1000\nmax_deliveries = 2\n{tenants}"
+    );
+    let host = tokio::task::block_in_place(|| start(dir.path(), &tenants));
+    let api = host.api("key-ends");
+    let end = |n: usize| {
+        let api = api.clone();
+        async move {
+            for _ in 0..n {
+                let id = api.create(&json!({})).await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                api.delete(&format!("/v1/sessions/{id}")).await.expect(204);
+            }
+        }
+    };
+    let queue = |api: Api| async move { api.get("/v1/ends").await.expect(200).body };
+    // Three hooks run and panic: their jobs are finished (the failures
+    // counted), and the breaker opens.
+    end(3).await;
+    let ran = eventually(Duration::from_secs(20), || async {
+        let plugin = listed(&api).await;
+        (plugin["failures"]["trap"] == 3).then_some(plugin)
+    })
+    .await
+    .expect("the three end hooks never failed");
+    assert_eq!(ran["circuit"]["state"], "open", "{ran}");
+    // Two more sessions end while it is open: not skipped but kept, then
+    // dead-lettered after their deliveries.
+    end(2).await;
+    let dead = eventually(Duration::from_secs(30), || async {
+        let q = queue(api.clone()).await;
+        (q["dead"] == 2).then_some(q)
+    })
+    .await
+    .expect("the deferred end jobs never reached the dead-letter list");
+    let why = dead["dead_letters"][0]["why"].as_str().unwrap();
+    assert!(why.contains("circuit breaker"), "{dead}");
+    assert_eq!(dead["waiting"], 0, "{dead}");
+    assert_eq!(dead["claimed"], 0, "{dead}");
+    let plugin = listed(&api).await;
+    // The skipped start hooks count at once; the deferred end hooks are
+    // not failures of a finished job.
+    assert_eq!(
+        plugin["failures"],
+        json!({"trap": 3, "circuit-open": 2}),
+        "{plugin}"
+    );
 }

@@ -21,8 +21,9 @@
 //! its last allowed delivery, goes to the tenant's dead-letter list instead
 //! of running again, so it never holds up the queue; so does an entry the
 //! store cannot read (the store moves that one itself). A job whose hooks
-//! could not reach the store on an earlier delivery is left claimed and runs
-//! again after the reclaim time. The acknowledgement says which jobs were
+//! could not reach the store on an earlier delivery, or one of whose hooks
+//! was skipped by its plugin's open circuit breaker, is left claimed and
+//! runs again after the reclaim time. The acknowledgement says which jobs were
 //! still this host's to finish: one that another host finished meanwhile
 //! (this host stalled past the reclaim time) is not counted as run here
 //! (`superseded`). An acknowledgement that fails is retried on the next

@@ -129,7 +129,8 @@ impl Scheduler {
         let retry = std::mem::take(&mut lane.retry);
         if retry > 0 {
             tracing::warn!(tenant = %name, jobs = retry,
-                "end hooks could not reach the store; running them again after the reclaim time");
+                "end hooks could not reach the store or a plugin's circuit breaker was open; \
+                 running them again after the reclaim time");
         }
         bury(&self.work, &tenant, poison).await;
         match ack(&self.work, &tenant, done).await {
@@ -260,14 +261,15 @@ impl Scheduler {
             failed: Vec::new(),
         };
         match outcome {
-            Some(outcome) if outcome.store_unavailable => {
+            Some(outcome) if outcome.run_again() => {
                 if job.deliveries >= max_deliveries {
                     // The last run this job gets: what it failed with counts.
                     lane.tenant.chain.count_end_failures(&failures_of(&outcome));
                     lane.poison.push(Poison {
                         id: finished.id,
                         why: format!(
-                            "its hooks could not reach the store on each of {} deliveries",
+                            "its hooks could not reach the store, or a plugin's circuit \
+                             breaker stayed open, on each of {} deliveries",
                             job.deliveries
                         ),
                     });

@@ -79,6 +79,17 @@ pub struct EndOutcome {
     /// Some plugin's host call could not reach the store: what the hooks
     /// meant to write may be missing, so the end should be run again.
     pub store_unavailable: bool,
+    /// Some plugin's circuit breaker was open, so its hook did not run:
+    /// the end should be run again later rather than go without it.
+    pub deferred: bool,
+}
+
+impl EndOutcome {
+    /// Whether the end should run again later (after the reclaim time)
+    /// instead of being finished now.
+    pub fn run_again(&self) -> bool {
+        self.store_unavailable || self.deferred
+    }
 }
 
 /// The plugins of one tenant, in order.
@@ -335,6 +346,14 @@ impl Chain {
             let session = PluginSession::with_data(record, &p.name, data.clone());
             let call = p.on_session_end(&session, &end).await;
             outcome.store_unavailable |= call.report.store_unavailable;
+            if let Err(f) = &call.result
+                && f.kind == FailureKind::CircuitOpen
+            {
+                // Not run at all: the job waits for the breaker rather than
+                // finish without this hook.
+                outcome.deferred = true;
+                continue;
+            }
             if let Err(f) = call.result {
                 let what = format!("on-session-end of session {} failed", record.public_id);
                 p.log_failure(Hook::SessionEnd, &f, &what);
