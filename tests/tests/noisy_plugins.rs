@@ -45,6 +45,15 @@ async fn listed(api: &Api) -> Value {
     list["plugins"][0].clone()
 }
 
+/// The Prometheus text of the host's `GET /metrics`.
+async fn scrape(host: &Host) -> String {
+    Api::new(&host.base_url(), None)
+        .get("/metrics")
+        .await
+        .expect(200)
+        .text
+}
+
 /// The host's log lines that name `plugin` of `tenant`.
 fn lines_of(host: &Host, tenant: &str, plugin: &str) -> Vec<String> {
     let (tenant, plugin) = (format!("tenant={tenant}"), format!("plugin={plugin}"));
@@ -98,11 +107,7 @@ async fn a_log_flood_is_cut_to_the_plugins_rate_and_counted() {
     assert_eq!(dropped as usize + written.len(), 1000, "{plugin}");
     assert_eq!(plugin["failures"], json!({}));
 
-    let metrics = Api::new(&host.base_url(), None)
-        .get("/metrics")
-        .await
-        .expect(200)
-        .text;
+    let metrics = scrape(&host).await;
     let series = format!(
         "sessiond_plugin_log_lines_dropped_total{{tenant=\"loud\",plugin=\"attacker\",line=\"plugin\"}} {dropped}"
     );
@@ -224,11 +229,7 @@ async fn failing_calls_are_counted_logged_within_a_rate_and_trip_the_breaker() {
         1,
         "{lines:#?}"
     );
-    let metrics = Api::new(&host.base_url(), None)
-        .get("/metrics")
-        .await
-        .expect(200)
-        .text;
+    let metrics = scrape(&host).await;
     let series = "sessiond_plugin_failures_total{tenant=\"strict\",plugin=\"attacker\",\
                   hook=\"on-session-start\",kind=\"invalid-output\"} 5";
     assert!(metrics.contains(series), "no {series} in:\n{metrics}");

@@ -200,9 +200,15 @@ impl Breaker {
         }
         s.calls += 1;
         s.failures += u32::from(failed);
+        self.open_if_due(&mut s, now)
+    }
+
+    /// Opens the breaker when the window holds enough calls and enough of
+    /// them failed; returns the backoff then.
+    fn open_if_due(&self, s: &mut State, now: Instant) -> Option<Duration> {
         let ratio_met = u64::from(s.failures) * 100
             >= u64::from(self.settings.failure_percent) * u64::from(s.calls);
-        (s.calls >= self.settings.min_calls && ratio_met).then(|| open(&mut s, now))
+        (s.calls >= self.settings.min_calls && ratio_met).then(|| open(s, now))
     }
 
     /// Turns the last counted call into a failure: it ran, but the chain
@@ -218,9 +224,7 @@ impl Breaker {
             Phase::Closed => {
                 s.failures = (s.failures + 1).min(s.calls.max(1));
                 s.calls = s.calls.max(1);
-                let ratio_met = u64::from(s.failures) * 100
-                    >= u64::from(self.settings.failure_percent) * u64::from(s.calls);
-                (s.calls >= self.settings.min_calls && ratio_met).then(|| open(&mut s, now))
+                self.open_if_due(&mut s, now)
             }
             _ => None,
         }

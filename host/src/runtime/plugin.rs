@@ -336,7 +336,13 @@ impl LoadedPlugin {
     /// Counts the outcome of a call the breaker let run, and says so when
     /// it opened the breaker.
     fn trip(&self, admitted: Admit, failed: bool) {
-        if let Some(backoff) = self.breaker.record(admitted, failed) {
+        self.opened(self.breaker.record(admitted, failed));
+    }
+
+    /// Writes the one line of a breaker's opening (`backoff`: it just
+    /// opened, for that long).
+    fn opened(&self, backoff: Option<std::time::Duration>) {
+        if let Some(backoff) = backoff {
             tracing::warn!(tenant = %self.tenant, plugin = %self.name,
                 backoff_ms = backoff.as_millis() as u64,
                 "most of the plugin's recent calls failed: its circuit breaker is open, \
@@ -388,11 +394,7 @@ impl LoadedPlugin {
                 m.failure(&self.tenant, &self.name, hook.as_str(), kind.as_str());
             }
         }
-        if let Some(backoff) = self.breaker.record_late_failure() {
-            tracing::warn!(tenant = %self.tenant, plugin = %self.name,
-                backoff_ms = backoff.as_millis() as u64,
-                "most of the plugin's recent calls failed: its circuit breaker is open");
-        }
+        self.opened(self.breaker.record_late_failure());
         self.failure(kind, message)
     }
 
