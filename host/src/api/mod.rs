@@ -30,6 +30,7 @@ pub mod admin;
 pub mod admit;
 pub mod auth;
 pub mod client;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -98,6 +99,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(body_timeout, body_deadline))
+        .layer(middleware::from_fn_with_state(app.clone(), cors::cors))
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn_with_state(
             app.metrics.clone(),

@@ -202,6 +202,10 @@ pub struct TenantConfig {
     pub sessman: SessmanConfig,
     /// What this tenant may take of the host (`[tenants.<name>.quota]`).
     pub quota: TenantQuota,
+    /// The browser origins (`https://app.example`, `http://localhost:3000`,
+    /// or `"*"` for any) whose pages may call the API with this tenant's
+    /// keys; none: no cross-origin access.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for TenantConfig {
@@ -216,6 +220,7 @@ impl Default for TenantConfig {
             plugins: Vec::new(),
             sessman: SessmanConfig::default(),
             quota: TenantQuota::default(),
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -272,6 +272,11 @@ fn tenants(config: &Config) -> Checked {
                 );
             }
         }
+        for (i, origin) in t.cors_origins.iter().enumerate() {
+            if let Err(message) = check_origin(origin) {
+                return invalid(format!("tenants.{name}.cors_origins[{i}]"), message);
+            }
+        }
         let mut names = BTreeSet::new();
         for (i, p) in t.plugins.iter().enumerate() {
             if p.name.trim().is_empty() {
@@ -297,9 +302,58 @@ fn tenants(config: &Config) -> Checked {
     Ok(())
 }
 
+/// Checks one entry of `cors_origins`: `"*"`, or an origin as browsers send
+/// it: `http://` or `https://`, a lowercase host, an optional port, and
+/// nothing after.
+fn check_origin(entry: &str) -> Result<(), String> {
+    if entry == "*" {
+        return Ok(());
+    }
+    let Some(rest) = entry
+        .strip_prefix("https://")
+        .or_else(|| entry.strip_prefix("http://"))
+    else {
+        return Err(format!(
+            "{entry:?} must start with https:// or http:// (or be \"*\" for any origin)"
+        ));
+    };
+    if rest.ends_with('/') {
+        return Err(format!(
+            "{entry:?} ends with '/': an origin has no path; write {:?}",
+            entry.trim_end_matches('/')
+        ));
+    }
+    if rest.contains(['/', '?', '#', '@']) || rest.chars().any(|c| c.is_whitespace()) {
+        return Err(format!(
+            "{entry:?} is not an origin: scheme, host and port only"
+        ));
+    }
+    if rest.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "{entry:?} has capitals: browsers send origins in lowercase; write {:?}",
+            entry.to_ascii_lowercase()
+        ));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        // An IPv6 literal's colons sit inside its brackets.
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    if host.is_empty() {
+        return Err(format!("{entry:?} has no host"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{entry:?} has a bad port {port:?}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{minimal, parse};
+    use super::check_origin;
 
     #[test]
     fn validation_names_the_field() {
@@ -344,6 +398,13 @@ mod tests {
                 "store.path",
             ),
             (String::new(), "tenants"),
+            (
+                format!(
+                    "{}cors_origins = [\"https://app.example\", \"https://app.example/\"]\n",
+                    minimal()
+                ),
+                "tenants.demo.cors_origins[1]",
+            ),
             (
                 format!(
                     "{}[tenants.demo.sessman]\nallow_unauthenticated = true\n",
@@ -463,5 +524,30 @@ mod tests {
         assert!(config.tenants["demo"].sessman.allow_unauthenticated);
         assert!(config.tenants["other"].sessman.enabled);
         assert!(!config.tenants["other"].sessman.allow_unauthenticated);
+    }
+
+    #[test]
+    fn origins_are_checked() {
+        for good in [
+            "*",
+            "https://app.example",
+            "http://localhost:3000",
+            "https://[::1]:8443",
+            "http://[::1]",
+        ] {
+            assert_eq!(check_origin(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("app.example", "must start with https://"),
+            ("https://app.example/", "has no path"),
+            ("https://app.example/login", "scheme, host and port only"),
+            ("https://App.Example", "write \"https://app.example\""),
+            ("https://", "has no host"),
+            ("https://app.example:99999", "bad port"),
+            ("ftp://app.example", "must start with"),
+        ] {
+            let err = check_origin(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }
