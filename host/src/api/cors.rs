@@ -96,13 +96,7 @@ fn tenant_of(headers: &HeaderMap, path: &str, app: &App) -> Option<Arc<Tenant>> 
 
 fn preflight(allowed: bool, origin: HeaderValue) -> Response {
     if !allowed {
-        let mut response = Problem::new(
-            StatusCode::FORBIDDEN,
-            "cors-origin-not-allowed",
-            "Origin not allowed",
-            "no tenant lists this origin in its cors_origins",
-        )
-        .into_response();
+        let mut response = Problem::cors_origin_not_allowed().into_response();
         response
             .headers_mut()
             .append(VARY, HeaderValue::from_static("origin"));

@@ -192,6 +192,16 @@ impl Problem {
         Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
     }
 
+    /// 403 to a CORS preflight from an origin no tenant lists.
+    pub fn cors_origin_not_allowed() -> Problem {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "cors-origin-not-allowed",
+            "Origin not allowed",
+            "no tenant lists this origin in its cors_origins",
+        )
+    }
+
     pub fn ambiguous_credentials() -> Problem {
         Problem::bad_request(
             "ambiguous-credentials",
