@@ -339,6 +339,12 @@ impl Reply {
     }
 }
 
+/// The Prometheus text of `GET /metrics` on the server at `base`, asked
+/// without a key (from loopback, which the default `[metrics]` allows).
+pub async fn scrape(base: &str) -> String {
+    Api::new(base, None).get("/metrics").await.expect(200).text
+}
+
 impl Api {
     /// A client for the server at `base` (`http://host:port`) that sends
     /// `key`, if any, as its bearer API key.

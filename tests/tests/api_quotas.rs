@@ -8,19 +8,10 @@ use std::time::Duration;
 use serde_json::json;
 use sessiond_tests::Backend;
 use sessiond_tests::fixtures::{Plugin, Tenant};
-use sessiond_tests::server::{Api, TestServer, eventually};
+use sessiond_tests::server::{TestServer, eventually, scrape};
 
 const LIMITED: &str = "key-limited";
 const FREE: &str = "key-free";
-
-/// The Prometheus text of `GET /metrics`.
-async fn scrape(server: &TestServer) -> String {
-    Api::new(&server.base_url(), None)
-        .get("/metrics")
-        .await
-        .expect(200)
-        .text
-}
 
 #[tokio::test]
 async fn a_tenant_over_its_rate_gets_429_and_another_is_served() {
@@ -46,7 +37,7 @@ async fn a_tenant_over_its_rate_gets_429_and_another_is_served() {
         "{p}"
     );
     // Counted by tenant and reason.
-    let metrics = scrape(&server).await;
+    let metrics = scrape(&server.base_url()).await;
     let series = "sessiond_tenant_refusals_total{tenant=\"limited\",reason=\"rate-limited\"} 1";
     assert!(metrics.contains(series), "no {series} in:\n{metrics}");
     // The other tenant's bucket is its own.
@@ -116,7 +107,7 @@ async fn a_tenant_with_every_slot_taken_gets_429_and_another_is_served() {
     // limited tenant's slot.
     free.post("/v1/sessions", &json!({})).await.expect(201);
     // The metrics show the held slot and the refusal.
-    let metrics = scrape(&server).await;
+    let metrics = scrape(&server.base_url()).await;
     for series in [
         "sessiond_tenant_load{tenant=\"limited\",what=\"requests_in_flight\"} 1",
         "sessiond_tenant_load{tenant=\"free\",what=\"requests_in_flight\"} 0",

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sessiond_tests::cache_dir;
 use sessiond_tests::fixtures::{Plugin, Tenant};
 use sessiond_tests::hosts::Host;
-use sessiond_tests::server::{Api, eventually};
+use sessiond_tests::server::{Api, eventually, scrape};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessiond-host");
 
@@ -43,15 +43,6 @@ fn attacker(mode: &str) -> Plugin {
 async fn listed(api: &Api) -> Value {
     let list = api.get("/v1/plugins").await.expect(200).body;
     list["plugins"][0].clone()
-}
-
-/// The Prometheus text of the host's `GET /metrics`.
-async fn scrape(host: &Host) -> String {
-    Api::new(&host.base_url(), None)
-        .get("/metrics")
-        .await
-        .expect(200)
-        .text
 }
 
 /// The host's log lines that name `plugin` of `tenant`.
@@ -107,7 +98,7 @@ async fn a_log_flood_is_cut_to_the_plugins_rate_and_counted() {
     assert_eq!(dropped as usize + written.len(), 1000, "{plugin}");
     assert_eq!(plugin["failures"], json!({}));
 
-    let metrics = scrape(&host).await;
+    let metrics = scrape(&host.base_url()).await;
     let series = format!(
         "sessiond_plugin_log_lines_dropped_total{{tenant=\"loud\",plugin=\"attacker\",line=\"plugin\"}} {dropped}"
     );
@@ -229,7 +220,7 @@ async fn failing_calls_are_counted_logged_within_a_rate_and_trip_the_breaker() {
         1,
         "{lines:#?}"
     );
-    let metrics = scrape(&host).await;
+    let metrics = scrape(&host.base_url()).await;
     let series = "sessiond_plugin_failures_total{tenant=\"strict\",plugin=\"attacker\",\
                   hook=\"on-session-start\",kind=\"invalid-output\"} 5";
     assert!(metrics.contains(series), "no {series} in:\n{metrics}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -14,22 +14,26 @@ use super::auth::{Caller, caller};
 use super::error::Problem;
 use crate::admission::Refusal;
 use crate::app::App;
+use crate::tenant::Tenant;
+
+/// The tenant a request belongs to: its API key's, or for `/sessman/*`
+/// without a key the tenant that serves those. None for a missing or bad
+/// key, which the handler refuses.
+pub(super) fn request_tenant(headers: &HeaderMap, path: &str, app: &App) -> Option<Arc<Tenant>> {
+    if headers.contains_key(AUTHORIZATION) {
+        caller(headers, app).ok().map(|Caller(tenant)| tenant)
+    } else if path.starts_with("/sessman/") {
+        app.tenants.current().sessman_without_key()
+    } else {
+        None
+    }
+}
 
 /// Admits the request through its tenant's gate; its slot is held until
 /// the response is made.
 pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let keyed = req.headers().contains_key(AUTHORIZATION);
-    let tenant = if keyed {
-        match caller(req.headers(), &app) {
-            Ok(Caller(tenant)) => tenant,
-            Err(_) => return next.run(req).await,
-        }
-    } else if req.uri().path().starts_with("/sessman/") {
-        match app.tenants.current().sessman_without_key() {
-            Some(tenant) => tenant,
-            None => return next.run(req).await,
-        }
-    } else {
+    let Some(tenant) = request_tenant(req.headers(), req.uri().path(), &app) else {
         return next.run(req).await;
     };
     if let Some(degraded) = &tenant.degraded {

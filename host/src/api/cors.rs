@@ -17,14 +17,14 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD,
-    AUTHORIZATION, ORIGIN, VARY,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
+    VARY,
 };
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::auth::{Caller, caller};
+use super::admit::request_tenant;
 use super::error::Problem;
 use crate::app::App;
 use crate::tenant::{Tenant, Tenants};
@@ -65,7 +65,7 @@ pub async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
     {
         return preflight(any_allows(&tenants, &name), origin);
     }
-    let allowed = match tenant_of(req.headers(), req.uri().path(), &app) {
+    let allowed = match request_tenant(req.headers(), req.uri().path(), &app) {
         Some(tenant) => allows(&tenant, &name),
         None => any_allows(&tenants, &name),
     };
@@ -80,18 +80,6 @@ pub async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
         );
     }
     response
-}
-
-/// The tenant a request belongs to, the way admission finds it: its key,
-/// or for `/sessman/*` without a key the tenant that serves those.
-fn tenant_of(headers: &HeaderMap, path: &str, app: &App) -> Option<Arc<Tenant>> {
-    if headers.contains_key(AUTHORIZATION) {
-        caller(headers, app).ok().map(|Caller(t)| t)
-    } else if path.starts_with("/sessman/") {
-        app.tenants.current().sessman_without_key()
-    } else {
-        None
-    }
 }
 
 fn preflight(allowed: bool, origin: HeaderValue) -> Response {
