@@ -20,9 +20,9 @@ use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    AuditStore, CreateOutcome, EndJob, EndQueue, EndQueueStats, KvQuota, KvStore, LimitPolicy,
-    MergeOutcome, Once, OnceKey, Poison, SessionStore, StoreBackend, StoreError, UserLimit,
-    WriteOutcome,
+    AuditStore, CreateOutcome, Delivery, EndJob, EndQueue, EndQueueStats, KvQuota, KvStore,
+    LimitPolicy, MergeOutcome, Once, OnceKey, OutboxStats, Poison, SessionStore, StoreBackend,
+    StoreError, UserLimit, WriteOutcome,
 };
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 use sessiond_tests::{Backend, every_backend, fixtures};
@@ -153,6 +153,10 @@ every_backend!(
     once_create_concurrent_stores_one,
     once_remove_is_recorded_with_the_end,
     once_keys_lapse_and_stay_in_their_tenant,
+    outbox_push_is_idempotent_and_leases_in_due_order,
+    outbox_lease_hides_until_it_lapses,
+    outbox_retry_and_remove,
+    outbox_leases_each_delivery_once_under_concurrency,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -3108,4 +3112,175 @@ async fn once_keys_lapse_and_stay_in_their_tenant(backend: Backend) {
         matches!(outcome, Once::Ran(CreateOutcome::Created { .. })),
         "{outcome:?}"
     );
+}
+
+// ---------------------------------------------------------------- outbox
+
+/// A delivery `n` of message `msg`, due at `due`.
+fn delivery(msg: &str, n: usize, created_at: Millis, due: Millis) -> Delivery {
+    Delivery {
+        id: format!("{msg}.{n}"),
+        message_id: msg.to_string(),
+        url: format!("https://hooks.example/{n}"),
+        body: format!(r#"{{"type":"session.ended","n":{n},"text":"caf\u00e9 \"q\""}}"#),
+        created_at,
+        due_at: due,
+        attempts: 0,
+        last_error: None,
+    }
+}
+
+async fn outbox_push_is_idempotent_and_leases_in_due_order(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let s = b.store();
+    let t0 = now_ms();
+    let batch = [
+        delivery("msg_b", 1, t0, t0 + 2),
+        delivery("msg_a", 1, t0 - 5, t0 + 1),
+        delivery("msg_c", 1, t0, t0 + HOUR),
+    ];
+    assert_eq!(s.outbox_push(&b.tenant, &batch).await.unwrap(), 3);
+    // Queued again (an end job run twice): nothing changes, not even a
+    // changed body or due time.
+    let mut again = batch[0].clone();
+    again.due_at = t0;
+    again.body = "{}".into();
+    assert_eq!(s.outbox_push(&b.tenant, &[again]).await.unwrap(), 0);
+    assert_eq!(
+        s.outbox_stats(&b.tenant, t0 + 10).await.unwrap(),
+        OutboxStats {
+            held: 3,
+            due: 2,
+            oldest_created_at: Some(t0 - 5),
+        }
+    );
+    let leased = b
+        .handle(1)
+        .outbox_lease(&b.tenant, 10, MIN, t0 + 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = leased.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["msg_a.1", "msg_b.1"], "due ones only, earliest first");
+    let mut expected = batch[1].clone();
+    expected.due_at = t0 + 10 + MIN;
+    expected.attempts = 1;
+    assert_eq!(leased[0], expected, "every field reads back");
+    assert_eq!(leased[1].body, batch[0].body);
+    // Another tenant sees none of it.
+    let other = format!("{}-other", b.tenant);
+    assert_eq!(
+        s.outbox_stats(&other, t0).await.unwrap(),
+        OutboxStats::default()
+    );
+    assert!(
+        s.outbox_lease(&other, 10, MIN, t0 + HOUR)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn outbox_lease_hides_until_it_lapses(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let s = b.store();
+    let t0 = now_ms();
+    s.outbox_push(&b.tenant, &[delivery("msg_x", 1, t0, t0)])
+        .await
+        .unwrap();
+    let first = s.outbox_lease(&b.tenant, 5, 1000, t0).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        b.handle(2)
+            .outbox_lease(&b.tenant, 5, 1000, t0 + 999)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a leased delivery is not handed out again within its lease"
+    );
+    // Its sender died: after the lease, another host gets it, attempt 2.
+    let second = b
+        .handle(3)
+        .outbox_lease(&b.tenant, 5, 1000, t0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].attempts, second[0].due_at), (2, t0 + 2000));
+    assert_eq!(
+        s.outbox_lease(&b.tenant, 0, 1000, t0 + HOUR).await.unwrap(),
+        []
+    );
+}
+
+async fn outbox_retry_and_remove(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let s = b.store();
+    let t0 = now_ms();
+    let batch = [delivery("msg_r", 1, t0, t0), delivery("msg_r", 2, t0, t0)];
+    s.outbox_push(&b.tenant, &batch).await.unwrap();
+    let leased = s.outbox_lease(&b.tenant, 5, MIN, t0).await.unwrap();
+    assert_eq!(leased.len(), 2);
+    assert!(
+        s.outbox_retry(&b.tenant, "msg_r.1", t0 + 500, "the endpoint answered 503")
+            .await
+            .unwrap()
+    );
+    let ids = ["msg_r.2".to_string(), "msg_unknown".to_string()];
+    assert_eq!(s.outbox_remove(&b.tenant, &ids).await.unwrap(), 1);
+    assert_eq!(s.outbox_remove(&b.tenant, &ids).await.unwrap(), 0);
+    // Retrying what another host removed puts nothing back.
+    assert!(
+        !s.outbox_retry(&b.tenant, "msg_r.2", t0, "late")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.outbox_lease(&b.tenant, 5, MIN, t0 + 499)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retried = s.outbox_lease(&b.tenant, 5, MIN, t0 + 500).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].id, "msg_r.1");
+    assert_eq!(retried[0].attempts, 2);
+    assert_eq!(
+        retried[0].last_error.as_deref(),
+        Some("the endpoint answered 503")
+    );
+    s.outbox_remove(&b.tenant, &["msg_r.1".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.outbox_stats(&b.tenant, t0 + HOUR).await.unwrap(),
+        OutboxStats::default()
+    );
+}
+
+async fn outbox_leases_each_delivery_once_under_concurrency(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let batch: Vec<Delivery> = (0..200)
+        .map(|n| delivery("msg_many", n, t0, t0 + (n as u64 % 7)))
+        .collect();
+    b.store().outbox_push(&b.tenant, &batch).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for h in 0..4 {
+        let (store, tenant) = (b.stores[h].clone(), b.tenant.clone());
+        tasks.spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let leased = store.outbox_lease(&tenant, 7, HOUR, t0 + 10).await.unwrap();
+                if leased.is_empty() {
+                    return got;
+                }
+                got.extend(leased.into_iter().map(|d| d.id));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(got) = tasks.join_next().await {
+        all.extend(got.unwrap());
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), distinct.len()), (200, 200));
 }

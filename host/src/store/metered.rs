@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 
 use super::dump::{DumpPage, Imported, Item, Kind, StoreDump};
 use super::{
-    AuditPage, AuditStore, CreateOutcome, DeadLetters, EndJob, EndQueue, EndQueueStats, Expired,
-    KvQuota, KvStore, MergeOutcome, Once, OnceKey, Poison, Remembered, SessionStore, StoreBackend,
-    StoreError, StoreResult, UserLimit, WriteOutcome,
+    AuditPage, AuditStore, CreateOutcome, DeadLetters, Delivery, EndJob, EndQueue, EndQueueStats,
+    Expired, KvQuota, KvStore, MergeOutcome, Once, OnceKey, Outbox, OutboxStats, Poison,
+    Remembered, SessionStore, StoreBackend, StoreError, StoreResult, UserLimit, WriteOutcome,
 };
 use crate::metrics::StoreMetrics;
 use crate::session::{EndReason, Millis, SessionRecord};
@@ -362,6 +362,52 @@ impl AuditStore for MeteredStore {
         limit: usize,
     ) -> StoreResult<AuditPage> {
         self.timed("audit_page", self.inner.audit_page(tenant, after, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl Outbox for MeteredStore {
+    async fn outbox_push(&self, tenant: &str, deliveries: &[Delivery]) -> StoreResult<u64> {
+        self.timed("outbox_push", self.inner.outbox_push(tenant, deliveries))
+            .await
+    }
+
+    async fn outbox_lease(
+        &self,
+        tenant: &str,
+        max: usize,
+        lease_ms: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.timed(
+            "outbox_lease",
+            self.inner.outbox_lease(tenant, max, lease_ms, now),
+        )
+        .await
+    }
+
+    async fn outbox_remove(&self, tenant: &str, ids: &[String]) -> StoreResult<u64> {
+        self.timed("outbox_remove", self.inner.outbox_remove(tenant, ids))
+            .await
+    }
+
+    async fn outbox_retry(
+        &self,
+        tenant: &str,
+        id: &str,
+        due_at: Millis,
+        error: &str,
+    ) -> StoreResult<bool> {
+        self.timed(
+            "outbox_retry",
+            self.inner.outbox_retry(tenant, id, due_at, error),
+        )
+        .await
+    }
+
+    async fn outbox_stats(&self, tenant: &str, now: Millis) -> StoreResult<OutboxStats> {
+        self.timed("outbox_stats", self.inner.outbox_stats(tenant, now))
             .await
     }
 }

@@ -1,6 +1,7 @@
-//! Session storage: four small object-safe traits, one per concern
-//! ([`SessionStore`], [`EndQueue`], [`KvStore`], [`AuditStore`]), and three
-//! backends that implement all of them ([`StoreBackend`]).
+//! Session storage: five small object-safe traits, one per concern
+//! ([`SessionStore`], [`EndQueue`], [`KvStore`], [`AuditStore`],
+//! [`Outbox`]), and three backends that implement all of them
+//! ([`StoreBackend`]).
 //!
 //! - [`memory::MemoryStore`]: this process's memory; for tests and for
 //!   deliberately ephemeral use (the built-in default when a config has no
@@ -619,14 +620,97 @@ pub trait AuditStore: Send + Sync + 'static {
     ) -> StoreResult<AuditPage>;
 }
 
-/// A whole backend: all four concerns over one storage, so that ending a
+/// The webhook outbox: signed deliveries waiting to be sent to tenants'
+/// webhook endpoints, leased by the webhook senders of every host
+/// ([`crate::webhooks`]).
+///
+/// A delivery stays in the outbox until it is removed (sent, or given up
+/// on). A lease makes it due again `lease_ms` later, so a delivery whose
+/// sender died is sent again by whichever host leases next: delivery is at
+/// least once, and every attempt carries the same message id.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Queues `deliveries` of `tenant`, each due at its `due_at`. A
+    /// delivery whose id the outbox already holds is left as it is, so a
+    /// step that runs again (an end job taken over from a dead host) queues
+    /// nothing twice. Returns how many were queued.
+    async fn outbox_push(&self, tenant: &str, deliveries: &[Delivery]) -> StoreResult<u64>;
+
+    /// Leases up to `max` deliveries of `tenant` due at `now` or before,
+    /// earliest due first: each is due again at `now + lease_ms`, and its
+    /// `attempts` counts this lease.
+    async fn outbox_lease(
+        &self,
+        tenant: &str,
+        max: usize,
+        lease_ms: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Removes deliveries (sent, or given up on); unknown ids are ignored.
+    /// Returns how many this call removed.
+    async fn outbox_remove(&self, tenant: &str, ids: &[String]) -> StoreResult<u64>;
+
+    /// Makes a leased delivery due at `due_at` and records `error`, its
+    /// last attempt's failure. A delivery the outbox no longer holds (another
+    /// host sent it meanwhile) is not put back: returns false.
+    async fn outbox_retry(
+        &self,
+        tenant: &str,
+        id: &str,
+        due_at: Millis,
+        error: &str,
+    ) -> StoreResult<bool>;
+
+    /// How many deliveries `tenant`'s outbox holds, how many of them are
+    /// due at `now`, and when the oldest was queued.
+    async fn outbox_stats(&self, tenant: &str, now: Millis) -> StoreResult<OutboxStats>;
+}
+
+/// One webhook delivery: one event for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Unique in the tenant's outbox: the message id and the endpoint.
+    pub id: String,
+    /// The id the receiver deduplicates on (`webhook-id`): the same on
+    /// every attempt, and for every endpoint the event goes to.
+    pub message_id: String,
+    /// The endpoint.
+    pub url: String,
+    /// The JSON body, exactly as signed and sent.
+    pub body: String,
+    /// When the delivery was queued (ms since the epoch).
+    pub created_at: Millis,
+    /// When it is next due (ms since the epoch).
+    pub due_at: Millis,
+    /// Attempts made so far; a lease counts one.
+    pub attempts: u32,
+    /// Why the last attempt failed; none before the first failure.
+    pub last_error: Option<String>,
+}
+
+/// What a tenant's outbox holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Deliveries held (due, leased or waiting for a retry).
+    pub held: u64,
+    /// Of those, due now.
+    pub due: u64,
+    /// When the oldest held delivery was queued; none when empty.
+    pub oldest_created_at: Option<Millis>,
+}
+
+/// A whole backend: all five concerns over one storage, so that ending a
 /// session and queuing its end job can be one atomic step, and the dump of
 /// all of it ([`dump::StoreDump`]). Components take only the trait they use
 /// (`Arc<dyn SessionStore>`, `Arc<dyn KvStore>`...); an
 /// `Arc<dyn StoreBackend>` coerces to each.
-pub trait StoreBackend: SessionStore + EndQueue + KvStore + AuditStore + dump::StoreDump {}
+pub trait StoreBackend:
+    SessionStore + EndQueue + KvStore + AuditStore + Outbox + dump::StoreDump
+{
+}
 
-impl<T: SessionStore + EndQueue + KvStore + AuditStore + dump::StoreDump + ?Sized> StoreBackend
-    for T
+impl<T: SessionStore + EndQueue + KvStore + AuditStore + Outbox + dump::StoreDump + ?Sized>
+    StoreBackend for T
 {
 }

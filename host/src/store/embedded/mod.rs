@@ -5,8 +5,8 @@
 //!
 //! `<dir>/sessiond.db` (with SQLite's `-wal` and `-shm` beside it) holds
 //! everything: sessions, end queue and its dead letters, plugin kv, audit
-//! streams, idempotency keys (`schema.rs` has the tables and the schema
-//! version).
+//! streams, idempotency keys and the webhook outbox (`schema.rs` has the
+//! tables and the schema version).
 //! `<dir>/sessiond.lock` is held with an exclusive `flock` while a process
 //! owns the directory and holds its PID; a second open fails naming the
 //! directory and that PID.
@@ -76,6 +76,7 @@ mod ends;
 mod kv;
 mod lock;
 mod once;
+mod outbox;
 mod readers;
 mod schema;
 mod sessions;

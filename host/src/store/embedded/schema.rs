@@ -133,8 +133,29 @@ CREATE TABLE once_keys (
 CREATE INDEX once_keys_expiry ON once_keys (tenant, expires_at);
 ";
 
+/// Version 4: the webhook outbox. A row is one delivery; a lease moves its
+/// `due_at` to when the lease runs out, so a leased row is simply not due.
+/// The table has a rowid, like the other tables whose rows carry a payload
+/// (`body`), so its key index stays small.
+const V4: &str = "
+CREATE TABLE outbox (
+    tenant     TEXT    NOT NULL,
+    id         TEXT    NOT NULL,  -- unique in the tenant: the message id and the endpoint
+    message_id TEXT    NOT NULL,  -- webhook-id, the same on every attempt
+    url        TEXT    NOT NULL,
+    body       TEXT    NOT NULL,  -- the JSON body, exactly as signed
+    created_at INTEGER NOT NULL,
+    due_at     INTEGER NOT NULL,  -- leased: when the lease runs out
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,              -- NULL before the first failure
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX outbox_due ON outbox (tenant, due_at, id);
+CREATE INDEX outbox_created ON outbox (tenant, created_at);
+";
+
 /// The upgrade path: `STEPS[n]` takes a file from version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1, V2, V3];
+const STEPS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
@@ -271,5 +292,71 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM dead_ends", [], |r| r.get(0))
             .unwrap();
         assert_eq!(dead, 0);
+    }
+
+    /// A file as `STEPS[..n]` left it, with the application id set.
+    fn file_at(path: &Path, n: usize) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        for step in &STEPS[..n] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", n as i64).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn
+    }
+
+    /// A file of every older version is brought to the current one.
+    #[test]
+    fn every_older_version_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 1..STEPS.len() {
+            let path = dir.path().join(format!("v{n}.db"));
+            drop(file_at(&path, n));
+            let conn = open_writer(&path, Durability::Full).unwrap();
+            assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION, "from version {n}");
+        }
+    }
+
+    /// A file written at version 3 gets the outbox, empty and with its
+    /// indexes, and keeps what it held.
+    #[test]
+    fn version_3_files_get_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let conn = file_at(&path, 3);
+            conn.execute_batch(
+                "INSERT INTO kv (tenant, plugin, key, value, expires_at) VALUES ('t', 'p', 'k', 'v', NULL)",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path, Durability::Full).unwrap();
+        assert_eq!(version(&conn).unwrap(), SCHEMA_VERSION);
+        let kept: String = conn
+            .query_row("SELECT value FROM kv WHERE tenant = 't'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, "v");
+        let held: i64 = conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(held, 0);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'outbox' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(indexes, ["outbox_created", "outbox_due"]);
+        conn.execute_batch(
+            "INSERT INTO outbox (tenant, id, message_id, url, body, created_at, due_at)
+             VALUES ('t', 'm.u', 'm', 'https://example.com', '{}', 1, 1)",
+        )
+        .unwrap();
+        let attempts: i64 = conn
+            .query_row("SELECT attempts FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(attempts, 0);
     }
 }

@@ -18,7 +18,8 @@
 //! deadline even if no sweeper took it; here it stays until swept.
 //!
 //! This module holds [`MemoryStore`] and its trait impls but one; `ends`
-//! holds its end queue ([`crate::store::EndQueue`]) and `tenant` the state of one tenant
+//! holds its end queue ([`crate::store::EndQueue`]), `outbox` its webhook
+//! outbox ([`crate::store::Outbox`]), and `tenant` the state of one tenant
 //! and the operations on it.
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 /// [`super::dump::StoreDump`] for this store.
 mod dump;
 mod ends;
+mod outbox;
 mod tenant;
 
 use tenant::{KvEntry, StreamId, Tenant, lock, next_id};

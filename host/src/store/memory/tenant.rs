@@ -1,14 +1,14 @@
 //! One tenant's state in the embedded store, kept behind the tenant's
 //! mutex: its sessions and their user and deadline indexes, plugin kv
 //! entries, the audit stream with its idempotency keys, and the end queue
-//! with its dead letters, with the stream ids ([`StreamId`]) its audit
+//! with its dead letters, the webhook outbox, with the stream ids ([`StreamId`]) its audit
 //! records and end jobs carry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
-use crate::store::{DeadLetter, EndJob, OnceKey, Remembered, StoreError, StoreResult};
+use crate::store::{DeadLetter, Delivery, EndJob, OnceKey, Remembered, StoreError, StoreResult};
 
 pub(super) fn lock(t: &Mutex<Tenant>) -> MutexGuard<'_, Tenant> {
     t.lock().unwrap_or_else(|e| e.into_inner())
@@ -78,6 +78,10 @@ pub(super) struct Tenant {
     once: HashMap<String, (Millis, Remembered)>,
     /// The same keys by when they lapse.
     once_expiry: BTreeSet<(Millis, String)>,
+    /// The webhook outbox, by delivery id.
+    pub(super) outbox: HashMap<String, Delivery>,
+    /// `(due_at, id)` of every delivery in `outbox`.
+    pub(super) outbox_due: BTreeSet<(Millis, String)>,
 }
 
 /// An end job and who holds it.

@@ -1,5 +1,5 @@
 //! The key layout of the Redis backend, and the fields of what it stores
-//! (session hashes, audit entries).
+//! (session hashes, audit entries, webhook deliveries).
 //!
 //! Every key of a tenant starts with `<prefix>:{<tenant>}:`. The `{…}` hash
 //! tag puts all of a tenant's keys in one cluster slot, so a script may touch
@@ -21,6 +21,9 @@
 //! | `idem:<id>` | hash | an idempotency key of a create or remove (`<id>` = hex SHA-256 of tenant and client key): `q` request digest; for a create also `r` the record JSON as created and `t` its token sealed with the client's key | `PEXPIRE` the key's ttl |
 //! | `ends` | stream, consumer group `ends` | end jobs: fields `r`, `v`, `l` (the session as it ended), `why` (reason), `at` (ended at) | entries deleted when acknowledged |
 //! | `dead` | stream | end jobs taken out unfinished: `job` (its id in `ends`), `why`, `at`, `deliveries`, and its `r`, `v`, `l`, `reason`, `ended_at` | `XADD MAXLEN ~ 10000` |
+//! | `wh:<id>` | hash | a webhook delivery of the outbox: `m` message id, `u` url, `b` body, `c` created_at, `n` attempts, `e` last error (absent until a failure) | none: deleted when removed |
+//! | `whq` | sorted set | the outbox's delivery ids, score = when due (a lease moves it to the lease's end) | none: members leave with their delivery |
+//! | `whc` | sorted set | the outbox's delivery ids, score = `c` (its lowest is the oldest delivery held) | none: members leave with their delivery |
 //!
 //! `v` and `l` are authoritative over the copies inside `r`: `touch` changes
 //! only those fields (and `d`), never rewriting the JSON in Lua. `merge`
@@ -135,6 +138,21 @@ impl TenantKeys {
 
     pub(super) fn dead(&self) -> String {
         format!("{}dead", self.base)
+    }
+
+    /// The hash of the outbox delivery `id`.
+    pub(super) fn delivery(&self, id: &str) -> String {
+        format!("{}wh:{id}", self.base)
+    }
+
+    /// The outbox's deliveries by when they are due.
+    pub(super) fn outbox_due(&self) -> String {
+        format!("{}whq", self.base)
+    }
+
+    /// The outbox's deliveries by when they were queued.
+    pub(super) fn outbox_created(&self) -> String {
+        format!("{}whc", self.base)
     }
 }
 

@@ -41,6 +41,7 @@ mod conn;
 mod dump;
 mod ends;
 mod keys;
+mod outbox;
 mod reply;
 mod scripts;
 

@@ -4,8 +4,9 @@
 //!
 //! Scripts receive every key they are given by name in `KEYS`, plus the
 //! tenant's key base in `ARGV[1]`; they build the keys of index members
-//! (`<base>s:<member>`) and of a stored record's user (`<base>u:<user>`) from
-//! that base only, so those keys carry the same hash tag and stay in the slot.
+//! (`<base>s:<member>`), of a stored record's user (`<base>u:<user>`) and of
+//! the outbox's deliveries (`<base>wh:<id>`) from that base only, so those
+//! keys carry the same hash tag and stay in the slot.
 
 use std::sync::LazyLock;
 
@@ -33,6 +34,11 @@ pub(super) struct Scripts {
     pub(super) take_expired: Script,
     pub(super) kv_set: Script,
     pub(super) kv_delete: Script,
+    pub(super) outbox_push: Script,
+    pub(super) outbox_lease: Script,
+    pub(super) outbox_remove: Script,
+    pub(super) outbox_retry: Script,
+    pub(super) outbox_stats: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -54,6 +60,11 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         take_expired: s(include_str!("lua/take_expired.lua")),
         kv_set: s(include_str!("lua/kv_set.lua")),
         kv_delete: s(include_str!("lua/kv_delete.lua")),
+        outbox_push: s(include_str!("lua/outbox_push.lua")),
+        outbox_lease: s(include_str!("lua/outbox_lease.lua")),
+        outbox_remove: s(include_str!("lua/outbox_remove.lua")),
+        outbox_retry: s(include_str!("lua/outbox_retry.lua")),
+        outbox_stats: s(include_str!("lua/outbox_stats.lua")),
     }
 });
 
