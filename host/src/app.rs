@@ -8,13 +8,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::admission::Admission;
-use crate::config::{MetricsConfig, ServerConfig};
+use crate::config::{MetricsConfig, ServerConfig, WebhooksConfig};
 use crate::ends::EndWorker;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::service::turns::WriteTurns;
 use crate::store::{AuditStore, EndQueue, SessionStore, StoreBackend};
 use crate::tenant::TenantRegistry;
+use crate::webhooks::Webhooks;
 
 /// What a running server shares.
 pub struct App {
@@ -39,6 +40,7 @@ pub struct App {
     pub turns: WriteTurns,
     /// Each tenant's admission gate (its requests in flight and rate).
     pub admission: Admission,
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl App {
@@ -53,6 +55,11 @@ impl App {
         metrics: Arc<Metrics>,
         metrics_access: MetricsConfig,
     ) -> App {
+        let webhooks = Arc::new(Webhooks::new(
+            store.clone(),
+            WebhooksConfig::default(),
+            metrics.clone(),
+        ));
         App {
             sessions: store.clone(),
             end_queue: store.clone(),
@@ -66,7 +73,18 @@ impl App {
             keys_in_flight: KeysInFlight::default(),
             turns: WriteTurns::default(),
             admission: Admission::default(),
+            webhooks,
         }
+    }
+
+    /// The same app, sending webhooks with `config`.
+    pub fn with_webhooks(mut self, config: WebhooksConfig) -> App {
+        self.webhooks = Arc::new(Webhooks::new(
+            self.webhooks.outbox.clone(),
+            config,
+            self.metrics.clone(),
+        ));
+        self
     }
 
     /// This app with the tenants' admission gates.

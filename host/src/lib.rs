@@ -53,3 +53,4 @@ pub mod session;
 pub mod store;
 pub mod sweeper;
 pub mod tenant;
+pub mod webhooks;

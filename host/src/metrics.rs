@@ -36,6 +36,7 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub plugins: PluginMetrics,
     pub store: StoreMetrics,
+    pub webhooks: WebhookMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -57,6 +58,7 @@ impl Metrics {
         let http = HttpMetrics::register(&mut registry);
         let plugins = PluginMetrics::register(&mut registry);
         let store = StoreMetrics::register(&mut registry);
+        let webhooks = WebhookMetrics::register(&mut registry);
         registry.register(
             "sessiond_build",
             "The version of this build (always 1)",
@@ -69,6 +71,7 @@ impl Metrics {
             http,
             plugins,
             store,
+            webhooks,
         }
     }
 
@@ -498,6 +501,86 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    tenant: String,
+    outcome: &'static str,
+}
+
+/// Webhook deliveries this host attempted, and how long they took.
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    attempts: Family<DeliveryLabels, Counter>,
+    duration: Histograms<TenantLabels>,
+    latency: Histograms<TenantLabels>,
+}
+
+impl std::fmt::Debug for WebhookMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookMetrics").finish_non_exhaustive()
+    }
+}
+
+impl WebhookMetrics {
+    fn register(registry: &mut Registry) -> WebhookMetrics {
+        let attempts = Family::default();
+        registry.register(
+            "sessiond_webhook_attempts",
+            "Webhook delivery attempts of this host, by tenant and outcome: sent (a 2xx \
+             answer), failed (retried later), gave-up (its last attempt failed) or dropped \
+             (its endpoint is no longer configured)",
+            attempts.clone(),
+        );
+        let duration: Histograms<TenantLabels> = Family::new_with_constructor(|| {
+            // 1 ms to about 33 s (an attempt times out at webhooks.timeout_ms).
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "sessiond_webhook_attempt_duration_seconds",
+            "Time of one webhook delivery attempt, by tenant",
+            duration.clone(),
+        );
+        let latency: Histograms<TenantLabels> = Family::new_with_constructor(|| {
+            // 1 ms to about 9 hours: from queued to sent, retries included.
+            Histogram::new(exponential_buckets(0.001, 2.0, 26))
+        });
+        registry.register(
+            "sessiond_webhook_delivery_latency_seconds",
+            "From an event's delivery being queued to its endpoint's 2xx answer, by tenant",
+            latency.clone(),
+        );
+        WebhookMetrics {
+            attempts,
+            duration,
+            latency,
+        }
+    }
+
+    /// One attempt of `tenant` ended with `outcome` after `elapsed`.
+    pub fn attempt(&self, tenant: &str, outcome: &'static str, elapsed: Duration) {
+        self.attempts
+            .get_or_create(&DeliveryLabels {
+                tenant: tenant.to_string(),
+                outcome,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A delivery of `tenant` was sent, `latency` after it was queued.
+    pub fn delivered(&self, tenant: &str, latency: Duration) {
+        self.latency
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+}
+
 /// What one scrape read: each tenant's end queue and dead letters from the
 /// store, and this host's end-worker counters.
 pub struct Scrape {
@@ -506,6 +589,7 @@ pub struct Scrape {
     dead: Family<TenantLabels, Gauge>,
     worker: Family<OutcomeLabels, Counter>,
     tenant_load: Family<LoadLabels, Gauge>,
+    outbox: Family<QueueLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -559,12 +643,20 @@ impl Scrape {
              plugin_memory_bytes (linear memory of its instances, running and warm)",
             tenant_load.clone(),
         );
+        let outbox = Family::default();
+        registry.register(
+            "sessiond_webhook_outbox",
+            "Webhook deliveries in the tenant's outbox (shared by every host), by state: \
+             held (all of them) or due (to be sent now)",
+            outbox.clone(),
+        );
         Scrape {
             registry,
             jobs,
             dead,
             worker,
             tenant_load,
+            outbox,
         }
     }
 
@@ -586,6 +678,18 @@ impl Scrape {
     pub fn end_queue(&self, tenant: &str, waiting: u64, claimed: u64) {
         for (state, n) in [("waiting", waiting), ("claimed", claimed)] {
             self.jobs
+                .get_or_create(&QueueLabels {
+                    tenant: tenant.to_string(),
+                    state,
+                })
+                .set(n as i64);
+        }
+    }
+
+    /// What `tenant`'s webhook outbox holds.
+    pub fn outbox(&self, tenant: &str, held: u64, due: u64) {
+        for (state, n) in [("held", held), ("due", due)] {
+            self.outbox
                 .get_or_create(&QueueLabels {
                     tenant: tenant.to_string(),
                     state,

@@ -97,6 +97,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         metrics,
         config.metrics.clone(),
     )
+    .with_webhooks(config.webhooks.clone())
     .with_admission({
         let admission = crate::admission::Admission::new(gates);
         if config.server.fair_cpu {
@@ -113,12 +114,14 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
 }
 
 impl Server {
-    /// Starts the sweeper and the end worker; `stop` stops both.
+    /// Starts the sweeper, the end worker and the webhook sender; `stop`
+    /// stops them.
     fn start_background(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         let work = EndWork {
             worker: self.app.ends.clone(),
             tenants: self.app.tenants.clone(),
             queue: self.app.end_queue.clone(),
+            webhooks: Some(self.app.webhooks.clone()),
         };
         vec![
             tokio::spawn(crate::sweeper::run(
@@ -127,6 +130,11 @@ impl Server {
                 stop.clone(),
             )),
             tokio::spawn(crate::ends::run(work, stop.clone())),
+            tokio::spawn(crate::webhooks::sender::run(
+                self.app.webhooks.clone(),
+                self.app.tenants.clone(),
+                stop.clone(),
+            )),
         ]
     }
 

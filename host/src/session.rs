@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
@@ -160,4 +162,13 @@ pub struct AuditRecord {
     pub session: Option<String>,
     /// What the plugin wrote (a JSON object).
     pub record: Value,
+}
+
+/// `ms` since the epoch as RFC 3339 UTC (`2025-01-31T12:00:00.123Z`).
+pub fn rfc3339(ms: Millis) -> String {
+    i128::from(ms)
+        .checked_mul(1_000_000)
+        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".into())
 }

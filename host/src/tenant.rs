@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use crate::config::{TenantConfig, parse_api_key_hash};
+use crate::config::{TenantConfig, WebhookEvent, parse_api_key_hash};
 use crate::runtime::{Chain, Hook, OnError, Runtime};
 use crate::session::Millis;
 use crate::store::UserLimit;
@@ -127,9 +127,15 @@ impl Tenant {
     }
 
     /// Whether ending one of this tenant's sessions queues an end job: only
-    /// when some plugin implements `on-session-end`.
+    /// when some plugin implements `on-session-end` or some webhook wants
+    /// `session.ended` (the end worker queues its deliveries).
     pub fn queues_ends(&self) -> bool {
-        self.chain.has(Hook::SessionEnd)
+        self.chain.has(Hook::SessionEnd) || self.wants_webhook(WebhookEvent::SessionEnded)
+    }
+
+    /// Whether any of this tenant's webhooks wants `event`.
+    pub fn wants_webhook(&self, event: WebhookEvent) -> bool {
+        self.config.webhooks.iter().any(|w| w.wants(event))
     }
 }
 

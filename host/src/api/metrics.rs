@@ -24,6 +24,7 @@ use super::error::Problem;
 use crate::app::App;
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, Scrape};
 use crate::service;
+use crate::session::now_ms;
 
 /// The route label of a request no route matched.
 pub const UNMATCHED: &str = "(unmatched)";
@@ -115,7 +116,7 @@ fn check_token(headers: &HeaderMap, expected: &[u8; 32]) -> Result<(), Problem> 
     }
 }
 
-/// Reads every tenant's end queue and dead-letter count (at once, so that
+/// Reads every tenant's end queue, dead-letter count and webhook outbox (at once, so that
 /// a slow store costs one timeout, not one per tenant) and this host's
 /// end-worker counters. A tenant whose store read fails is left out of this
 /// scrape (the failure shows in `sessiond_store_errors_total`).
@@ -126,17 +127,36 @@ async fn scrape(app: &Arc<App>) -> Scrape {
         let (app, tenant) = (app.clone(), tenant.clone());
         reads.spawn(async move {
             let report = service::tenant::end_queue(&app, &tenant, 0).await;
-            (tenant.name.clone(), report)
+            let outbox = if tenant.config.webhooks.is_empty() {
+                None
+            } else {
+                Some(
+                    app.webhooks
+                        .outbox
+                        .outbox_stats(&tenant.name, now_ms())
+                        .await,
+                )
+            };
+            (tenant.name.clone(), report, outbox)
         });
     }
     while let Some(read) = reads.join_next().await {
         match read {
-            Ok((tenant, Ok(report))) => {
-                scrape.end_queue(&tenant, report.queue.waiting, report.queue.claimed);
-                scrape.dead_letters(&tenant, report.dead.count);
-            }
-            Ok((tenant, Err(e))) => {
-                tracing::warn!(tenant, "metrics: cannot read the end queue: {e}");
+            Ok((tenant, report, outbox)) => {
+                match report {
+                    Ok(report) => {
+                        scrape.end_queue(&tenant, report.queue.waiting, report.queue.claimed);
+                        scrape.dead_letters(&tenant, report.dead.count);
+                    }
+                    Err(e) => tracing::warn!(tenant, "metrics: cannot read the end queue: {e}"),
+                }
+                match outbox {
+                    Some(Ok(stats)) => scrape.outbox(&tenant, stats.held, stats.due),
+                    Some(Err(e)) => {
+                        tracing::warn!(tenant, "metrics: cannot read the webhook outbox: {e}");
+                    }
+                    None => {}
+                }
             }
             Err(e) => tracing::warn!("metrics: an end-queue read failed: {e}"),
         }

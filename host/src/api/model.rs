@@ -6,21 +6,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use crate::session::{AuditRecord, Millis, SessionRecord, SessionSummary};
 use crate::store::DeadLetter;
 
-/// `ms` since the epoch as RFC 3339 UTC (`2025-01-31T12:00:00.123Z`).
-pub fn rfc3339(ms: Millis) -> String {
-    i128::from(ms)
-        .checked_mul(1_000_000)
-        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "9999-12-31T23:59:59.999Z".into())
-}
+pub use crate::session::rfc3339;
 
 /// A session as the API shows it (as in Zato's `Session.get`).
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -78,3 +78,17 @@ pub const TTL_SECONDS: u64 = 3_600;
 pub const MAX_TTL_SECONDS: u64 = 86_400;
 /// `tenants.<name>.idle_timeout_seconds`: 15 minutes.
 pub const IDLE_TIMEOUT_SECONDS: u64 = 900;
+
+/// How often the webhook sender polls each tenant's outbox.
+pub const WEBHOOKS_POLL_INTERVAL_MS: u64 = 200;
+/// How long one webhook delivery may take.
+pub const WEBHOOKS_TIMEOUT_MS: u64 = 5_000;
+/// Attempts per webhook delivery before it is given up on: with the
+/// default waits, about four hours of retries.
+pub const WEBHOOKS_MAX_ATTEMPTS: u32 = 16;
+/// The wait before a delivery's first retry.
+pub const WEBHOOKS_RETRY_BASE_MS: u64 = 1_000;
+/// The longest wait between two attempts of a delivery.
+pub const WEBHOOKS_RETRY_MAX_MS: u64 = 3_600_000;
+/// Deliveries of one tenant in flight at once on one host.
+pub const WEBHOOKS_MAX_CONCURRENT_PER_TENANT: usize = 16;

@@ -1,7 +1,7 @@
 //! The `SESSIOND_*` environment overrides (listed in the module doc of
 //! [`super`]), applied after parsing and before validation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::schema::hash_api_key;
@@ -29,9 +29,11 @@ pub(super) fn apply(
     origin: &str,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    let vars: BTreeMap<String, String> = vars
-        .into_iter()
+    let all: HashMap<String, String> = vars.into_iter().collect();
+    let vars: BTreeMap<String, String> = all
+        .iter()
         .filter(|(k, _)| k.starts_with("SESSIOND_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let invalid = |field: &str, message: String| ConfigError::Invalid {
         origin: origin.to_string(),
@@ -93,6 +95,11 @@ pub(super) fn apply(
                 return Err(invalid(&var, "is set but empty".into()));
             }
             tenant.api_keys = vec![hash_api_key(key)];
+        }
+        for (i, hook) in tenant.webhooks.iter_mut().enumerate() {
+            hook.resolve_secret(&all).map_err(|(key, message)| {
+                invalid(&format!("tenants.{name}.webhooks[{i}].{key}"), message)
+            })?;
         }
     }
     Ok(())

@@ -23,7 +23,9 @@
 //! - `SESSIOND_API_KEY_<TENANT>`: one plain API key for the tenant, hashed at
 //!   startup; it replaces the tenant's `api_keys`. `<TENANT>` is the tenant's
 //!   name upper-cased with every character other than `A-Z` and `0-9` turned
-//!   into `_` (`demo-eu` reads `SESSIOND_API_KEY_DEMO_EU`).
+//!   into `_` (`demo-eu` reads `SESSIOND_API_KEY_DEMO_EU`);
+//! - the variable a webhook's `secret_env` names: that webhook's signing
+//!   secret.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ pub mod quota;
 mod schema;
 mod store;
 mod validate;
+mod webhooks;
 
 pub use env::api_key_env_var;
 pub use metrics::MetricsConfig;
@@ -49,6 +52,7 @@ pub use schema::{
     TenantConfig, hash_api_key, parse_api_key_hash,
 };
 pub use store::{EmbeddedStoreConfig, MemoryStoreConfig, RedisStoreConfig, StoreConfig};
+pub use webhooks::{WebhookConfig, WebhookEvent, WebhooksConfig, secret_key};
 
 /// The whole host configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,6 +72,9 @@ pub struct Config {
     /// Access to `GET /metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// How webhook deliveries are sent.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Tenants by name.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,

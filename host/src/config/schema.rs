@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use super::defaults;
 use super::quota::TenantQuota;
+use super::webhooks::WebhookConfig;
 use crate::runtime::PluginSpec;
 use crate::store::LimitPolicy;
 
@@ -206,6 +207,9 @@ pub struct TenantConfig {
     /// or `"*"` for any) whose pages may call the API with this tenant's
     /// keys; none: no cross-origin access.
     pub cors_origins: Vec<String>,
+    /// The endpoints this tenant's session events are sent to
+    /// (`[[tenants.<name>.webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Default for TenantConfig {
@@ -221,6 +225,7 @@ impl Default for TenantConfig {
             sessman: SessmanConfig::default(),
             quota: TenantQuota::default(),
             cors_origins: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -153,7 +153,7 @@ fn redis_store(config: &Config, redis: &RedisStoreConfig) -> Checked {
     Ok(())
 }
 
-/// `[sweeper]` and `[ends]`.
+/// `[sweeper]`, `[ends]` and `[webhooks]`.
 fn workers(config: &Config) -> Checked {
     let (sweeper, ends) = (&config.sweeper, &config.ends);
     if sweeper.interval_ms == 0 {
@@ -179,6 +179,9 @@ fn workers(config: &Config) -> Checked {
     }
     if ends.max_deliveries == 0 {
         return invalid("ends.max_deliveries", "must be at least 1");
+    }
+    if let Err((key, message)) = config.webhooks.check() {
+        return invalid(format!("webhooks.{key}"), message);
     }
     if let Some(c) = &ends.consumer
         && (c.is_empty() || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()))
@@ -270,6 +273,11 @@ fn tenants(config: &Config) -> Checked {
                          can belong to one tenant only"
                     ),
                 );
+            }
+        }
+        for (i, hook) in t.webhooks.iter().enumerate() {
+            if let Err((key, message)) = hook.check() {
+                return invalid(format!("tenants.{name}.webhooks[{i}].{key}"), message);
             }
         }
         for (i, origin) in t.cors_origins.iter().enumerate() {

@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::EndsConfig;
 use crate::store::EndQueue;
 use crate::tenant::TenantRegistry;
+use crate::webhooks::Webhooks;
 
 mod scheduler;
 mod settle;
@@ -146,6 +147,9 @@ pub struct EndWork {
     pub worker: Arc<EndWorker>,
     pub tenants: Arc<TenantRegistry>,
     pub queue: Arc<dyn EndQueue>,
+    /// Where each job queues its `session.ended` webhook deliveries, before
+    /// its hooks run; none: no webhooks.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 /// Works the end queue until `stop` is cancelled, then drains it for at most

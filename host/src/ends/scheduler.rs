@@ -1,4 +1,5 @@
-//! Fair claiming: one lane per tenant with end hooks, each holding at most
+//! Fair claiming: one lane per tenant with end hooks (or `session.ended`
+//! webhooks, which each job queues before its hooks run), each holding at most
 //! `ends.max_concurrent_per_tenant` running jobs. A round visits every lane
 //! in turn: it acknowledges the lane's finished jobs, dead-letters its
 //! poison, and claims new jobs into its free slots. Jobs run on tasks of
@@ -12,6 +13,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 
 use super::EndWork;
 use super::settle::{Finished, ack, bury, failures_of};
+use crate::config::WebhookEvent;
 use crate::runtime::EndOutcome;
 use crate::session::now_ms;
 use crate::store::{EndJob, Poison};
@@ -210,7 +212,23 @@ impl Scheduler {
                 deliveries: job.deliveries,
             };
             let runs = tenant.clone();
+            let webhooks = self.work.webhooks.clone();
             let handle = self.tasks.spawn(async move {
+                if let Some(webhooks) = webhooks
+                    && runs.wants_webhook(WebhookEvent::SessionEnded)
+                    && let Err(e) = webhooks
+                        .ended(&runs, &job.record, job.reason, &job.end_id, job.ended_at)
+                        .await
+                {
+                    // Run again after the reclaim time, as when a hook
+                    // cannot reach the store: the job stays claimed.
+                    tracing::warn!(tenant = %runs.name, end_id = %job.end_id,
+                        "cannot queue the session.ended webhooks: {e}");
+                    return EndOutcome {
+                        store_unavailable: true,
+                        ..EndOutcome::default()
+                    };
+                }
                 tracing::debug!(tenant = %runs.name, session = %job.record.public_id,
                     reason = job.reason.as_str(), end_id = %job.end_id, "running end hooks");
                 runs.chain

@@ -43,6 +43,7 @@ async fn setup(n: usize, max_deliveries: u64) -> (EndWork, Arc<Tenant>, Arc<Memo
         worker: Arc::new(EndWorker::new(config)),
         tenants: Arc::new(TenantRegistry::new(Tenants::new([]).unwrap())),
         queue: store.clone(),
+        webhooks: None,
     };
     (work, tenant, store)
 }

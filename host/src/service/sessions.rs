@@ -1,6 +1,7 @@
 //! One session's operations: create, get, update, touch, authenticate,
 //! event, message and logout.
 
+use crate::config::WebhookEvent;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -175,6 +176,14 @@ pub async fn create(
         CreateOutcome::Created { .. } => {
             tracing::debug!(tenant = %tenant.name, session = %record.public_id,
                 token = %ids::log_prefix(&token), user = ?record.user, "session created");
+            if tenant.wants_webhook(WebhookEvent::SessionCreated)
+                && let Err(e) = app.webhooks.created(tenant, &record).await
+            {
+                // The session is stored; the answer says so. Only the event
+                // is lost (see crate::webhooks).
+                tracing::warn!(tenant = %tenant.name, session = %record.public_id,
+                    "cannot queue the session.created webhooks: {e}");
+            }
             Ok(Issued {
                 record,
                 token,

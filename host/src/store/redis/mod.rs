@@ -3,7 +3,9 @@
 //! Every trait call is one round trip: a single command or one atomic Lua
 //! script (`EVALSHA`, falling back to loading the script once per server).
 //! This module holds [`RedisStore`] and its trait impls but the end
-//! queue's, which `ends` holds; `keys` holds the key layout, `conn` the
+//! queue's, which `ends` holds, and the webhook outbox's, which `outbox`
+//! holds (a large push is split into calls of 100 deliveries, each atomic);
+//! `keys` holds the key layout, `conn` the
 //! connection ([`RedisConfig`], single server or cluster, operation
 //! timeout), `scripts` the Lua scripts (`lua/*.lua`) and `reply` the
 //! reading of replies.
