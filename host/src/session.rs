@@ -60,6 +60,12 @@ pub struct SessionRecord {
     /// Each plugin's private state, by plugin name (each a JSON object).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub plugin_state: BTreeMap<String, Value>,
+    /// The `last_seen_at` of the idle period the tenant's idle warning was
+    /// sent for (`idle_warning_seconds`): set by the warning, cleared by
+    /// the next write that slides the idle deadline (which then sends
+    /// `idle-reset` through `on-event`). None: not warned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_warned_at: Option<Millis>,
 }
 
 impl SessionRecord {

@@ -38,6 +38,7 @@ pub fn session(tenant: &str) -> SessionBuilder {
             client: ClientInfo::default(),
             data: serde_json::Map::new(),
             plugin_state: BTreeMap::new(),
+            idle_warned_at: None,
         },
     }
 }

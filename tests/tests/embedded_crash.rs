@@ -423,6 +423,7 @@ async fn fill(dir: &Path, n: usize) -> Vec<String> {
                         client: ClientInfo::default(),
                         data: json!({"n": i}).as_object().cloned().unwrap_or_default(),
                         plugin_state: Default::default(),
+                        idle_warned_at: None,
                     };
                     let created = store.create(&record, None, true, now).await;
                     assert!(matches!(created, Ok(CreateOutcome::Created { .. })));

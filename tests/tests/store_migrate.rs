@@ -111,6 +111,7 @@ fn record(tenant: &str, name: &str, user: Option<&str>, now: Millis) -> SessionR
         },
         data,
         plugin_state: BTreeMap::from([("audit-log".to_string(), json!({"seen": [name]}))]),
+        idle_warned_at: None,
     }
 }
 

@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 use sessiond::session::{Millis, now_ms};
-use sessiond_tests::fixtures::Tenant;
+use sessiond_tests::fixtures::{Plugin, Tenant};
 use sessiond_tests::hosts::Host;
 use sessiond_tests::redis_server::RedisServer;
 use sessiond_tests::server::{Api, Reply, TestServer, eventually, scrape};
@@ -252,7 +252,7 @@ async fn every_event_arrives_signed(backend: Backend) {
     server.stop().unwrap();
 }
 
-every_backend!(servers: every_event_arrives_signed);
+every_backend!(servers: every_event_arrives_signed, idle_warnings_once_per_idle_period);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoints_are_retried_then_given_up_on() {
@@ -550,4 +550,126 @@ limit_policy = "evict-lru"
     );
     drop(hosts);
     drop(redis);
+}
+
+// ------------------------------------------------------------ idle warnings
+
+/// The `session.idle-warning` deliveries the receiver accepted for
+/// `public_id`.
+fn warnings_of(receiver: &Receiver, public_id: &str) -> Vec<Received> {
+    receiver
+        .accepted()
+        .into_iter()
+        .filter(|r| {
+            r.body["type"] == "session.idle-warning" && r.body["data"]["session"] == public_id
+        })
+        .collect()
+}
+
+/// The events named `name` that the audit-log plugin recorded for
+/// `public_id`.
+async fn plugin_events(api: &Api, public_id: &str, name: &str) -> usize {
+    api.audit_of(public_id, "session_event")
+        .await
+        .iter()
+        .filter(|r| r["record"]["name"] == name)
+        .count()
+}
+
+/// A tenant whose sessions idle out after 6 s, warned 4 s before (2 s after
+/// their last use), with the audit-log plugin recording every event.
+fn idle_toml(receiver: &Receiver) -> String {
+    format!(
+        "[sweeper]\ninterval_ms = 50\n\n{}{}{}",
+        sender(5, 2000),
+        Tenant::new(TENANT)
+            .key(KEY)
+            .idle(6)
+            .setting("idle_warning_seconds", "4")
+            .plugin(Plugin::audit_log())
+            .toml(),
+        webhook(&receiver.url("idle"), &["session.idle-warning"], SECRET),
+    )
+}
+
+async fn idle_warnings_once_per_idle_period(backend: Backend) {
+    let receiver = Receiver::start(0, Duration::ZERO).await;
+    let server = TestServer::start(backend, &idle_toml(&receiver));
+    let api = server.api(KEY);
+    let kept = api.create(&json!({"user": "kept"})).await;
+    let left = api.create(&json!({"user": "left"})).await;
+    let (kept_id, left_id) = (
+        kept["public_id"].as_str().unwrap().to_string(),
+        left["public_id"].as_str().unwrap().to_string(),
+    );
+    // `kept` is used every 500 ms for 3.5 s: it is never 2 s idle.
+    let toucher = {
+        let (api, token) = (api.clone(), kept["id"].as_str().unwrap().to_string());
+        tokio::spawn(async move {
+            for _ in 0..7 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                api.post_empty(&format!("/v1/sessions/{token}/touch"))
+                    .await
+                    .expect(200);
+            }
+        })
+    };
+    let first = eventually(Duration::from_secs(5), || async {
+        warnings_of(&receiver, &left_id).first().cloned()
+    })
+    .await
+    .expect("the idle session is warned before its idle timeout");
+    let data = &first.body["data"];
+    assert_eq!(
+        data["idle_expires_at_ms"], left["idle_expires_at_ms"],
+        "{}",
+        first.body
+    );
+    assert!(
+        first.at < left["idle_expires_at_ms"].as_u64().unwrap(),
+        "the warning comes before the deadline"
+    );
+    assert!(
+        warnings_of(&receiver, &kept_id).is_empty(),
+        "a session in use is not warned"
+    );
+    assert_eq!(plugin_events(&api, &left_id, "idle-warning").await, 1);
+
+    // Used again: idle-reset through the chain, and a new idle period.
+    let touched = api
+        .post_empty(&format!(
+            "/v1/sessions/{}/touch",
+            left["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_eq!(plugin_events(&api, &left_id, "idle-reset").await, 1);
+    let second = eventually(Duration::from_secs(5), || async {
+        let got = warnings_of(&receiver, &left_id);
+        (got.len() >= 2).then(|| got[1].clone())
+    })
+    .await
+    .expect("the new idle period is warned too");
+    assert_ne!(first.id, second.id, "each idle period is its own message");
+    assert_eq!(
+        second.body["data"]["idle_expires_at_ms"],
+        touched.body["idle_expires_at_ms"]
+    );
+
+    // `kept` stops being used at 3.5 s: warned once, 2 s later.
+    toucher.await.unwrap();
+    eventually(Duration::from_secs(5), || async {
+        (!warnings_of(&receiver, &kept_id).is_empty()).then_some(())
+    })
+    .await
+    .expect("the session is warned once it is left idle");
+    // No second warning in the same period, from the webhooks or the chain.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(warnings_of(&receiver, &kept_id).len(), 1);
+    assert_eq!(warnings_of(&receiver, &left_id).len(), 2);
+    assert_eq!(plugin_events(&api, &kept_id, "idle-warning").await, 1);
+    assert_eq!(plugin_events(&api, &kept_id, "idle-reset").await, 0);
+    assert_eq!(plugin_events(&api, &left_id, "idle-warning").await, 2);
+    assert_eq!(receiver.forged(), 0);
+    server.stop().unwrap();
 }

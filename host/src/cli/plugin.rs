@@ -186,6 +186,7 @@ fn session_record(file: Option<&PathBuf>) -> Result<SessionRecord> {
         client: s.client,
         data: s.data,
         plugin_state: Default::default(),
+        idle_warned_at: None,
     };
     if let Some(state) = s.state {
         record

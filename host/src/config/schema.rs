@@ -193,6 +193,11 @@ pub struct TenantConfig {
     pub max_ttl_seconds: u64,
     /// A session not used for this long ends.
     pub idle_timeout_seconds: u64,
+    /// Warn this long before the idle timeout ends a session: once per idle
+    /// period, through `on-event` (`idle-warning`) and the webhooks that
+    /// want `session.idle-warning`. None: no warning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_warning_seconds: Option<u64>,
     /// Most live sessions per user; none: no limit.
     pub max_sessions_per_user: Option<u32>,
     /// What happens to a new session of a user at the limit.
@@ -219,6 +224,7 @@ impl Default for TenantConfig {
             ttl_seconds: defaults::TTL_SECONDS,
             max_ttl_seconds: defaults::MAX_TTL_SECONDS,
             idle_timeout_seconds: defaults::IDLE_TIMEOUT_SECONDS,
+            idle_warning_seconds: None,
             max_sessions_per_user: None,
             limit_policy: LimitPolicy::Deny,
             plugins: Vec::new(),

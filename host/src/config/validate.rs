@@ -275,6 +275,17 @@ fn tenants(config: &Config) -> Checked {
                 );
             }
         }
+        if let Some(warning) = t.idle_warning_seconds
+            && (warning == 0 || warning >= t.idle_timeout_seconds)
+        {
+            return invalid(
+                field("idle_warning_seconds"),
+                format!(
+                    "{warning} must be at least 1 and less than idle_timeout_seconds ({})",
+                    t.idle_timeout_seconds
+                ),
+            );
+        }
         for (i, hook) in t.webhooks.iter().enumerate() {
             if let Err((key, message)) = hook.check() {
                 return invalid(format!("tenants.{name}.webhooks[{i}].{key}"), message);

@@ -88,6 +88,10 @@ pub enum WebhookEvent {
     /// revoked, evicted).
     #[serde(rename = "session.ended")]
     SessionEnded,
+    /// The tenant's `idle_warning_seconds` before a session's idle timeout,
+    /// once per idle period.
+    #[serde(rename = "session.idle-warning")]
+    SessionIdleWarning,
 }
 
 impl WebhookEvent {
@@ -96,6 +100,7 @@ impl WebhookEvent {
         match self {
             WebhookEvent::SessionCreated => "session.created",
             WebhookEvent::SessionEnded => "session.ended",
+            WebhookEvent::SessionIdleWarning => "session.idle-warning",
         }
     }
 }
@@ -158,7 +163,7 @@ impl WebhookConfig {
         if self.events.is_empty() {
             return Err((
                 "events",
-                "must name at least one event (\"session.created\", \"session.ended\")".into(),
+                "must name at least one event (\"session.created\", \"session.ended\", \"session.idle-warning\")".into(),
             ));
         }
         match (&self.secret, &self.secret_env) {

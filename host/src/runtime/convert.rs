@@ -438,6 +438,7 @@ mod tests {
             },
             data: serde_json::from_str(r#"{"k":[1]}"#).unwrap(),
             plugin_state: [("me".to_string(), serde_json::json!({"n": 1}))].into(),
+            idle_warned_at: None,
         };
         let mine = PluginSession::new(&record, "me");
         let fields: Vec<&[u8]> = mine.as_bytes().split(|b| *b == 0).collect();

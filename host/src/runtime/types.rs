@@ -465,6 +465,7 @@ mod tests {
             },
             data: Map::new(),
             plugin_state: Default::default(),
+            idle_warned_at: None,
         }
         .summary();
         assert_eq!(summary_size(&s), 2 + 1 + 3 + 2 + 24);

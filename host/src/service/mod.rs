@@ -29,6 +29,7 @@
 mod decided;
 pub mod end;
 mod error;
+pub mod idle;
 mod input;
 pub mod once;
 pub mod sessions;

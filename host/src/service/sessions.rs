@@ -152,6 +152,7 @@ pub async fn create(
         client: new.client,
         data: new.data,
         plugin_state: Default::default(),
+        idle_warned_at: None,
     };
     let mut record = allowed(tenant.chain.session_start(record, now).await)?;
     // Plugins change data, roles, their state and the lifetime; nothing else.
@@ -279,7 +280,7 @@ pub async fn update(
             .merge(&tenant.name, key.as_str(), patch, now_ms())
             .await?
         {
-            MergeOutcome::Merged(record) => Ok(*record),
+            MergeOutcome::Merged(record) => reset_if_warned(app, tenant, key, *record).await,
             MergeOutcome::NotFound => Err(Error::NotFound),
             MergeOutcome::OverLimit(over) => Err(Error::OverLimit(over)),
         };
@@ -306,6 +307,8 @@ pub async fn update(
 }
 
 /// Slides the idle deadline (`last_seen_at` = now) and bumps the version.
+/// A session warned of its idle timeout gets `idle-reset` through
+/// `on-event` (a second write).
 pub async fn touch(
     app: &App,
     tenant: &Tenant,
@@ -319,10 +322,35 @@ pub async fn touch(
         .await?;
         return Ok(record);
     }
-    app.sessions
+    let touched = app
+        .sessions
         .touch(&tenant.name, key.as_str(), now_ms())
         .await?
-        .ok_or(Error::NotFound)
+        .ok_or(Error::NotFound)?;
+    reset_if_warned(app, tenant, key, touched).await
+}
+
+/// `record`, just used by a write that the store made in one step (touch,
+/// merge); if it had been warned of its idle timeout, one more write clears
+/// the mark and sends `idle-reset` through the chain (see [`super::idle`]).
+async fn reset_if_warned(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    record: SessionRecord,
+) -> Result<SessionRecord> {
+    if record.idle_warned_at.is_none() {
+        return Ok(record);
+    }
+    let (record, ()) = write_session(
+        app,
+        tenant,
+        key,
+        &Precondition::Any,
+        |current, _| async move { Ok((current, ())) },
+    )
+    .await?;
+    Ok(record)
 }
 
 /// Authenticates the session as `login.user`: sends the event

@@ -84,6 +84,10 @@ where
             .ok_or(Error::NotFound)?;
         precondition.check(current.version)?;
         let (mut next, extra) = plan(current.clone(), now).await?;
+        if current.idle_warned_at.is_some() {
+            // Used again after an idle warning: a new idle period.
+            next = super::idle::reset(tenant, next, now).await;
+        }
         next.version = current.version + 1;
         next.last_seen_at = now.max(current.last_seen_at);
         next.tenant = current.tenant.clone();

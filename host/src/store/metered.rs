@@ -234,6 +234,20 @@ impl SessionStore for MeteredStore {
         Ok(removed)
     }
 
+    async fn deadlines_between(
+        &self,
+        tenant: &str,
+        after: Millis,
+        until: Millis,
+        max: usize,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.timed(
+            "deadlines_between",
+            self.inner.deadlines_between(tenant, after, until, max),
+        )
+        .await
+    }
+
     async fn take_expired(
         &self,
         tenant: &str,

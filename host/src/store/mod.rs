@@ -485,6 +485,19 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<SessionRecord>>;
 
+    /// Reads (changes nothing) up to `max` sessions of `tenant` whose
+    /// deadline is after `after` and at most `until`, earliest deadline
+    /// first (ties in token-hash order on the embedded and memory stores, in
+    /// any order on Redis). The idle-warning scan's read: the sessions whose
+    /// deadline comes within the warning's lead time.
+    async fn deadlines_between(
+        &self,
+        tenant: &str,
+        after: Millis,
+        until: Millis,
+        max: usize,
+    ) -> StoreResult<Vec<SessionRecord>>;
+
     /// Takes up to `max` sessions of `tenant` whose deadline is `<= now` out of
     /// the store and returns them with the reason they ended (`expired` or
     /// `idle-timeout`). Each expired session is returned by exactly one call,

@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 
 use crate::config::{WebhookEvent, WebhooksConfig};
 use crate::metrics::Metrics;
-use crate::session::{EndReason, Millis, SessionRecord, rfc3339};
+use crate::session::{EndReason, Millis, SessionRecord, now_ms, rfc3339};
 use crate::store::{Delivery, Outbox, StoreResult};
 use crate::tenant::Tenant;
 
@@ -91,6 +91,32 @@ impl Webhooks {
             &message_id,
             data,
             record.created_at,
+        )
+        .await
+    }
+
+    /// Queues `session.idle-warning` for `record`'s current idle period,
+    /// if its tenant has a webhook for it. Queued again for the same period
+    /// (by another host), it queues nothing new.
+    pub async fn idle_warning(&self, tenant: &Tenant, record: &SessionRecord) -> StoreResult<()> {
+        let idle_at = record.idle_expires_at();
+        let data = json!({
+            "tenant": tenant.name,
+            "session": record.public_id,
+            "user": record.user,
+            "last_seen_at": rfc3339(record.last_seen_at),
+            "last_seen_at_ms": record.last_seen_at,
+            "idle_expires_at": rfc3339(idle_at),
+            "idle_expires_at_ms": idle_at,
+        });
+        let period = format!("{}.{}", record.public_id, record.last_seen_at);
+        let message_id = message_id("session.idle-warning", &period);
+        self.queue(
+            tenant,
+            WebhookEvent::SessionIdleWarning,
+            &message_id,
+            data,
+            now_ms(),
         )
         .await
     }

@@ -445,6 +445,30 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
+    async fn deadlines_between(
+        &self,
+        tenant: &str,
+        after: Millis,
+        until: Millis,
+        max: usize,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let tenant = tenant.to_string();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT record FROM sessions WHERE tenant = ?1 AND deadline > ?2
+                     AND deadline <= ?3 ORDER BY deadline, token_hash LIMIT ?4",
+                )?;
+                let limit = i64::try_from(max).unwrap_or(i64::MAX);
+                let rows = stmt
+                    .query_map(params![tenant, sql_ms(after), sql_ms(until), limit], |r| {
+                        r.get::<_, String>(0)
+                    })?;
+                rows.map(|json| decode(&json?)).collect()
+            })
+            .await
+    }
+
     async fn take_expired(
         &self,
         tenant: &str,

@@ -261,6 +261,7 @@ mod tests {
             client: ClientInfo::default(),
             data: Default::default(),
             plugin_state: Default::default(),
+            idle_warned_at: None,
         }
     }
 

@@ -331,6 +331,24 @@ impl SessionStore for MemoryStore {
         Ok(out)
     }
 
+    async fn deadlines_between(
+        &self,
+        tenant: &str,
+        after: Millis,
+        until: Millis,
+        max: usize,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        let from = (after.saturating_add(1), String::new());
+        Ok(t.deadlines
+            .range(from..)
+            .take_while(|(at, _)| *at <= until)
+            .take(max)
+            .filter_map(|(_, hash)| t.sessions.get(hash).cloned())
+            .collect())
+    }
+
     async fn take_expired(
         &self,
         tenant: &str,

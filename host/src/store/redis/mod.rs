@@ -443,6 +443,26 @@ impl SessionStore for RedisStore {
             .await
     }
 
+    async fn deadlines_between(
+        &self,
+        tenant: &str,
+        after: Millis,
+        until: Millis,
+        max: usize,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(tenant);
+        let mut inv = SCRIPTS.deadlines_between.prepare_invoke();
+        inv.key(keys.deadlines())
+            .arg(keys.base())
+            .arg(keys::clamp(after))
+            .arg(keys::clamp(until))
+            .arg(max);
+        records(&items(self.conn.invoke(&inv).await?)?)
+    }
+
     async fn take_expired(
         &self,
         tenant: &str,
