@@ -20,6 +20,7 @@ every_backend!(
     bad_input_is_a_problem_and_writes_nothing,
     tenants_are_isolated,
     lifetime_is_capped,
+    unchanged_events_write_nothing_when_not_activity,
 );
 
 /// One tenant with the audit-log plugin, after `[server]` lines `extra`.
@@ -609,4 +610,32 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .await
         .expect(201);
     assert_eq!(s.body["remote_addr"], "127.0.0.1");
+}
+
+/// An event that no plugin changes anything for: written (a new version, the
+/// idle deadline slid) by default; with `unchanged_events_are_activity =
+/// false`, not written at all.
+async fn unchanged_events_write_nothing_when_not_activity(backend: Backend) {
+    for (activity, bump) in [(true, 1), (false, 0)] {
+        let tenant = Tenant::new("acme")
+            .key(KEY)
+            .idle(300)
+            .setting("unchanged_events_are_activity", &activity.to_string());
+        let server = TestServer::start(backend, &tenant.toml());
+        let api = server.api(KEY);
+        let created = api.create(&json!({"user": "u"})).await;
+        let path = format!("/v1/sessions/{}", created["id"].as_str().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let evented = api
+            .post(&format!("{path}/events"), &json!({"name": "idleStatus"}))
+            .await
+            .expect(200);
+        let read = api.get(&path).await.expect(200);
+        for reply in [&evented.body, &read.body] {
+            assert_eq!(reply["version"], 1 + bump, "activity = {activity}: {reply}");
+            let slid = reply["last_seen_at_ms"] != created["last_seen_at_ms"];
+            assert_eq!(slid, activity, "activity = {activity}: {reply}");
+        }
+        server.stop().unwrap();
+    }
 }

@@ -198,6 +198,11 @@ pub struct TenantConfig {
     /// want `session.idle-warning`. None: no warning.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_warning_seconds: Option<u64>,
+    /// Whether an event or message whose chain changes nothing counts as
+    /// use of the session: stored with a new version and the idle deadline
+    /// slid (true, the default), or not written at all (false: no version
+    /// bump, no write to the store, the idle deadline stays).
+    pub unchanged_events_are_activity: bool,
     /// Most live sessions per user; none: no limit.
     pub max_sessions_per_user: Option<u32>,
     /// What happens to a new session of a user at the limit.
@@ -225,6 +230,7 @@ impl Default for TenantConfig {
             max_ttl_seconds: defaults::MAX_TTL_SECONDS,
             idle_timeout_seconds: defaults::IDLE_TIMEOUT_SECONDS,
             idle_warning_seconds: None,
+            unchanged_events_are_activity: true,
             max_sessions_per_user: None,
             limit_policy: LimitPolicy::Deny,
             plugins: Vec::new(),

@@ -11,7 +11,7 @@ use super::end::Ending;
 use super::error::allowed;
 use super::input::{check_json, check_json_object, check_name, check_roles, check_session};
 use super::once::{IdempotencyKey, request_digest};
-use super::write::write_session;
+use super::write::{write_session, write_unless_unchanged};
 use super::{Error, Precondition, Result, SessionKey};
 use crate::app::App;
 use crate::ids;
@@ -454,7 +454,9 @@ async fn limit_victims(
 }
 
 /// Sends the event `name` through `on-event` (a plugin may veto); stores
-/// the plugins' changes and slides the idle deadline. A plugin may ask to
+/// the plugins' changes and slides the idle deadline. When the chain
+/// changes nothing and the tenant does not count such calls as activity
+/// (`unchanged_events_are_activity = false`), nothing is written. A plugin may ask to
 /// end the session: it is ended after the write, with the plugin's reason.
 /// A refusal that carries the refusing plugin's state stores that state
 /// (one write) and still fails with [`Error::Denied`].
@@ -474,21 +476,29 @@ pub async fn event(
         ));
     }
     check_json("payload", payload)?;
-    let (record, after) =
-        write_session(app, tenant, key, precondition, |current, now| async move {
+    let keep = !tenant.config.unchanged_events_are_activity;
+    let (record, after) = write_unless_unchanged(
+        app,
+        tenant,
+        key,
+        precondition,
+        keep,
+        |current, now| async move {
             let decision = tenant
                 .chain
                 .event(current.clone(), name, payload, now)
                 .await;
             decide(&current, decision)
-        })
-        .await?;
+        },
+    )
+    .await?;
     settle(app, tenant, record, after).await
 }
 
 /// Sends a message to `handler`: the first plugin whose `on-message`
 /// answers wins, and its changes are stored (then the session is ended, if
-/// they ask to end it).
+/// they ask to end it). Like [`event`], a message that changes nothing
+/// writes nothing when the tenant does not count it as activity.
 pub async fn message(
     app: &App,
     tenant: &Tenant,
@@ -499,8 +509,14 @@ pub async fn message(
 ) -> Result<Replied> {
     check_name("handler", handler)?;
     check_json("payload", payload)?;
-    let (record, (plugin, reply, end)) =
-        write_session(app, tenant, key, precondition, |current, now| async move {
+    let keep = !tenant.config.unchanged_events_are_activity;
+    let (record, (plugin, reply, end)) = write_unless_unchanged(
+        app,
+        tenant,
+        key,
+        precondition,
+        keep,
+        |current, now| async move {
             match tenant.chain.message(current, handler, payload, now).await {
                 MessageOutcome::Reply {
                     plugin,
@@ -511,8 +527,9 @@ pub async fn message(
                 MessageOutcome::NoHandler => Err(Error::NoMessageHandler),
                 MessageOutcome::Failed(failure) => Err(Error::plugin(failure)),
             }
-        })
-        .await?;
+        },
+    )
+    .await?;
     let after = end.map_or(After::Done, After::End);
     let record = settle(app, tenant, record, after).await?;
     Ok(Replied {

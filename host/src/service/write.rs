@@ -63,6 +63,25 @@ pub(crate) async fn write_session<X, F, Fut>(
     tenant: &Tenant,
     key: &SessionKey,
     precondition: &Precondition,
+    plan: F,
+) -> Result<(SessionRecord, X)>
+where
+    F: FnMut(SessionRecord, Millis) -> Fut,
+    Fut: Future<Output = Result<(SessionRecord, X)>>,
+{
+    write_unless_unchanged(app, tenant, key, precondition, false, plan).await
+}
+
+/// [`write_session`], but when `keep_unchanged` is set and `plan` changed
+/// nothing (the session as planned is the session as read), nothing is
+/// written: no version bump, no write round trip, and the idle deadline
+/// does not slide. Returns the session as read.
+pub(crate) async fn write_unless_unchanged<X, F, Fut>(
+    app: &App,
+    tenant: &Tenant,
+    key: &SessionKey,
+    precondition: &Precondition,
+    keep_unchanged: bool,
     mut plan: F,
 ) -> Result<(SessionRecord, X)>
 where
@@ -84,6 +103,9 @@ where
             .ok_or(Error::NotFound)?;
         precondition.check(current.version)?;
         let (mut next, extra) = plan(current.clone(), now).await?;
+        if keep_unchanged && next == current {
+            return Ok((current, extra));
+        }
         if current.idle_warned_at.is_some() {
             // Used again after an idle warning: a new idle period.
             next = super::idle::reset(tenant, next, now).await;
