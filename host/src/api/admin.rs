@@ -14,11 +14,12 @@ use super::error::{ApiResult, Problem};
 use super::extract::ApiQuery;
 use super::model::{
     AuditPageView, AuditView, CircuitView, DeadLetterView, DescribeView, EndQueueView, Health,
-    PluginList, PluginView,
+    PluginList, PluginView, WebhookView, WebhooksView, rfc3339,
 };
 use crate::app::App;
 use crate::runtime::OnError;
 use crate::service;
+use crate::session::now_ms;
 
 /// Records per audit page unless `limit` says otherwise.
 pub const DEFAULT_AUDIT_LIMIT: usize = 100;
@@ -132,6 +133,39 @@ pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
         })
         .collect();
     Json(PluginList { plugins })
+}
+
+/// The tenant's webhooks.
+///
+/// Its endpoints (never their secrets) and what its outbox holds.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "admin",
+    responses((status = 200, description = "The tenant's webhook endpoints and outbox", body = WebhooksView)),
+    security(("api_key" = [])))]
+pub async fn webhooks(
+    State(app): State<Arc<App>>,
+    Caller(tenant): Caller,
+) -> ApiResult<Json<WebhooksView>> {
+    let stats = app
+        .webhooks
+        .outbox
+        .outbox_stats(&tenant.name, now_ms())
+        .await
+        .map_err(service::Error::from)?;
+    Ok(Json(WebhooksView {
+        endpoints: tenant
+            .config
+            .webhooks
+            .iter()
+            .map(|w| WebhookView {
+                url: w.url.clone(),
+                events: w.events.iter().map(|e| e.as_str().to_string()).collect(),
+            })
+            .collect(),
+        held: stats.held,
+        due: stats.due,
+        oldest_queued_at: stats.oldest_created_at.map(rfc3339),
+        oldest_queued_at_ms: stats.oldest_created_at,
+    }))
 }
 
 /// The tenant's end queue.

@@ -20,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http_body::{Frame, SizeHint};
 use tokio::time::Sleep;
 
@@ -30,6 +30,7 @@ pub mod admin;
 pub mod admit;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod cors;
 pub mod error;
 pub mod extract;
@@ -67,10 +68,15 @@ pub fn sessions_router() -> Router<Arc<App>> {
 
 /// `/v1/users/...`.
 pub fn users_router() -> Router<Arc<App>> {
-    Router::new().route(
-        "/v1/users/{user}/sessions",
-        get(users::list_user_sessions).delete(users::revoke_user_sessions),
-    )
+    Router::new()
+        .route(
+            "/v1/users/{user}/sessions",
+            get(users::list_user_sessions).delete(users::revoke_user_sessions),
+        )
+        .route(
+            "/v1/users/{user}/sessions/{public_id}",
+            delete(users::revoke_user_session),
+        )
 }
 
 /// `/v1/audit`, `/v1/plugins`, `/v1/ends`, health and the OpenAPI document.
@@ -79,6 +85,7 @@ pub fn admin_router() -> Router<Arc<App>> {
         .route("/v1/audit", get(admin::audit))
         .route("/v1/plugins", get(admin::plugins))
         .route("/v1/ends", get(admin::ends))
+        .route("/v1/webhooks", get(admin::webhooks))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
@@ -94,6 +101,10 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(admin_router())
         .merge(sessman::router())
         .route("/metrics", get(metrics::metrics))
+        .route("/console", get(console::page))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style))
+        .route("/console/icon.svg", get(console::icon))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), admit::admit))
         .layer(middleware::from_fn(problem_for_bare_errors))

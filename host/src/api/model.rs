@@ -337,3 +337,27 @@ mod tests {
         assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }
+
+/// The tenant's webhook endpoints and outbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhooksView {
+    /// The endpoints, as configured (never their secrets).
+    pub endpoints: Vec<WebhookView>,
+    /// Deliveries waiting in the outbox (shared by every host): due,
+    /// leased by a host, or waiting for a retry.
+    pub held: u64,
+    /// Of those, due to be sent now.
+    pub due: u64,
+    /// When the oldest waiting delivery was queued; none when none waits.
+    pub oldest_queued_at: Option<String>,
+    pub oldest_queued_at_ms: Option<Millis>,
+}
+
+/// One webhook endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    pub url: String,
+    /// The events sent there (`session.created`, `session.ended`,
+    /// `session.idle-warning`).
+    pub events: Vec<String>,
+}

@@ -1,9 +1,11 @@
-//! `/v1/users/{user}/sessions`: a user's active sessions, and revoking them.
+//! `/v1/users/{user}/sessions`: a user's active sessions, and revoking them
+//! (all of them, or one by its public id).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 
 use super::auth::Caller;
 use super::error::{ApiResult, Problem};
@@ -50,4 +52,30 @@ pub async fn revoke_user_sessions(
 ) -> ApiResult<Json<Ended>> {
     let ended = service::users::revoke(&app, &tenant, &user).await?;
     Ok(Json(Ended { ended }))
+}
+
+/// End one session of a user, by its public id.
+///
+/// Its `on-session-end` runs once with reason `revoked`. For clients that
+/// hold no token: the web console, an admin tool.
+#[utoipa::path(delete, path = "/v1/users/{user}/sessions/{public_id}", tag = "users",
+    params(
+        ("user" = String, Path, min_length = 1, description = "The user"),
+        ("public_id" = String, Path, min_length = 1, description = "The session's public id"),
+    ),
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 404, description = "The user has no live session with this public id", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn revoke_user_session(
+    State(app): State<Arc<App>>,
+    Caller(tenant): Caller,
+    ApiPath((user, public_id)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    if service::users::revoke_one(&app, &tenant, &user, &public_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::session_not_found())
+    }
 }

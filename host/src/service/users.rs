@@ -29,3 +29,22 @@ pub async fn revoke(app: &App, tenant: &Tenant, user: &str) -> Result<usize> {
     tracing::info!(tenant = %tenant.name, ended, "revoked a user's sessions");
     Ok(ended)
 }
+
+/// Ends the live session of `user` whose public id is `public_id`, with
+/// reason `revoked`; returns whether it ended (false: the user has no such
+/// live session, or it ended meanwhile).
+pub async fn revoke_one(app: &App, tenant: &Tenant, user: &str, public_id: &str) -> Result<bool> {
+    let now = now_ms();
+    let records = app.sessions.list_user(&tenant.name, user, now).await?;
+    let Some(record) = records.into_iter().find(|r| r.public_id == public_id) else {
+        return Ok(false);
+    };
+    let ended = Ending::of(app, tenant)
+        .one(&record.token_hash, EndReason::Revoked, now)
+        .await?
+        .is_some();
+    if ended {
+        tracing::info!(tenant = %tenant.name, session = %public_id, "revoked a session");
+    }
+    Ok(ended)
+}
