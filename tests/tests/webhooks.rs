@@ -473,6 +473,7 @@ limit_policy = "evict-lru"
     .expect("half the sessions were run");
     hosts[0].kill();
     let killed_at = started.elapsed();
+    let killed_ms = now_ms();
     while let Some(done) = workers.join_next().await {
         done.unwrap();
     }
@@ -536,6 +537,23 @@ limit_policy = "evict-lru"
     }
     let all_ids: HashSet<&str> = ids_of.values().flatten().copied().collect();
     assert_eq!(all_ids.len(), SESSIONS, "one id per ended session");
+    // Before the kill: two hosts, nothing reclaimed yet.
+    let mut steady: Vec<Millis> = arrived
+        .iter()
+        .filter(|r| r.at < killed_ms)
+        .filter_map(|r| Some(r.at.saturating_sub(r.body["data"]["ended_at_ms"].as_u64()?)))
+        .collect();
+    steady.sort_unstable();
+    if !steady.is_empty() {
+        let pct = |p: usize| steady[(steady.len() - 1) * p / 100];
+        println!(
+            "webhooks: before the kill, {} deliveries: latency from end to receipt p50 {} ms, \
+             p99 {} ms",
+            steady.len(),
+            pct(50),
+            pct(99)
+        );
+    }
     latencies.sort_unstable();
     let pct = |p: usize| latencies[(latencies.len() - 1) * p / 100];
     println!(
