@@ -172,6 +172,30 @@ impl Host {
 
     /// Writes the config and starts the process, without waiting for it.
     fn spawn(bin: &str, dir: &Path, name: &str, toml: &str) -> Host {
+        Host::spawn_with_log(bin, dir, name, toml, Some("warn"))
+    }
+
+    /// [`Host::start`], logging as the config's `[log]` says (no
+    /// `RUST_LOG`; the other hosts run with `RUST_LOG=warn`).
+    pub fn start_logging_as_configured(
+        bin: &str,
+        dir: &Path,
+        name: &str,
+        toml: &str,
+        timeout: Duration,
+    ) -> Host {
+        let mut host = Host::spawn_with_log(bin, dir, name, toml, None);
+        host.wait_ready(timeout);
+        host
+    }
+
+    fn spawn_with_log(
+        bin: &str,
+        dir: &Path,
+        name: &str,
+        toml: &str,
+        rust_log: Option<&str>,
+    ) -> Host {
         let port = crate::free_port(&[]);
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -182,12 +206,16 @@ impl Host {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("creating a host log");
         let err = out.try_clone().expect("cloning a file handle");
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        match rust_log {
+            Some(levels) => command.env("RUST_LOG", levels),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

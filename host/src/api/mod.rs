@@ -12,11 +12,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +40,7 @@ pub mod openapi;
 pub mod schema;
 pub mod sessions;
 pub mod sessman;
+pub mod trace;
 pub mod users;
 
 pub use error::Problem;
@@ -111,7 +112,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(body_timeout, body_deadline))
         .layer(middleware::from_fn_with_state(app.clone(), cors::cors))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(trace::trace_request))
         .layer(middleware::from_fn_with_state(
             app.metrics.clone(),
             metrics::record_request,
@@ -225,28 +226,4 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     let (problem_parts, body) = problem.into_parts();
     parts.headers.extend(problem_parts.headers);
     Response::from_parts(parts, body)
-}
-
-/// Logs method, route template, status and time of each request: at DEBUG
-/// (`RUST_LOG=sessiond::api=debug` turns it on), so that the default `info`
-/// level writes nothing per request; a 5xx other than 503 at WARN. (A 503
-/// is a store outage or a degraded tenant, each logged where it starts, and
-/// could come once per request.)
-async fn log_request(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "(unmatched)".into());
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 && status != 503 {
-        tracing::warn!(%method, route, status, ms, "request");
-    } else {
-        tracing::debug!(%method, route, status, ms, "request");
-    }
-    response
 }

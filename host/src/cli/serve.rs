@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::config::{Config, defaults};
+use tracing_subscriber::fmt::format::FmtSpan;
+
+use crate::config::{Config, LogConfig, LogFormat, defaults};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -17,7 +19,6 @@ pub(super) struct ServeArgs {
 }
 
 pub(super) fn run(args: ServeArgs) -> ExitCode {
-    init_logging();
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -27,21 +28,37 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Logs to stderr at `RUST_LOG`'s levels (default `info`), with ANSI colours
-/// only when stderr is a terminal: a log file or a journal gets plain text.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
-    });
-    let _ = tracing_subscriber::fmt()
+/// Logs to stderr as `[log]` says (`RUST_LOG`, when set, chooses the
+/// levels): text with ANSI colours only when stderr is a terminal (a log
+/// file or a journal gets plain text), or JSON lines with the fields of
+/// every span the event happened in.
+fn init_logging(config: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
+    let spans = if config.spans {
+        FmtSpan::CLOSE
+    } else {
+        FmtSpan::NONE
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_span_events(spans);
+    let _ = match config.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
+    init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

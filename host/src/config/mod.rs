@@ -37,6 +37,7 @@ use crate::runtime::EngineSettings;
 
 pub mod defaults;
 mod env;
+mod log;
 mod metrics;
 pub mod quota;
 mod schema;
@@ -45,6 +46,7 @@ mod validate;
 mod webhooks;
 
 pub use env::api_key_env_var;
+pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;
 pub use quota::{Shares, TenantQuota};
 pub use schema::{
@@ -75,6 +77,9 @@ pub struct Config {
     /// How webhook deliveries are sent.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// What is logged, and how.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Tenants by name.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,

@@ -36,6 +36,12 @@ pub(super) fn check(config: &Config, origin: &str) -> Result<(), ConfigError> {
             super::metrics::check(&config.metrics)
                 .or_else(|(field, message)| invalid(field, message))
         })
+        .and_then(|()| {
+            config
+                .log
+                .check()
+                .or_else(|(key, message)| invalid(format!("log.{key}"), message))
+        })
         .map_err(|Invalid { field, message }| ConfigError::Invalid {
             origin: origin.to_string(),
             field,

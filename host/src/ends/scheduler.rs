@@ -213,28 +213,33 @@ impl Scheduler {
             };
             let runs = tenant.clone();
             let webhooks = self.work.webhooks.clone();
-            let handle = self.tasks.spawn(async move {
-                if let Some(webhooks) = webhooks
-                    && runs.wants_webhook(WebhookEvent::SessionEnded)
-                    && let Err(e) = webhooks
-                        .ended(&runs, &job.record, job.reason, &job.end_id, job.ended_at)
-                        .await
-                {
-                    // Run again after the reclaim time, as when a hook
-                    // cannot reach the store: the job stays claimed.
-                    tracing::warn!(tenant = %runs.name, end_id = %job.end_id,
+            let span = tracing::debug_span!("end_job", tenant = %tenant.name,
+                end_id = %job.end_id, reason = job.reason.as_str(), deliveries = job.deliveries);
+            let handle = self.tasks.spawn(tracing::Instrument::instrument(
+                async move {
+                    if let Some(webhooks) = webhooks
+                        && runs.wants_webhook(WebhookEvent::SessionEnded)
+                        && let Err(e) = webhooks
+                            .ended(&runs, &job.record, job.reason, &job.end_id, job.ended_at)
+                            .await
+                    {
+                        // Run again after the reclaim time, as when a hook
+                        // cannot reach the store: the job stays claimed.
+                        tracing::warn!(tenant = %runs.name, end_id = %job.end_id,
                         "cannot queue the session.ended webhooks: {e}");
-                    return EndOutcome {
-                        store_unavailable: true,
-                        ..EndOutcome::default()
-                    };
-                }
-                tracing::debug!(tenant = %runs.name, session = %job.record.public_id,
+                        return EndOutcome {
+                            store_unavailable: true,
+                            ..EndOutcome::default()
+                        };
+                    }
+                    tracing::debug!(tenant = %runs.name, session = %job.record.public_id,
                     reason = job.reason.as_str(), end_id = %job.end_id, "running end hooks");
-                runs.chain
-                    .session_end(&job.record, job.reason, &job.end_id, job.ended_at)
-                    .await
-            });
+                    runs.chain
+                        .session_end(&job.record, job.reason, &job.end_id, job.ended_at)
+                        .await
+                },
+                span,
+            ));
             self.running.insert(handle.id(), running);
             if let Some(lane) = self.lanes.get_mut(&tenant.name) {
                 lane.running += 1;

@@ -134,6 +134,12 @@ impl Chain {
     /// Runs `on-session-start` over a session about to be created. A
     /// plugin cannot end it (that is an invalid result) and a denial's
     /// state is dropped: there is no session to hold it.
+    #[tracing::instrument(
+        level = "debug",
+        name = "chain",
+        skip_all,
+        fields(hook = "on-session-start")
+    )]
     pub async fn session_start(&self, mut record: SessionRecord, now: Millis) -> Decision {
         let mut data = data_json(&record);
         for p in self.with(Hook::SessionStart) {
@@ -162,6 +168,7 @@ impl Chain {
     }
 
     /// Runs `on-event` for the event `name`.
+    #[tracing::instrument(level = "debug", name = "chain", skip_all, fields(hook = "on-event"))]
     pub async fn event(
         &self,
         mut record: SessionRecord,
@@ -263,6 +270,12 @@ impl Chain {
 
     /// Runs `on-session-update` over a requested change (`data_patch` and
     /// `roles`), then applies the change as the chain left it.
+    #[tracing::instrument(
+        level = "debug",
+        name = "chain",
+        skip_all,
+        fields(hook = "on-session-update")
+    )]
     pub async fn session_update(
         &self,
         mut record: SessionRecord,
@@ -328,6 +341,12 @@ impl Chain {
     }
 
     /// Runs `on-session-end` on every plugin that implements it, each once.
+    #[tracing::instrument(
+        level = "debug",
+        name = "chain",
+        skip_all,
+        fields(hook = "on-session-end")
+    )]
     pub async fn session_end(
         &self,
         record: &SessionRecord,
@@ -376,6 +395,7 @@ impl Chain {
 
     /// Sends a message to the handler `handler`. Plugins that implement
     /// `on-message` are asked in order; the first that answers wins.
+    #[tracing::instrument(level = "debug", name = "chain", skip_all, fields(hook = "on-message"))]
     pub async fn message(
         &self,
         mut record: SessionRecord,
@@ -421,6 +441,12 @@ impl Chain {
     /// Runs `on-list-active` over a user's session summaries. A failing
     /// plugin with `on_error = deny` fails the listing; with `allow` the
     /// listing goes on without it.
+    #[tracing::instrument(
+        level = "debug",
+        name = "chain",
+        skip_all,
+        fields(hook = "on-list-active")
+    )]
     pub async fn list_active(
         &self,
         user: &str,

@@ -40,21 +40,36 @@ macro_rules! run_hook {
         let plugin = $plugin;
         let count = $count;
         let hook = $hook;
-        match plugin.begin(hook, $session, $input, count).await {
-            Err((failure, report)) => Call {
-                result: Err(failure),
-                report,
-            },
-            Ok((mut warm, report, admitted)) => {
-                let started = Instant::now();
-                let outcome = {
-                    let $p = &warm.bindings;
-                    let $s = &mut warm.store;
-                    plugin.instances.bounded($call).await
-                };
-                plugin.finish(hook, warm, report, admitted, started, outcome, $size, count)
+        let span = tracing::debug_span!("plugin", tenant = %plugin.tenant, plugin = %plugin.name,
+            hook = hook.as_str(), fuel = tracing::field::Empty,
+            wall_us = tracing::field::Empty, memory_bytes = tracing::field::Empty,
+            outcome = tracing::field::Empty);
+        let call = async {
+            match plugin.begin(hook, $session, $input, count).await {
+                Err((failure, report)) => Call {
+                    result: Err(failure),
+                    report,
+                },
+                Ok((mut warm, report, admitted)) => {
+                    let started = Instant::now();
+                    let outcome = {
+                        let $p = &warm.bindings;
+                        let $s = &mut warm.store;
+                        plugin.instances.bounded($call).await
+                    };
+                    plugin.finish(hook, warm, report, admitted, started, outcome, $size, count)
+                }
             }
-        }
+        };
+        let call = tracing::Instrument::instrument(call, span.clone()).await;
+        span.record("fuel", call.report.fuel_consumed);
+        span.record("wall_us", call.report.wall_us);
+        span.record("memory_bytes", call.report.peak_memory_bytes);
+        span.record(
+            "outcome",
+            call.result.as_ref().err().map_or("ok", |f| f.kind.as_str()),
+        );
+        call
     }};
 }
 

@@ -48,7 +48,8 @@ impl MeteredStore {
         run: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let started = Instant::now();
-        let result = run.await;
+        let span = tracing::debug_span!("store", operation);
+        let result = tracing::Instrument::instrument(run, span).await;
         let error = result.as_ref().err().map(error_kind);
         self.metrics.operation(operation, started.elapsed(), error);
         result
