@@ -590,6 +590,8 @@ pub struct Scrape {
     worker: Family<OutcomeLabels, Counter>,
     tenant_load: Family<LoadLabels, Gauge>,
     outbox: Family<QueueLabels, Gauge>,
+    sessions: Family<TenantLabels, Gauge>,
+    oldest_end: Family<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -650,6 +652,20 @@ impl Scrape {
              held (all of them) or due (to be sent now)",
             outbox.clone(),
         );
+        let sessions = Family::default();
+        registry.register(
+            "sessiond_sessions",
+            "Sessions the tenant has stored (shared by every host): the live ones, and those \
+             past their deadline that no sweeper has taken yet",
+            sessions.clone(),
+        );
+        let oldest_end = Family::default();
+        registry.register(
+            "sessiond_end_queue_oldest_age_seconds",
+            "How long ago the oldest end job in the tenant's queue was queued; 0 when the \
+             queue is empty",
+            oldest_end.clone(),
+        );
         Scrape {
             registry,
             jobs,
@@ -657,6 +673,8 @@ impl Scrape {
             worker,
             tenant_load,
             outbox,
+            sessions,
+            oldest_end,
         }
     }
 
@@ -684,6 +702,24 @@ impl Scrape {
                 })
                 .set(n as i64);
         }
+    }
+
+    /// How many sessions `tenant` has stored.
+    pub fn sessions(&self, tenant: &str, n: u64) {
+        self.sessions
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(n as i64);
+    }
+
+    /// The age of the oldest job in `tenant`'s end queue (0: empty).
+    pub fn oldest_end(&self, tenant: &str, age: Duration) {
+        self.oldest_end
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(age.as_secs_f64());
     }
 
     /// What `tenant`'s webhook outbox holds.

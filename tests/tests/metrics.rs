@@ -252,10 +252,14 @@ async fn metrics_after_traffic(backend: Backend) {
             "sessiond_end_queue_jobs",
             &[("tenant", "ok"), ("state", "claimed")],
         );
-        (waiting + claimed >= 1.0).then_some(())
+        let age = m.get("sessiond_end_queue_oldest_age_seconds", &[("tenant", "ok")]);
+        (waiting + claimed >= 1.0 && age > 0.0).then_some(())
     })
     .await;
-    assert!(queued.is_some(), "the end queue never showed a job");
+    assert!(
+        queued.is_some(),
+        "the end queue never showed a job and its age"
+    );
     // Then it drains, and the worker says so. (A scrape reads the queue
     // before the worker's counters, so one scrape can show a job both
     // claimed and ran: its acknowledgement landed in between.)
@@ -279,6 +283,14 @@ async fn metrics_after_traffic(backend: Backend) {
         m.get("sessiond_end_dead_letters", &[("tenant", "failing")]),
         0.0
     );
+    assert_eq!(
+        m.get("sessiond_end_queue_oldest_age_seconds", &[("tenant", "ok")]),
+        0.0,
+        "an empty queue has no oldest job"
+    );
+    // Live sessions: both of ok's ended, failing's one lives.
+    assert_eq!(m.get("sessiond_sessions", &[("tenant", "ok")]), 0.0);
+    assert_eq!(m.get("sessiond_sessions", &[("tenant", "failing")]), 1.0);
 
     // Requests, by route template.
     let route = |route: &str, method: &str, status: &str| {

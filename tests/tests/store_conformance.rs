@@ -157,6 +157,7 @@ every_backend!(
     outbox_lease_hides_until_it_lapses,
     outbox_retry_and_remove,
     outbox_leases_each_delivery_once_under_concurrency,
+    counts_stored_sessions_and_the_oldest_end,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -3283,4 +3284,46 @@ async fn outbox_leases_each_delivery_once_under_concurrency(backend: Backend) {
     }
     let distinct: HashSet<&String> = all.iter().collect();
     assert_eq!((all.len(), distinct.len()), (200, 200));
+}
+
+// ------------------------------------------------- counts for the metrics
+
+async fn counts_stored_sessions_and_the_oldest_end(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let s = b.store();
+    let t0 = now_ms();
+    assert_eq!(s.stored_sessions(&b.tenant).await.unwrap(), 0);
+    assert_eq!(s.oldest_end_at(&b.tenant).await.unwrap(), None);
+    let records: Vec<SessionRecord> = (0..3).map(|_| session(&b.tenant, Some("u"), t0)).collect();
+    for r in &records {
+        create(&b, r, t0).await;
+    }
+    assert_eq!(s.stored_sessions(&b.tenant).await.unwrap(), 3);
+    s.remove(
+        &b.tenant,
+        &records[0].token_hash,
+        EndReason::Logout,
+        true,
+        t0 + 5,
+    )
+    .await
+    .unwrap();
+    s.remove(
+        &b.tenant,
+        &records[1].token_hash,
+        EndReason::Logout,
+        true,
+        t0 + 9,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.stored_sessions(&b.tenant).await.unwrap(), 1);
+    // The oldest job is the first end's, whether it is claimed or not.
+    let oldest = s.oldest_end_at(&b.tenant).await.unwrap();
+    assert_eq!(oldest, Some(t0 + 5), "when the first of the two ended");
+    let jobs = claim_all(s, &b.tenant, "host-a").await;
+    assert_eq!(s.oldest_end_at(&b.tenant).await.unwrap(), oldest);
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    s.ack_ends(&b.tenant, &ids).await.unwrap();
+    assert_eq!(s.oldest_end_at(&b.tenant).await.unwrap(), None);
 }

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -116,7 +116,8 @@ fn check_token(headers: &HeaderMap, expected: &[u8; 32]) -> Result<(), Problem> 
     }
 }
 
-/// Reads every tenant's end queue, dead-letter count and webhook outbox (at once, so that
+/// Reads every tenant's end queue (depth and oldest job), dead-letter
+/// count, stored sessions and webhook outbox (at once, so that
 /// a slow store costs one timeout, not one per tenant) and this host's
 /// end-worker counters. A tenant whose store read fails is left out of this
 /// scrape (the failure shows in `sessiond_store_errors_total`).
@@ -137,12 +138,27 @@ async fn scrape(app: &Arc<App>) -> Scrape {
                         .await,
                 )
             };
-            (tenant.name.clone(), report, outbox)
+            let sessions = app.sessions.stored_sessions(&tenant.name).await;
+            let oldest = app.end_queue.oldest_end_at(&tenant.name).await;
+            (tenant.name.clone(), report, outbox, sessions, oldest)
         });
     }
     while let Some(read) = reads.join_next().await {
         match read {
-            Ok((tenant, report, outbox)) => {
+            Ok((tenant, report, outbox, sessions, oldest)) => {
+                match sessions {
+                    Ok(n) => scrape.sessions(&tenant, n),
+                    Err(e) => tracing::warn!(tenant, "metrics: cannot count the sessions: {e}"),
+                }
+                match oldest {
+                    Ok(at) => {
+                        let age = at.map_or(0, |at| now_ms().saturating_sub(at));
+                        scrape.oldest_end(&tenant, Duration::from_millis(age));
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant, "metrics: cannot read the oldest end job: {e}")
+                    }
+                }
                 match report {
                     Ok(report) => {
                         scrape.end_queue(&tenant, report.queue.waiting, report.queue.claimed);

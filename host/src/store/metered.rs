@@ -235,6 +235,11 @@ impl SessionStore for MeteredStore {
         Ok(removed)
     }
 
+    async fn stored_sessions(&self, tenant: &str) -> StoreResult<u64> {
+        self.timed("stored_sessions", self.inner.stored_sessions(tenant))
+            .await
+    }
+
     async fn deadlines_between(
         &self,
         tenant: &str,
@@ -305,6 +310,11 @@ impl EndQueue for MeteredStore {
 
     async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
         self.timed("end_queue", self.inner.end_queue(tenant)).await
+    }
+
+    async fn oldest_end_at(&self, tenant: &str) -> StoreResult<Option<Millis>> {
+        self.timed("oldest_end_at", self.inner.oldest_end_at(tenant))
+            .await
     }
 
     async fn prune_end_consumers(

@@ -485,6 +485,11 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<SessionRecord>>;
 
+    /// How many sessions `tenant` has stored: the live ones, and those past
+    /// their deadline that no sweeper has taken yet (for at most about a
+    /// sweep interval). Cheap: a counter or an index count, no record read.
+    async fn stored_sessions(&self, tenant: &str) -> StoreResult<u64>;
+
     /// Reads (changes nothing) up to `max` sessions of `tenant` whose
     /// deadline is after `after` and at most `until`, earliest deadline
     /// first (ties in token-hash order on the embedded and memory stores, in
@@ -551,6 +556,11 @@ pub trait EndQueue: Send + Sync + 'static {
 
     /// How many end jobs of `tenant` are waiting and claimed.
     async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats>;
+
+    /// When the oldest end job still in `tenant`'s queue (waiting or
+    /// claimed) was queued (ms since the epoch); none when the queue is
+    /// empty.
+    async fn oldest_end_at(&self, tenant: &str) -> StoreResult<Option<Millis>>;
 
     /// Forgets the end-queue consumers of `tenant` (other than `keep`) that
     /// hold no job and have not claimed for `idle_ms`: hosts that stopped or

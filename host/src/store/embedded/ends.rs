@@ -12,7 +12,7 @@
 //! transaction.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::streams::{ENDS, Stream, StreamId};
 use super::{EmbeddedStore, decode, encode, sql_ms};
@@ -330,6 +330,21 @@ impl EndQueue for EmbeddedStore {
     async fn end_queue(&self, tenant: &str) -> StoreResult<EndQueueStats> {
         let tenant = tenant.to_string();
         self.readers.read(move |c| stats(c, &tenant)).await
+    }
+
+    async fn oldest_end_at(&self, tenant: &str) -> StoreResult<Option<Millis>> {
+        let tenant = tenant.to_string();
+        self.readers
+            .read(move |c| {
+                let first: Option<i64> = c
+                    .prepare_cached(
+                        "SELECT ended_at FROM ends WHERE tenant = ?1 ORDER BY ms, seq LIMIT 1",
+                    )?
+                    .query_row(params![tenant], |r| r.get(0))
+                    .optional()?;
+                Ok(first.map(|ms| u64::try_from(ms).unwrap_or(0)))
+            })
+            .await
     }
 
     async fn prune_end_consumers(

@@ -445,6 +445,18 @@ impl SessionStore for EmbeddedStore {
             .await
     }
 
+    async fn stored_sessions(&self, tenant: &str) -> StoreResult<u64> {
+        let tenant = tenant.to_string();
+        self.readers
+            .read(move |conn| {
+                let n: i64 = conn
+                    .prepare_cached("SELECT COUNT(*) FROM sessions WHERE tenant = ?1")?
+                    .query_row(params![tenant], |r| r.get(0))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+            .await
+    }
+
     async fn deadlines_between(
         &self,
         tenant: &str,

@@ -112,6 +112,12 @@ impl EndQueue for MemoryStore {
         })
     }
 
+    async fn oldest_end_at(&self, tenant: &str) -> StoreResult<Option<Millis>> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        Ok(t.ends.values().next().map(|q| q.job.ended_at))
+    }
+
     async fn prune_end_consumers(
         &self,
         _tenant: &str,

@@ -331,6 +331,12 @@ impl SessionStore for MemoryStore {
         Ok(out)
     }
 
+    async fn stored_sessions(&self, tenant: &str) -> StoreResult<u64> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        Ok(t.sessions.len() as u64)
+    }
+
     async fn deadlines_between(
         &self,
         tenant: &str,

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use redis::Value;
 
 use super::RedisStore;
+use super::conn::Effect;
 use super::reply::{corrupt, dead_letter, end_job, entry, items, number, text};
 use super::scripts::SCRIPTS;
 use crate::session::Millis;
@@ -124,6 +125,40 @@ impl EndQueue for RedisStore {
                 claimed: number(claimed)?,
             }),
             _ => Err(corrupt("end queue stats: expected two numbers")),
+        }
+    }
+
+    async fn oldest_end_at(&self, tenant: &str) -> StoreResult<Option<Millis>> {
+        let reply = self
+            .conn
+            .query_as(
+                Effect::Read,
+                redis::cmd("XRANGE")
+                    .arg(self.keys(tenant).ends())
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        let Some(first) = items(reply)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let (id, fields) = entry(first)?;
+        // The job's `at` field: when its session ended (the entry id's
+        // time is Redis's clock at the same moment).
+        let at = fields
+            .chunks(2)
+            .find(|kv| text(&kv[0]).is_ok_and(|k| k == "at"))
+            .map(|kv| number(&kv[1]))
+            .transpose()?;
+        match at {
+            Some(at) => Ok(Some(at)),
+            None => id
+                .split_once('-')
+                .and_then(|(ms, _)| ms.parse().ok())
+                .map(Some)
+                .ok_or_else(|| corrupt("end queue: an entry id without time")),
         }
     }
 

@@ -443,6 +443,17 @@ impl SessionStore for RedisStore {
             .await
     }
 
+    async fn stored_sessions(&self, tenant: &str) -> StoreResult<u64> {
+        let reply = self
+            .conn
+            .query_as(
+                Effect::Read,
+                redis::cmd("ZCARD").arg(self.keys(tenant).deadlines()),
+            )
+            .await?;
+        number(&reply)
+    }
+
     async fn deadlines_between(
         &self,
         tenant: &str,
