@@ -23,7 +23,9 @@
 # per request would be measured too), CALIBRATE (requests per operation for
 # the round-trip count, 20), BENCH_REQUESTS (redis-benchmark -n, 200000),
 # RUNTIME_TOML (extra lines for the generated config's [runtime] table, e.g.
-# "max_idle_instances = 64"), PLUGINS (the chain of the second run, in order;
+# "max_idle_instances = 64"), LOG_TOML (lines for a [log] table, e.g.
+# 'format = "json"' and 'spans = true' on two lines: LOG still sets the
+# levels), PLUGINS (the chain of the second run, in order;
 # default "single-session audit-log perspective"), KEEP_WORK (keep the
 # temporary directory), SESSIOND_BIN (a sessiond binary to measure instead of
 # building target/release/sessiond, e.g. an older build kept for an A/B run),
@@ -53,6 +55,7 @@ LOG=${LOG:-warn}
 CALIBRATE=${CALIBRATE:-20}
 BENCH_REQUESTS=${BENCH_REQUESTS:-200000}
 RUNTIME_TOML=${RUNTIME_TOML:-}
+LOG_TOML=${LOG_TOML:-}
 PLUGINS=${PLUGINS:-single-session audit-log perspective}
 STORES=${STORES:-}
 EMBEDDED_DURABILITY=${EMBEDDED_DURABILITY:-full}
@@ -173,6 +176,9 @@ $(store_toml "$store" "$(basename "$file" .toml)")
 [runtime]
 cache_dir = "$root/.cache/sessiond"
 $RUNTIME_TOML
+
+[log]
+$LOG_TOML
 
 [sweeper]
 # Nothing expires during a run: keep the sweeper out of the counts.

@@ -3327,3 +3327,51 @@ async fn counts_stored_sessions_and_the_oldest_end(backend: Backend) {
     s.ack_ends(&b.tenant, &ids).await.unwrap();
     assert_eq!(s.oldest_end_at(&b.tenant).await.unwrap(), None);
 }
+
+/// A delivery that cannot be read (edited in the store by hand) is dropped
+/// by the lease that finds it; the readable ones around it are leased.
+async fn outbox_unreadable_delivery_is_dropped(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let s = b.store();
+    let t0 = now_ms();
+    let batch: Vec<Delivery> = (0..3)
+        .map(|n| delivery("msg_bad", n, t0, t0 + n as u64))
+        .collect();
+    s.outbox_push(&b.tenant, &batch).await.unwrap();
+    match backend {
+        Backend::Redis | Backend::Cluster => {
+            let key = format!("sessiond:{{{}}}:wh:msg_bad.1", b.tenant);
+            redis_anywhere(backend, &["HDEL", &key, "b"]);
+        }
+        Backend::Embedded => {
+            let dir = b._dir.as_ref().expect("a data directory").path();
+            let conn = rusqlite::Connection::open(dir.join("sessiond.db")).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            conn.execute(
+                "UPDATE outbox SET attempts = -7 WHERE tenant = ?1 AND id = 'msg_bad.1'",
+                rusqlite::params![b.tenant],
+            )
+            .unwrap();
+        }
+        Backend::Memory => unreachable!("memory deliveries are always readable"),
+    }
+    let leased = s.outbox_lease(&b.tenant, 10, MIN, t0 + 10).await.unwrap();
+    let ids: Vec<&str> = leased.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["msg_bad.0", "msg_bad.2"]);
+    assert_eq!(s.outbox_stats(&b.tenant, t0).await.unwrap().held, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreadable_delivery_is_dropped() {
+    outbox_unreadable_delivery_is_dropped(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_unreadable_delivery_is_dropped() {
+    outbox_unreadable_delivery_is_dropped(Backend::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_unreadable_delivery_is_dropped() {
+    outbox_unreadable_delivery_is_dropped(Backend::Embedded).await;
+}

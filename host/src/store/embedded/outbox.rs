@@ -102,7 +102,9 @@ fn push(conn: &Connection, tenant: &str, deliveries: &[Delivery]) -> StoreResult
 
 /// Leases up to `max` of the tenant's deliveries due at `now`: each is due
 /// again at `now + lease_ms` and counts one more attempt. Returns them as
-/// they are after the lease, earliest (previously) due first.
+/// they are after the lease, earliest (previously) due first. A row that
+/// cannot be read as a delivery is deleted (and logged), so that it never
+/// holds up the tenant's other deliveries.
 fn lease(
     conn: &Connection,
     tenant: &str,
@@ -128,8 +130,19 @@ fn lease(
     ))?;
     let mut leased = Vec::with_capacity(ids.len());
     for id in ids {
-        let row = mark.query_row(params![tenant, id, until], stored)?;
-        leased.push(delivery(row)?);
+        let read = mark
+            .query_row(params![tenant, id, until], stored)
+            .map_err(StoreError::from)
+            .and_then(delivery);
+        match read {
+            Ok(d) => leased.push(d),
+            // A row no sender could use must not hold up the others.
+            Err(e) => {
+                tracing::warn!(tenant, id = %id,
+                    "dropping an outbox delivery that cannot be read: {e}");
+                remove(conn, tenant, std::slice::from_ref(&id))?;
+            }
+        }
     }
     Ok(leased)
 }

@@ -71,10 +71,24 @@ impl Outbox for RedisStore {
         if !reply.len().is_multiple_of(7) {
             return Err(corrupt("outbox_lease: list length is not a multiple of 7"));
         }
-        reply
-            .chunks(7)
-            .map(|f| leased(f, due_at))
-            .collect::<StoreResult<_>>()
+        let (mut out, mut unreadable) = (Vec::new(), Vec::new());
+        for f in reply.chunks(7) {
+            match leased(f, due_at) {
+                Ok(d) => out.push(d),
+                // A delivery no sender could use must not hold up the
+                // others: it goes (an id that cannot be read fails the lease).
+                Err(e) => {
+                    let id = text(&f[0])?.to_string();
+                    tracing::warn!(tenant, id = %id,
+                        "dropping an outbox delivery that cannot be read: {e}");
+                    unreadable.push(id);
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            self.outbox_remove(tenant, &unreadable).await?;
+        }
+        Ok(out)
     }
 
     async fn outbox_remove(&self, tenant: &str, ids: &[String]) -> StoreResult<u64> {
