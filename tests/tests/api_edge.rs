@@ -389,7 +389,7 @@ async fn the_openapi_document_states_what_the_server_checks() {
             }
         }
     }
-    assert_eq!(v1_operations, 13, "every /v1 operation was checked");
+    assert_eq!(v1_operations, 15, "every /v1 operation was checked");
     assert!(
         !problem(&doc["paths"]["/v1/plugins"]["get"], "503"),
         "listing plugins never reads the store"
