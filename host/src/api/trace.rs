@@ -13,8 +13,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use rand::TryRng as _;
 use tracing::Instrument as _;
+
+use crate::ids::random_bytes;
 
 /// A trace id (32 hex digits) and, when the caller sent one, its span id
 /// (16 hex digits).
@@ -49,13 +50,6 @@ pub fn parse_traceparent(header: &str) -> Option<Parent> {
     })
 }
 
-/// `n` random bytes as lowercase hex.
-fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    let _ = rand::rngs::SysRng.try_fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// Runs the request inside its `request` span, logs it, and answers with
 /// its `traceresponse`. The log line (method, route template, status, time)
 /// is at DEBUG (`RUST_LOG=sessiond::api=debug` turns it on), so that the
@@ -70,8 +64,8 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
         .and_then(parse_traceparent);
     let trace_id = parent
         .as_ref()
-        .map_or_else(|| random_hex(16), |p| p.trace_id.clone());
-    let span_id = random_hex(8);
+        .map_or_else(|| hex::encode(random_bytes::<16>()), |p| p.trace_id.clone());
+    let span_id = hex::encode(random_bytes::<8>());
     let method = req.method().clone();
     let route = req
         .extensions()

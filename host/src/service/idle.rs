@@ -30,6 +30,7 @@ use serde_json::json;
 use super::Result;
 use super::decided::{After, decide, settle};
 use super::input::check_session;
+use super::write::keep_fixed;
 use crate::app::App;
 use crate::config::WebhookEvent;
 use crate::session::{Millis, SessionRecord, now_ms, rfc3339};
@@ -185,14 +186,12 @@ fn needs_warning(record: &SessionRecord, now: Millis) -> bool {
         && record.idle_warned_at != Some(record.last_seen_at)
 }
 
-/// What no plugin and no warning changes: the session's identity, its
-/// idle timeout and when it was last used (a warning is not activity).
+/// What a warning leaves as it was, besides what no write changes
+/// ([`keep_fixed`]): the token, and when the session was last used (a
+/// warning is not activity).
 fn keep_identity(next: &mut SessionRecord, current: &SessionRecord) {
+    keep_fixed(next, current);
     next.token_hash = current.token_hash.clone();
-    next.tenant = current.tenant.clone();
-    next.public_id = current.public_id.clone();
-    next.created_at = current.created_at;
-    next.idle_timeout_ms = current.idle_timeout_ms;
     next.last_seen_at = current.last_seen_at;
 }
 

@@ -53,6 +53,15 @@ fn backoff(lost: u32) -> Duration {
     Duration::from_micros(u64::from_le_bytes(r) % (bound + 1))
 }
 
+/// Puts back on `next` what no write may change: the session's tenant,
+/// public id, creation time and idle timeout.
+pub(super) fn keep_fixed(next: &mut SessionRecord, current: &SessionRecord) {
+    next.tenant = current.tenant.clone();
+    next.public_id = current.public_id.clone();
+    next.created_at = current.created_at;
+    next.idle_timeout_ms = current.idle_timeout_ms;
+}
+
 /// Reads the session under `key`, lets `plan` compute its next state and
 /// stores that with a compare-and-set. `plan` may change the token hash
 /// (rotation); the version, `last_seen_at` and the fields that never change
@@ -112,10 +121,7 @@ where
         }
         next.version = current.version + 1;
         next.last_seen_at = now.max(current.last_seen_at);
-        next.tenant = current.tenant.clone();
-        next.public_id = current.public_id.clone();
-        next.created_at = current.created_at;
-        next.idle_timeout_ms = current.idle_timeout_ms;
+        keep_fixed(&mut next, &current);
         // Whatever the input and the chain made of it, no session over the
         // bounds is stored.
         check_session(&next)?;
