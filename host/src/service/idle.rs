@@ -29,8 +29,7 @@ use serde_json::json;
 
 use super::Result;
 use super::decided::{After, decide, settle};
-use super::input::check_session;
-use super::write::keep_fixed;
+use super::input::{check_session, keep_fixed};
 use crate::app::App;
 use crate::config::WebhookEvent;
 use crate::session::{Millis, SessionRecord, now_ms, rfc3339};

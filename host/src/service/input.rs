@@ -64,3 +64,12 @@ pub fn check_json_object(field: &str, members: &Map<String, Value>) -> Result<()
 pub fn check_session(record: &SessionRecord) -> Result<()> {
     Ok(json::check_session(record)?)
 }
+
+/// Puts back on `next` what no write may change: the session's tenant,
+/// public id, creation time and idle timeout.
+pub(super) fn keep_fixed(next: &mut SessionRecord, current: &SessionRecord) {
+    next.tenant = current.tenant.clone();
+    next.public_id = current.public_id.clone();
+    next.created_at = current.created_at;
+    next.idle_timeout_ms = current.idle_timeout_ms;
+}

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rand::TryRng as _;
 
-use super::input::check_session;
+use super::input::{check_session, keep_fixed};
 use super::{Error, Precondition, Result, SessionKey};
 use crate::app::App;
 use crate::session::{Millis, SessionRecord, now_ms};
@@ -51,15 +51,6 @@ fn backoff(lost: u32) -> Duration {
     let mut r = [0u8; 8];
     let _ = rand::rngs::SysRng.try_fill_bytes(&mut r);
     Duration::from_micros(u64::from_le_bytes(r) % (bound + 1))
-}
-
-/// Puts back on `next` what no write may change: the session's tenant,
-/// public id, creation time and idle timeout.
-pub(super) fn keep_fixed(next: &mut SessionRecord, current: &SessionRecord) {
-    next.tenant = current.tenant.clone();
-    next.public_id = current.public_id.clone();
-    next.created_at = current.created_at;
-    next.idle_timeout_ms = current.idle_timeout_ms;
 }
 
 /// Reads the session under `key`, lets `plan` compute its next state and
