@@ -60,4 +60,5 @@ pub mod session;
 pub mod store;
 pub mod sweeper;
 pub mod tenant;
+pub mod trace;
 pub mod webhooks;

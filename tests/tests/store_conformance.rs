@@ -24,6 +24,7 @@ use sessiond::store::{
     LimitPolicy, MergeOutcome, Once, OnceKey, OutboxStats, Poison, SessionStore, StoreBackend,
     StoreError, UserLimit, WriteOutcome,
 };
+use sessiond::trace::{self, TraceParent};
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 use sessiond_tests::{Backend, every_backend, fixtures};
 
@@ -140,6 +141,7 @@ every_backend!(
     tenants_are_isolated,
     odd_tenant_names,
     ends_queued_by_every_ending,
+    ends_carry_the_trace_they_were_queued_in,
     ends_each_claimed_once_under_concurrency,
     ends_abandoned_are_reclaimed,
     audit_append_once,
@@ -2100,6 +2102,73 @@ async fn ends_queued_by_every_ending(backend: Backend) {
     assert!(
         claim_all(s, &b.other_tenant(), "host-a").await.is_empty(),
         "queues are per tenant"
+    );
+}
+
+/// A job queued while a request is served carries that request's trace
+/// (what the end worker's `end_job` span continues); one the sweeper queued
+/// carries none.
+async fn ends_carry_the_trace_they_were_queued_in(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let s = b.store();
+    let trace = |n: u8| {
+        TraceParent::parse(&format!(
+            "00-{:032x}-{:016x}-01",
+            u128::from(n) << 64 | 7,
+            u64::from(n) + 1
+        ))
+        .unwrap()
+    };
+    let logout = session(&b.tenant, Some("ann"), t0);
+    create(&b, &logout, t0).await;
+    let revoked = session(&b.tenant, Some("ben"), t0);
+    create(&b, &revoked, t0).await;
+    let evicted = session(&b.tenant, Some("cid"), t0);
+    create(&b, &evicted, t0).await;
+    let mut expired = session(&b.tenant, None, t0);
+    expired.absolute_expires_at = t0 + SEC;
+    create(&b, &expired, t0).await;
+
+    trace::scope(trace(1), async {
+        s.remove(&b.tenant, &logout.token_hash, EndReason::Logout, true, t0)
+            .await
+            .unwrap()
+            .expect("live");
+    })
+    .await;
+    trace::scope(trace(2), async {
+        s.remove_user(&b.tenant, "ben", EndReason::Revoked, true, t0)
+            .await
+            .unwrap();
+    })
+    .await;
+    trace::scope(trace(3), async {
+        let newer = session(&b.tenant, Some("cid"), t0 + 1);
+        s.create(&newer, limit(1, LimitPolicy::EvictLru), true, t0 + 1)
+            .await
+            .unwrap();
+    })
+    .await;
+    s.take_expired(&b.tenant, t0 + 2 * SEC, 10, true)
+        .await
+        .unwrap();
+
+    let jobs = claim_all(s, &b.tenant, "host-a").await;
+    let of = |reason: EndReason| {
+        jobs.iter()
+            .find(|j| j.reason == reason)
+            .unwrap_or_else(|| panic!("no {reason:?} job in {jobs:?}"))
+            .trace
+            .clone()
+    };
+    assert_eq!(of(EndReason::Logout), Some(trace(1)));
+    assert_eq!(of(EndReason::Revoked), Some(trace(2)));
+    assert_eq!(of(EndReason::Evicted), Some(trace(3)));
+    assert_eq!(
+        of(EndReason::Expired),
+        None,
+        "the sweeper serves no request"
     );
 }
 

@@ -3,7 +3,10 @@
 //! object a line; a request that carries a W3C `traceparent` joins that
 //! trace (its answer's `traceresponse` says so), and the spans it ran
 //! (the request, the chain, the plugin hook with its fuel and memory, the
-//! store calls) are logged with that trace id.
+//! store calls) are logged with that trace id. With `[log.otlp]` the same
+//! spans reach an OTLP collector (one the test starts on loopback), and the
+//! end worker's `end_job` span continues the trace of the request that
+//! ended the session.
 
 use std::time::Duration;
 
@@ -158,4 +161,225 @@ async fn a_request_is_traced_into_its_plugins_and_store_calls() {
             "{line}"
         );
     }
+}
+
+/// A span as the collector received it.
+#[derive(Debug, Clone)]
+struct Exported {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_id: String,
+    attributes: serde_json::Map<String, Value>,
+}
+
+/// An OTLP/HTTP collector on loopback: every span posted to `/v1/traces`,
+/// and the `service.name` of the batches they came in.
+#[derive(Default)]
+struct Collector {
+    spans: Vec<Exported>,
+    services: Vec<String>,
+}
+
+fn any_value(v: &opentelemetry_proto::tonic::common::v1::AnyValue) -> Value {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    match &v.value {
+        Some(V::StringValue(s)) => json!(s),
+        Some(V::IntValue(i)) => json!(i),
+        Some(V::BoolValue(b)) => json!(b),
+        Some(V::DoubleValue(d)) => json!(d),
+        other => json!(format!("{other:?}")),
+    }
+}
+
+async fn start_collector() -> (String, std::sync::Arc<std::sync::Mutex<Collector>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Collector::default()));
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("an OTLP body");
+                let mut got = sink.lock().unwrap();
+                for batch in request.resource_spans {
+                    for kv in batch.resource.iter().flat_map(|r| &r.attributes) {
+                        if kv.key == "service.name" {
+                            let name = kv.value.as_ref().map(any_value).unwrap_or_default();
+                            got.services.push(name.as_str().unwrap_or_default().into());
+                        }
+                    }
+                    for span in batch.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        got.spans.push(Exported {
+                            name: span.name,
+                            trace_id: hex(&span.trace_id),
+                            span_id: hex(&span.span_id),
+                            parent_id: hex(&span.parent_span_id),
+                            attributes: span
+                                .attributes
+                                .iter()
+                                .map(|kv| {
+                                    let v = kv.value.as_ref().map(any_value).unwrap_or_default();
+                                    (kv.key.clone(), v)
+                                })
+                                .collect(),
+                        });
+                    }
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The span id a `traceresponse` header names.
+fn answered_span(response: &reqwest::Response) -> String {
+    let header = response.headers()["traceresponse"].to_str().unwrap();
+    header.split('-').nth(2).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_and_the_end_job_continues_the_ending_requests_trace() {
+    const END_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const END_PARENT: &str = "b7ad6b7169203331";
+    let (endpoint, collector) = start_collector().await;
+    let toml = format!(
+        "[server]\nlisten = \"{{listen}}\"\n\n[runtime]\ncache_dir = \"{}\"\n\n\
+         [log.otlp]\nendpoint = \"{endpoint}\"\nexport_interval_ms = 200\n\
+         service_name = \"sessiond-under-test\"\n{}",
+        cache_dir().display(),
+        Tenant::new("acme")
+            .key(KEY)
+            .plugin(Plugin::audit_log())
+            .toml()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _dir) = tokio::task::spawn_blocking(move || {
+        let host = Host::start_logging_as_configured(
+            BIN,
+            dir.path(),
+            "otlp",
+            &toml,
+            Duration::from_secs(120),
+        );
+        (host, dir)
+    })
+    .await
+    .unwrap();
+
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/v1/sessions", host.base_url()))
+        .bearer_auth(KEY)
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .json(&json!({"user": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let create_span = answered_span(&created);
+    let token = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ended = http
+        .delete(format!("{}/v1/sessions/{token}", host.base_url()))
+        .bearer_auth(KEY)
+        .header("traceparent", format!("00-{END_TRACE}-{END_PARENT}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    let ending_span = answered_span(&ended);
+
+    // The end hooks run after the answer, on the end worker.
+    let spans = eventually(Duration::from_secs(20), || async {
+        let got = collector.lock().unwrap();
+        got.spans
+            .iter()
+            .any(|s| {
+                s.name == "plugin"
+                    && s.trace_id == END_TRACE
+                    && s.attributes.get("hook") == Some(&json!("on-session-end"))
+            })
+            .then(|| got.spans.clone())
+    })
+    .await
+    .unwrap_or_else(|| {
+        let got = collector.lock().unwrap();
+        panic!(
+            "no on-session-end plugin span in the ending request's trace; got {:#?}\n{}",
+            got.spans,
+            host.log()
+        )
+    });
+    let one = |name: &str, trace: &str, hook: Option<&str>| -> Exported {
+        let found: Vec<&Exported> = spans
+            .iter()
+            .filter(|s| s.name == name && s.trace_id == trace)
+            .filter(|s| hook.is_none_or(|h| s.attributes.get("hook") == Some(&json!(h))))
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {hook:?} in {trace}: {spans:#?}");
+        found[0].clone()
+    };
+
+    // The create: the request joins the caller's trace under the caller's
+    // span, with the id its answer gave; the chain, the plugin hook and the
+    // store call nest inside it.
+    let request = one("request", TRACE, None);
+    assert_eq!(request.parent_id, PARENT);
+    assert_eq!(request.span_id, create_span);
+    assert_eq!(request.attributes["route"], "/v1/sessions");
+    assert_eq!(request.attributes["status"], 201);
+    let chain = one("chain", TRACE, Some("on-session-start"));
+    assert_eq!(chain.parent_id, request.span_id);
+    let plugin = one("plugin", TRACE, Some("on-session-start"));
+    assert_eq!(plugin.parent_id, chain.span_id);
+    assert_eq!(plugin.attributes["plugin"], "audit-log");
+    assert!(
+        plugin.attributes["fuel"].as_i64().unwrap() > 0,
+        "{plugin:?}"
+    );
+    assert!(
+        plugin.attributes["memory_bytes"].as_i64().unwrap() > 0,
+        "{plugin:?}"
+    );
+    assert!(
+        spans.iter().any(|s| s.name == "store"
+            && s.trace_id == TRACE
+            && s.attributes.get("operation") == Some(&json!("create"))),
+        "no store span of the create: {spans:#?}"
+    );
+
+    // The end: the end worker's job is a child of the DELETE that ended the
+    // session, and the end hook runs inside it.
+    let delete = one("request", END_TRACE, None);
+    assert_eq!(delete.span_id, ending_span);
+    assert_eq!(delete.parent_id, END_PARENT);
+    let job = one("end_job", END_TRACE, None);
+    assert_eq!(job.parent_id, delete.span_id);
+    assert_eq!(job.attributes["reason"], "logout");
+    let end_hook = one("plugin", END_TRACE, Some("on-session-end"));
+    let end_chain = one("chain", END_TRACE, Some("on-session-end"));
+    assert_eq!(end_chain.parent_id, job.span_id);
+    assert_eq!(end_hook.parent_id, end_chain.span_id);
+
+    let services = collector.lock().unwrap().services.clone();
+    assert!(
+        !services.is_empty() && services.iter().all(|s| s == "sessiond-under-test"),
+        "{services:?}"
+    );
 }

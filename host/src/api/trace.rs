@@ -15,40 +15,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
 
-use crate::ids::random_bytes;
-
-/// A trace id (32 hex digits) and, when the caller sent one, its span id
-/// (16 hex digits).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parent {
-    pub trace_id: String,
-    pub span_id: String,
-}
-
-/// The trace and parent span of a `traceparent` header, if it is one
-/// (version `00`; an all-zero trace or span id is invalid, as the
-/// specification says). Unknown versions are read as `00` where they can
-/// be: the first three fields.
-pub fn parse_traceparent(header: &str) -> Option<Parent> {
-    let mut parts = header.trim().split('-');
-    let (version, trace_id, span_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && (version != "00" || parts.next().is_none())
-        && hex(trace_id, 32)
-        && hex(span_id, 16)
-        && hex(flags, 2)
-        && trace_id.bytes().any(|b| b != b'0')
-        && span_id.bytes().any(|b| b != b'0');
-    valid.then(|| Parent {
-        trace_id: trace_id.to_string(),
-        span_id: span_id.to_string(),
-    })
-}
+use crate::trace::TraceParent;
 
 /// Runs the request inside its `request` span, logs it, and answers with
 /// its `traceresponse`. The log line (method, route template, status, time)
@@ -61,24 +28,23 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let trace_id = parent
-        .as_ref()
-        .map_or_else(|| hex::encode(random_bytes::<16>()), |p| p.trace_id.clone());
-    let span_id = hex::encode(random_bytes::<8>());
+        .and_then(TraceParent::parse);
     let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "(unmatched)".into());
-    let span = tracing::info_span!("request", %trace_id, %span_id,
-        parent_id = parent.as_ref().map(|p| p.span_id.as_str()),
+    let span = tracing::info_span!("request",
+        trace_id = tracing::field::Empty, span_id = tracing::field::Empty,
+        parent_id = tracing::field::Empty,
         %method, route, status = tracing::field::Empty);
+    let ids = crate::trace::begin(&span, parent.as_ref());
     let started = std::time::Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response =
+        crate::trace::scope(ids.clone(), next.run(req).instrument(span.clone())).await;
     let status = response.status().as_u16();
-    span.record("status", status);
+    span.record("status", i64::from(status));
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status >= 500 && status != 503 {
@@ -87,39 +53,8 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
             tracing::debug!(%method, route, status, ms, "request");
         }
     });
-    if let Ok(value) = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-01")) {
+    if let Ok(value) = HeaderValue::from_str(&ids.header()) {
         response.headers_mut().insert("traceresponse", value);
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_valid_traceparents_only() {
-        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(
-            parse_traceparent(good),
-            Some(Parent {
-                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-                span_id: "00f067aa0ba902b7".into(),
-            })
-        );
-        // A later version may add fields; 00 may not.
-        assert!(parse_traceparent(&format!("01{}-extra", &good[2..])).is_some());
-        for bad in [
-            "",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            &format!("{good}-extra"),
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
-        }
-    }
 }

@@ -31,8 +31,17 @@ pub(super) fn run(args: ServeArgs) -> ExitCode {
 /// Logs to stderr as `[log]` says (`RUST_LOG`, when set, chooses the
 /// levels): text with ANSI colours only when stderr is a terminal (a log
 /// file or a journal gets plain text), or JSON lines with the fields of
-/// every span the event happened in.
-fn init_logging(config: &LogConfig) {
+/// every span the event happened in. With `[log.otlp]`, spans are also
+/// exported (at that section's own levels); the exporter is returned, to be
+/// flushed at exit.
+fn init_logging(
+    config: &LogConfig,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<crate::trace::otlp::Export>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
     let spans = if config.spans {
@@ -40,36 +49,55 @@ fn init_logging(config: &LogConfig) {
     } else {
         FmtSpan::NONE
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_span_events(spans);
-    let _ = match config.format {
-        LogFormat::Text => builder
+    let log = match config.format {
+        LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-        LogFormat::Json => builder
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .try_init(),
+            .with_filter(filter)
+            .boxed(),
     };
+    let mut layers = vec![log];
+    let mut export = None;
+    if let Some(otlp) = &config.otlp {
+        let (layer, started) = crate::trace::otlp::Export::start(otlp, runtime.handle().clone())?;
+        layers.push(
+            layer
+                .with_filter(tracing_subscriber::EnvFilter::new(&otlp.level))
+                .boxed(),
+        );
+        export = Some(started);
+    }
+    // Fails only when a subscriber is already set (a test harness's).
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(export)
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
-    init_logging(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let export = init_logging(&config.log, &runtime)?;
+    let served = runtime.block_on(async move {
         let addr = config.listen_addr()?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         crate::server::serve(listener, config, shutdown_signal()).await
-    })
+    });
+    if let Some(export) = export {
+        export.shutdown();
+    }
+    served
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -46,7 +46,7 @@ mod validate;
 mod webhooks;
 
 pub use env::api_key_env_var;
-pub use log::{LogConfig, LogFormat};
+pub use log::{LogConfig, LogFormat, OtlpConfig};
 pub use metrics::MetricsConfig;
 pub use quota::{Shares, TenantQuota};
 pub use schema::{

@@ -213,8 +213,13 @@ impl Scheduler {
             };
             let runs = tenant.clone();
             let webhooks = self.work.webhooks.clone();
-            let span = tracing::debug_span!("end_job", tenant = %tenant.name,
+            // A child of the request that ended the session, in its trace
+            // (a job the sweeper queued starts a trace of its own).
+            let span = tracing::info_span!("end_job",
+                trace_id = tracing::field::Empty, span_id = tracing::field::Empty,
+                parent_id = tracing::field::Empty, tenant = %tenant.name,
                 end_id = %job.end_id, reason = job.reason.as_str(), deliveries = job.deliveries);
+            crate::trace::begin(&span, job.trace.as_ref());
             let handle = self.tasks.spawn(tracing::Instrument::instrument(
                 async move {
                     if let Some(webhooks) = webhooks

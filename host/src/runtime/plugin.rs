@@ -62,9 +62,12 @@ macro_rules! run_hook {
             }
         };
         let call = tracing::Instrument::instrument(call, span.clone()).await;
-        span.record("fuel", call.report.fuel_consumed);
-        span.record("wall_us", call.report.wall_us);
-        span.record("memory_bytes", call.report.peak_memory_bytes);
+        // As signed integers: an OTLP collector gets numbers (the
+        // OpenTelemetry layer writes unsigned ones as text).
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        span.record("fuel", signed(call.report.fuel_consumed));
+        span.record("wall_us", signed(call.report.wall_us));
+        span.record("memory_bytes", signed(call.report.peak_memory_bytes));
         span.record(
             "outcome",
             call.result.as_ref().err().map_or("ok", |f| f.kind.as_str()),

@@ -254,6 +254,10 @@ pub struct EndJob {
     /// How many times the job has been handed out, this time included: 1
     /// on its first claim, more when it was taken over.
     pub deliveries: u64,
+    /// The trace of the request that ended the session
+    /// ([`crate::trace::current`] when the job was queued); none when the
+    /// sweeper ended it. The job's `end_job` span continues that trace.
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 /// An end job to move to the dead-letter list, and why.

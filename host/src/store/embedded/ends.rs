@@ -21,6 +21,7 @@ use crate::store::{
     DeadLetter, DeadLetters, EndJob, EndQueue, EndQueueStats, Poison, StoreError, StoreResult,
     defaults,
 };
+use crate::trace::TraceParent;
 
 /// Queues the end job of a session just taken out of the store.
 pub(super) fn queue(
@@ -33,7 +34,8 @@ pub(super) fn queue(
     let id = stream.advance(now);
     stream.save(conn, &record.tenant, ENDS)?;
     conn.prepare_cached(
-        "INSERT INTO ends (tenant, ms, seq, record, reason, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO ends (tenant, ms, seq, record, reason, ended_at, trace)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         record.tenant,
@@ -42,17 +44,20 @@ pub(super) fn queue(
         encode(record)?,
         reason.as_str(),
         sql_ms(now),
+        // The writer runs each write in its caller's trace scope.
+        crate::trace::current().map(|t| t.header()),
     ])?;
     Ok(())
 }
 
 /// Abandoned jobs: claimed at least `reclaim` ms before `now`, oldest first.
-const ABANDONED: &str = "SELECT rowid, ms, seq, record, reason, ended_at, deliveries FROM ends
+const ABANDONED: &str =
+    "SELECT rowid, ms, seq, record, reason, ended_at, deliveries, trace FROM ends
     WHERE tenant = ?1 AND claimed_at IS NOT NULL AND MAX(?2 - claimed_at, 0) >= ?3
     ORDER BY ms, seq LIMIT ?4";
 
 /// Jobs never claimed, oldest first.
-const WAITING: &str = "SELECT rowid, ms, seq, record, reason, ended_at, deliveries FROM ends
+const WAITING: &str = "SELECT rowid, ms, seq, record, reason, ended_at, deliveries, trace FROM ends
     WHERE tenant = ?1 AND claimed_at IS NULL ORDER BY ms, seq LIMIT ?2";
 
 /// A job row as [`ABANDONED`] and [`WAITING`] select it.
@@ -63,6 +68,7 @@ struct Queued {
     reason: String,
     ended_at: i64,
     deliveries: i64,
+    trace: Option<String>,
 }
 
 fn queued(row: &Row<'_>) -> rusqlite::Result<Queued> {
@@ -76,6 +82,7 @@ fn queued(row: &Row<'_>) -> rusqlite::Result<Queued> {
         reason: row.get(4)?,
         ended_at: row.get(5)?,
         deliveries: row.get(6)?,
+        trace: row.get(7)?,
     })
 }
 
@@ -96,6 +103,7 @@ fn decode_job(job: &Queued, reclaimed: bool, deliveries: u64) -> StoreResult<End
         ended_at: u64::try_from(job.ended_at).unwrap_or(0),
         reclaimed,
         deliveries,
+        trace: job.trace.as_deref().and_then(TraceParent::parse),
     })
 }
 

@@ -154,8 +154,14 @@ CREATE INDEX outbox_due ON outbox (tenant, due_at, id);
 CREATE INDEX outbox_created ON outbox (tenant, created_at);
 ";
 
+/// Version 5: an end job keeps the `traceparent` of the request that ended
+/// its session (NULL: the sweeper ended it, or an older version queued it).
+const V5: &str = "
+ALTER TABLE ends ADD COLUMN trace TEXT;
+";
+
 /// The upgrade path: `STEPS[n]` takes a file from version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1, V2, V3, V4];
+const STEPS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;

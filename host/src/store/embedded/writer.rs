@@ -135,6 +135,9 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the store writer has stopped".into());
+        // The write runs in its caller's trace, for the end jobs it queues.
+        let trace = crate::trace::current();
+        let op = move |conn: &Connection| crate::trace::sync_scope(trace, || op(conn));
         self.queue
             .as_ref()
             .ok_or_else(stopped)?

@@ -178,6 +178,8 @@ impl Tenant {
             ended_at: i.ended_at,
             reclaimed: false,
             deliveries: 0,
+            // Not in the dump: a moved job's end_job span starts a trace.
+            trace: None,
         };
         self.ends.insert(id, QueuedEnd { job, claimed: None });
         Ok(Imported::Written)

@@ -192,6 +192,7 @@ impl Tenant {
             ended_at: now,
             reclaimed: false,
             deliveries: 0,
+            trace: crate::trace::current(),
         };
         self.ends.insert(id, QueuedEnd { job, claimed: None });
     }

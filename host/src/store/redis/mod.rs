@@ -54,7 +54,7 @@ use reply::{
     audit_record, corrupt, id_after, items, number, one_record, parse_record, records, remembered,
     text,
 };
-use scripts::{SCRIPTS, flag, limit_args};
+use scripts::{SCRIPTS, ends_flag, limit_args};
 
 /// The Redis-backed session store.
 pub struct RedisStore {
@@ -118,7 +118,7 @@ impl RedisStore {
             .arg(keys.base())
             .arg(now);
         match take {
-            Some((reason, queue)) => inv.arg("1").arg(reason.as_str()).arg(flag(queue)),
+            Some((reason, queue)) => inv.arg("1").arg(reason.as_str()).arg(ends_flag(queue)),
             None => inv.arg("0").arg("").arg("0"),
         };
         let effect = if take.is_some() {
@@ -160,7 +160,7 @@ impl RedisStore {
             .arg(now)
             .arg(max)
             .arg(policy)
-            .arg(flag(queue_ends));
+            .arg(ends_flag(queue_ends));
         if let Some(key) = key {
             inv.arg(&key.id)
                 .arg(&key.request)
@@ -209,7 +209,7 @@ impl RedisStore {
             .arg(token_hash)
             .arg(now)
             .arg(reason.as_str())
-            .arg(flag(queue_ends));
+            .arg(ends_flag(queue_ends));
         if let Some(key) = key {
             inv.arg(&key.id).arg(&key.request).arg(key.ttl_ms.max(1));
         }
@@ -490,7 +490,7 @@ impl SessionStore for RedisStore {
             .arg(keys.base())
             .arg(now)
             .arg(max)
-            .arg(flag(queue_ends));
+            .arg(ends_flag(queue_ends));
         let reply = items(self.conn.invoke(&inv).await?)?;
         Ok(records(&reply)?
             .into_iter()

@@ -7,6 +7,7 @@ use redis::Value;
 
 use crate::session::{AuditRecord, EndReason, SessionRecord};
 use crate::store::{DeadLetter, EndJob, Remembered, StoreError, StoreResult};
+use crate::trace::TraceParent;
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -103,7 +104,8 @@ pub(super) fn entry(entry: Value) -> StoreResult<(String, Vec<Value>)> {
 }
 
 /// The end job of the ends stream's entry `id` (fields `r`, `v`, `l`,
-/// `why`, `at`), on its `deliveries`th delivery.
+/// `why`, `at`, and `tp` when a request queued it), on its `deliveries`th
+/// delivery.
 pub(super) fn end_job(
     id: String,
     fields: &[Value],
@@ -111,6 +113,7 @@ pub(super) fn end_job(
     deliveries: u64,
 ) -> StoreResult<EndJob> {
     let (mut r, mut v, mut l, mut why, mut at) = (None, None, None, None, None);
+    let mut trace = None;
     for pair in fields.chunks(2) {
         let [k, val] = pair else {
             return Err(corrupt("odd end job field list"));
@@ -121,6 +124,8 @@ pub(super) fn end_job(
             "l" => l = Some(val),
             "why" => why = Some(text(val)?),
             "at" => at = Some(number(val)?),
+            // A traceparent that cannot be read costs the job its trace only.
+            "tp" => trace = text(val).ok().and_then(TraceParent::parse),
             _ => {}
         }
     }
@@ -138,6 +143,7 @@ pub(super) fn end_job(
         ended_at: at,
         reclaimed,
         deliveries,
+        trace,
     })
 }
 

@@ -75,6 +75,18 @@ pub(super) fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
 }
 
+/// The `queue ends` argument of the scripts that end sessions: `0` (queue
+/// nothing), `1` (queue, outside any request's trace) or the `traceparent`
+/// of the request the jobs are queued in ([`crate::trace::current`]), which
+/// `queue_end` stores with each job.
+pub(super) fn ends_flag(on: bool) -> String {
+    match (on, crate::trace::current()) {
+        (false, _) => "0".into(),
+        (true, None) => "1".into(),
+        (true, Some(trace)) => trace.header(),
+    }
+}
+
 /// The create script's `max` (-1: no limit) and `policy` arguments.
 pub(super) fn limit_args(limit: Option<UserLimit>) -> (i64, &'static str) {
     match limit {

@@ -2,7 +2,7 @@
 -- sessions when the limit is reached and the policy is 'evict'.
 -- KEYS: session, deadlines, [user].
 -- ARGV: base, hash, r, v, l, a, i, d, u, pexpireat, now, max (-1: no limit),
---   policy ('deny' | 'evict'), queue ends ('1' | '0'), and with an
+--   policy ('deny' | 'evict'), queue ends ('0', '1' or a traceparent), and with an
 --   idempotency key: its id, request digest, sealed token, ttl (ms).
 -- Returns {'exists'} | {'limit', active} | {'ok', r, v, l, ...evicted} |
 --   {'known', request, r, sealed} when the idempotency key is known (then
