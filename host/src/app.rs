@@ -41,6 +41,8 @@ pub struct App {
     /// Each tenant's admission gate (its requests in flight and rate).
     pub admission: Admission,
     pub webhooks: Arc<Webhooks>,
+    /// The SHA-256 hashes of the operator's keys (`[operator]`).
+    pub operator_keys: Vec<[u8; 32]>,
 }
 
 impl App {
@@ -74,6 +76,7 @@ impl App {
             turns: WriteTurns::default(),
             admission: Admission::default(),
             webhooks,
+            operator_keys: Vec::new(),
         }
     }
 
@@ -85,6 +88,26 @@ impl App {
             self.metrics.clone(),
         ));
         self
+    }
+
+    /// This app with the operator's keys (their SHA-256 hashes).
+    pub fn with_operator_keys(mut self, hashes: Vec<[u8; 32]>) -> App {
+        self.operator_keys = hashes;
+        self
+    }
+
+    /// Whether `key` is one of the operator's, compared in constant time
+    /// against every operator key.
+    pub fn is_operator_key(&self, key: &str) -> bool {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let presented: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+        self.operator_keys
+            .iter()
+            .fold(subtle::Choice::from(0), |found, hash| {
+                found | hash.ct_eq(&presented)
+            })
+            .into()
     }
 
     /// This app with the tenants' admission gates.

@@ -98,6 +98,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.metrics.clone(),
     )
     .with_webhooks(config.webhooks.clone())
+    .with_operator_keys(config.operator.key_hashes())
     .with_admission({
         let admission = crate::admission::Admission::new(gates);
         if config.server.fair_cpu {

@@ -53,6 +53,8 @@ def main() -> int:
     parser.add_argument("--keep", required=True, help="public id of the session to keep")
     parser.add_argument("--plugin", required=True, help="a plugin the tenant runs")
     parser.add_argument("--webhook", required=True, help="a webhook URL the tenant has")
+    parser.add_argument("--operator-key", required=True, help="an operator key")
+    parser.add_argument("--other-tenant", required=True, help="another tenant the operator sees")
     parser.add_argument("--shots", required=True, type=pathlib.Path)
     args = parser.parse_args()
     args.shots.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,10 @@ def main() -> int:
         step[0] = "plugins and the chart"
         driver.find_element(By.CSS_SELECTOR, "nav button[data-tab=plugins]").click()
         text_in("#plugins tbody", args.plugin)
+        # The p99 wall time of the plugin's latest calls (the creates and
+        # the revoke ran it), in µs or ms.
+        wait.until(lambda d: any(unit in d.find_element(By.CSS_SELECTOR, "#plugins tbody tr td:nth-child(7)").text
+                                 for unit in ("µs", "ms")))
         wait.until(lambda d: len(d.find_element(
             By.CSS_SELECTOR, "#chart polyline[data-series=calls]").get_attribute("points").split()) >= 2)
         shot("04-plugins")
@@ -138,13 +144,49 @@ def main() -> int:
         step[0] = "end queue and webhooks"
         driver.find_element(By.CSS_SELECTOR, "nav button[data-tab=queues]").click()
         text_in("#endpoints tbody", args.webhook)
+        # Nothing listens there: the revoked session's session.ended failed,
+        # and the view says why.
+        text_in("#endpoints tbody", "cannot connect")
         text_in("#ends", "waiting")
         shot("06-queues")
 
+        step[0] = "signing out, and in with an operator key"
+        driver.find_element(By.ID, "sign-out").click()
+        visible("#sign-in")
+        key_input = driver.find_element(By.ID, "key")
+        key_input.clear()
+        key_input.send_keys(args.operator_key)
+        driver.find_element(By.CSS_SELECTOR, "#sign-in button").click()
+        visible("#tab-tenants")
+        text_in("#who", "operator key")
+        expect(not driver.find_element(By.CSS_SELECTOR, "nav button[data-tab=sessions]").is_displayed(),
+               "an operator sees the tenant-only tabs")
+
+        step[0] = "every tenant, with its sessions"
+        tenant_row = f"#tenants tr[data-tenant='{args.other_tenant}']"
+        visible(tenant_row)
+        # The tenant signed in before still has one of alice's sessions.
+        first = driver.find_element(By.CSS_SELECTOR, "#tenants tbody tr:first-child")
+        cells = [td.text for td in first.find_elements(By.TAG_NAME, "td")]
+        expect(cells[1] == "serving" and cells[2] == "1" and cells[3] == "1",
+               f"the first tenant's row: {cells}")
+        shot("07-operator-tenants")
+
+        step[0] = "every tenant's plugins"
+        driver.find_element(By.CSS_SELECTOR, "nav button[data-tab=plugins]").click()
+        text_in("#plugins tbody", args.plugin)
+        tenant_cell = driver.find_element(By.CSS_SELECTOR, "#plugins tbody tr td:first-child")
+        expect(tenant_cell.is_displayed() and tenant_cell.text != "", "no tenant column for the operator")
+        shot("08-operator-plugins")
+
         step[0] = "the browser logged no error"
-        # The one error expected: the 401 that refused the wrong key.
+        # The errors expected: the 401s that refused the wrong key (as a
+        # tenant's, then as an operator's) and the operator key's probe as
+        # a tenant's.
+        expected = ("/v1/plugins", "/admin/v1/tenants")
         errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
-                  and not ("/v1/plugins" in e.get("message", "") and "401" in e.get("message", ""))]
+                  and not (any(p in e.get("message", "") for p in expected)
+                           and "401" in e.get("message", ""))]
         expect(not errors, f"browser errors: {errors}")
     except (Failed, TimeoutException) as e:
         shot("failure")

@@ -97,7 +97,14 @@ pub async fn audit(
     responses((status = 200, description = "The tenant's plugins", body = PluginList)),
     security(("api_key" = [])))]
 pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
-    let plugins = tenant
+    Json(PluginList {
+        plugins: plugin_views(&tenant),
+    })
+}
+
+/// The tenant's plugins as `GET /v1/plugins` shows them, in chain order.
+pub(super) fn plugin_views(tenant: &crate::tenant::Tenant) -> Vec<PluginView> {
+    tenant
         .chain
         .plugins()
         .iter()
@@ -129,10 +136,10 @@ pub async fn plugins(Caller(tenant): Caller) -> Json<PluginList> {
                     opened: circuit.opened,
                     retry_in_ms: circuit.retry_in_ms,
                 },
+                recent: p.stats.recent().into(),
             }
         })
-        .collect();
-    Json(PluginList { plugins })
+        .collect()
 }
 
 /// The tenant's webhooks.
@@ -159,6 +166,7 @@ pub async fn webhooks(
             .map(|w| WebhookView {
                 url: w.url.clone(),
                 events: w.events.iter().map(|e| e.as_str().to_string()).collect(),
+                this_host: app.webhooks.endpoint_state(&tenant.name, &w.url).into(),
             })
             .collect(),
         held: stats.held,

@@ -32,6 +32,16 @@ impl FromRequestParts<Arc<App>> for Caller {
 
 /// The tenant of the API key in `headers`, or the problem to answer.
 pub fn caller(headers: &HeaderMap, app: &App) -> Result<Caller, Problem> {
+    let key = bearer(headers)?;
+    match app.tenants.current().by_key(key) {
+        Some(tenant) => Ok(Caller(tenant)),
+        None => Err(Problem::unauthorized("the API key is not valid", true)),
+    }
+}
+
+/// The key of the request's one `Authorization: Bearer <key>` header, or
+/// the problem to answer.
+pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Problem::unauthorized(
@@ -43,7 +53,7 @@ pub fn caller(headers: &HeaderMap, app: &App) -> Result<Caller, Problem> {
     if values.next().is_some() {
         return Err(Problem::ambiguous_credentials());
     }
-    let key = value
+    value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -53,9 +63,5 @@ pub fn caller(headers: &HeaderMap, app: &App) -> Result<Caller, Problem> {
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
             Problem::unauthorized("the Authorization header must be `Bearer <key>`", true)
-        })?;
-    match app.tenants.current().by_key(key) {
-        Some(tenant) => Ok(Caller(tenant)),
-        None => Err(Problem::unauthorized("the API key is not valid", true)),
-    }
+        })
 }

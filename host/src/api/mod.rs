@@ -37,6 +37,7 @@ pub mod extract;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod operator;
 pub mod schema;
 pub mod sessions;
 pub mod sessman;
@@ -101,6 +102,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(users_router())
         .merge(admin_router())
         .merge(sessman::router())
+        .route("/admin/v1/tenants", get(operator::tenants))
         .route("/metrics", get(metrics::metrics))
         .route("/console", get(console::page))
         .route("/console/app.js", get(console::script))

@@ -221,6 +221,48 @@ pub struct PluginView {
     pub failure_lines_dropped: u64,
     /// The plugin's circuit breaker on this host.
     pub circuit: CircuitView,
+    /// The wall time and fuel of its latest calls on this host.
+    pub recent: RecentCostView,
+}
+
+/// The cost of a plugin's latest calls that ran on this host (at most
+/// 1,024; calls skipped before they ran are not among them).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentCostView {
+    /// How many calls the percentiles are over.
+    pub calls: u64,
+    /// Wall time per call, in microseconds (the time on the store included).
+    pub wall_us: PercentilesView,
+    /// Fuel (wasm instructions, roughly) per call.
+    pub fuel: PercentilesView,
+}
+
+/// Nearest-rank percentiles; all 0 when there were no calls.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PercentilesView {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl From<crate::runtime::Percentiles> for PercentilesView {
+    fn from(p: crate::runtime::Percentiles) -> Self {
+        PercentilesView {
+            p50: p.p50,
+            p99: p.p99,
+            max: p.max,
+        }
+    }
+}
+
+impl From<crate::runtime::RecentCost> for RecentCostView {
+    fn from(r: crate::runtime::RecentCost) -> Self {
+        RecentCostView {
+            calls: r.calls,
+            wall_us: r.wall_us.into(),
+            fuel: r.fuel.into(),
+        }
+    }
 }
 
 /// A plugin's circuit breaker: open after most of its recent calls failed,
@@ -360,4 +402,55 @@ pub struct WebhookView {
     /// The events sent there (`session.created`, `session.ended`,
     /// `session.idle-warning`).
     pub events: Vec<String>,
+    /// What this host's attempts at it came to since it started (each host
+    /// sends its own share of the deliveries).
+    pub this_host: EndpointStateView,
+}
+
+/// What one host's attempts at a webhook endpoint came to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointStateView {
+    /// Deliveries the endpoint took (a 2xx answer).
+    pub sent: u64,
+    /// Attempts that failed; each is retried, or given up on.
+    pub failed: u64,
+    /// Deliveries given up on after `webhooks.max_attempts`.
+    pub gave_up: u64,
+    /// Failed attempts since the last delivery it took.
+    pub failing_in_a_row: u64,
+    /// When it last took a delivery (RFC 3339).
+    pub last_sent_at: Option<String>,
+    /// The latest failed attempt, with its error.
+    pub last_failure: Option<LastFailureView>,
+}
+
+/// A failed attempt at a webhook delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastFailureView {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The delivery's `webhook-id`.
+    pub message_id: String,
+    /// Its attempts so far, this one included.
+    pub attempt: u32,
+    /// Why it failed, such as `the endpoint answered 503 Service Unavailable`.
+    pub error: String,
+}
+
+impl From<crate::webhooks::EndpointState> for EndpointStateView {
+    fn from(s: crate::webhooks::EndpointState) -> Self {
+        EndpointStateView {
+            sent: s.sent,
+            failed: s.failed,
+            gave_up: s.gave_up,
+            failing_in_a_row: s.failing_in_a_row,
+            last_sent_at: s.last_sent_at.map(crate::session::rfc3339),
+            last_failure: s.last_failure.map(|f| LastFailureView {
+                at: crate::session::rfc3339(f.at),
+                message_id: f.message_id,
+                attempt: f.attempt,
+                error: f.error,
+            }),
+        }
+    }
 }

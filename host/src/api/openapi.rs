@@ -3,7 +3,9 @@
 //! The annotations list what is particular to each operation. What every
 //! operation of a kind can answer is added here, once, by [`CommonResponses`]:
 //! every `/v1` operation can answer 400 (two `Authorization` headers), 401,
-//! 429 (the tenant's quota) and, when it reads the store, 503; an operation
+//! 429 (the tenant's quota) and, when it reads the store, 503; every
+//! `/admin/v1` operation 400 and 401 (403 for a tenant's key is its own);
+//! an operation
 //! with a session id in its path can answer 400 (not a session id) and 404;
 //! one with `If-Match` 400 (malformed) and 412; one with a JSON body 400 (malformed JSON), 408, 413,
 //! 415 and 422. The constraints the extractors and the service check (the
@@ -21,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::PROBLEM_JSON;
 use super::schema::{EntityTags, IdempotencyKeyHeader, Name, Roles, SessionId, TtlSeconds};
-use super::{admin, error, model, sessions, sessman, users};
+use super::{admin, error, model, operator, sessions, sessman, users};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -44,6 +46,7 @@ use super::{admin, error, model, sessions, sessman, users};
         admin::plugins,
         admin::ends,
         admin::webhooks,
+        operator::tenants,
         admin::healthz,
         admin::readyz,
         sessman::new_session,
@@ -63,6 +66,12 @@ use super::{admin, error, model, sessions, sessman, users};
         model::AuditPageView,
         model::PluginView,
         model::CircuitView,
+        model::RecentCostView,
+        model::PercentilesView,
+        model::EndpointStateView,
+        model::LastFailureView,
+        operator::TenantsView,
+        operator::TenantSummaryView,
         model::DescribeView,
         model::PluginList,
         model::EndQueueView,
@@ -86,6 +95,7 @@ use super::{admin, error, model, sessions, sessman, users};
         (name = "sessions", description = "Sessions by token"),
         (name = "users", description = "A user's sessions"),
         (name = "admin", description = "The tenant's audit stream and plugins"),
+        (name = "operator", description = "The operator API: every tenant (operator keys only)"),
         (name = "health", description = "Liveness and readiness (no API key)"),
         (name = "sessman", description = "The sessman compatibility API"),
     )
@@ -104,6 +114,15 @@ impl Modify for BearerKey {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("A tenant's API key"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "operator_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("One of the operator's keys ([operator] api_keys)"))
                     .build(),
             ),
         );
@@ -143,6 +162,10 @@ fn add_common(path: &str, operation: &mut Operation) {
         |status: u16, reason: &'static str| reasons.entry(status).or_default().push(reason);
     let v1 = path.starts_with("/v1/");
     let sessman = path.starts_with("/sessman/");
+    if path.starts_with("/admin/v1/") {
+        add(400, "more than one Authorization header");
+        add(401, "no operator key, or not a valid one");
+    }
     if v1 || sessman {
         add(400, "more than one Authorization header");
         add(401, "no API key, or not a valid one");

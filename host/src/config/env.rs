@@ -88,6 +88,12 @@ pub(super) fn apply(
             });
         }
     }
+    if let Some(key) = vars.get("SESSIOND_OPERATOR_KEY") {
+        if key.is_empty() {
+            return Err(invalid("SESSIOND_OPERATOR_KEY", "is set but empty".into()));
+        }
+        config.operator.api_keys = vec![hash_api_key(key)];
+    }
     for (name, tenant) in &mut config.tenants {
         let var = api_key_env_var(name);
         if let Some(key) = vars.get(&var) {

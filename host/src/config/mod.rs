@@ -24,6 +24,8 @@
 //!   startup; it replaces the tenant's `api_keys`. `<TENANT>` is the tenant's
 //!   name upper-cased with every character other than `A-Z` and `0-9` turned
 //!   into `_` (`demo-eu` reads `SESSIOND_API_KEY_DEMO_EU`);
+//! - `SESSIOND_OPERATOR_KEY`: one plain operator key, hashed at startup; it
+//!   replaces `operator.api_keys`;
 //! - the variable a webhook's `secret_env` names: that webhook's signing
 //!   secret.
 
@@ -39,6 +41,7 @@ pub mod defaults;
 mod env;
 mod log;
 mod metrics;
+mod operator;
 pub mod quota;
 mod schema;
 mod store;
@@ -48,6 +51,7 @@ mod webhooks;
 pub use env::api_key_env_var;
 pub use log::{LogConfig, LogFormat, OtlpConfig};
 pub use metrics::MetricsConfig;
+pub use operator::OperatorConfig;
 pub use quota::{Shares, TenantQuota};
 pub use schema::{
     API_KEY_HASH_PREFIX, EndsConfig, ProxyNet, ServerConfig, SessmanConfig, SweeperConfig,
@@ -80,6 +84,9 @@ pub struct Config {
     /// What is logged, and how.
     #[serde(default)]
     pub log: LogConfig,
+    /// The hosting operator's keys (the operator API).
+    #[serde(default)]
+    pub operator: OperatorConfig,
     /// Tenants by name.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,

@@ -32,6 +32,7 @@ pub(super) fn check(config: &Config, origin: &str) -> Result<(), ConfigError> {
         .and_then(|()| workers(config))
         .and_then(|()| tenants(config))
         .and_then(|()| super::quota::check(config).or_else(|(field, why)| invalid(field, why)))
+        .and_then(|()| super::operator::check(config).or_else(|(field, why)| invalid(field, why)))
         .and_then(|()| {
             super::metrics::check(&config.metrics)
                 .or_else(|(field, message)| invalid(field, message))

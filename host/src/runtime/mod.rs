@@ -52,7 +52,9 @@ pub use convert::PluginSession;
 pub use engine::CacheUse;
 pub use error::{FailureKind, PluginFailure};
 pub use limits::{EngineSettings, LimitOverrides, Limits};
-pub use plugin::{Call, CallReport, LoadedPlugin, OnError, PluginStats};
+pub use plugin::{
+    Call, CallReport, LoadedPlugin, OnError, Percentiles, PluginStats, RECENT_CALLS, RecentCost,
+};
 pub use types::{
     Changes, Denial, Description, EndInfo, HOOK_NAMES, Hook, ListedSessions, LogLevel, LogLine,
     MessageReply, UpdateVerdict, Verdict,

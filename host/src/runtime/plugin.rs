@@ -135,14 +135,100 @@ pub struct Call<R> {
     pub report: CallReport,
 }
 
-/// Call and failure counts of one plugin, for `GET /v1/plugins`.
+/// Call and failure counts of one plugin, and the cost of its latest calls,
+/// for `GET /v1/plugins`.
 #[derive(Debug, Default)]
 pub struct PluginStats {
     calls: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
+    recent: RecentCosts,
+}
+
+/// How many of a plugin's latest calls its percentiles are taken over.
+pub const RECENT_CALLS: usize = 1024;
+
+/// The wall time and fuel of a plugin's latest [`RECENT_CALLS`] calls that
+/// ran: a ring of slots that calls write without a lock (a reader may see
+/// a slot's wall time from one call and its fuel from the next, which
+/// moves no percentile by more than one call).
+#[derive(Debug)]
+struct RecentCosts {
+    next: AtomicU64,
+    wall_us: Box<[AtomicU64]>,
+    fuel: Box<[AtomicU64]>,
+}
+
+impl Default for RecentCosts {
+    fn default() -> Self {
+        let slots = || (0..RECENT_CALLS).map(|_| AtomicU64::new(0)).collect();
+        RecentCosts {
+            next: AtomicU64::new(0),
+            wall_us: slots(),
+            fuel: slots(),
+        }
+    }
+}
+
+/// Percentiles of one cost over a plugin's latest calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// The cost of a plugin's latest calls that ran (calls skipped before they
+/// ran, by an open circuit or an exhausted pool, have none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecentCost {
+    /// How many calls the percentiles are over: at most [`RECENT_CALLS`].
+    pub calls: u64,
+    pub wall_us: Percentiles,
+    pub fuel: Percentiles,
+}
+
+impl RecentCosts {
+    fn push(&self, wall_us: u64, fuel: u64) {
+        let slot = (self.next.fetch_add(1, Ordering::Relaxed) % RECENT_CALLS as u64) as usize;
+        self.wall_us[slot].store(wall_us, Ordering::Relaxed);
+        self.fuel[slot].store(fuel, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RecentCost {
+        let n = self.next.load(Ordering::Relaxed).min(RECENT_CALLS as u64) as usize;
+        let percentiles = |slots: &[AtomicU64]| {
+            let mut values: Vec<u64> = slots[..n]
+                .iter()
+                .map(|v| v.load(Ordering::Relaxed))
+                .collect();
+            values.sort_unstable();
+            // The nearest-rank percentile: the smallest value at least
+            // that share of the calls did not exceed.
+            let rank = |p: usize| values[(n * p).div_ceil(100).max(1) - 1];
+            if n == 0 {
+                Percentiles::default()
+            } else {
+                Percentiles {
+                    p50: rank(50),
+                    p99: rank(99),
+                    max: values[n - 1],
+                }
+            }
+        };
+        RecentCost {
+            calls: n as u64,
+            wall_us: percentiles(&self.wall_us),
+            fuel: percentiles(&self.fuel),
+        }
+    }
 }
 
 impl PluginStats {
+    /// The wall time and fuel of the plugin's latest calls.
+    pub fn recent(&self) -> RecentCost {
+        self.recent.snapshot()
+    }
+
     /// Calls made, and failures by kind.
     pub fn snapshot(&self) -> (u64, BTreeMap<&'static str, u64>) {
         let failures = self.failures.lock().map(|m| m.clone()).unwrap_or_default();
@@ -522,6 +608,7 @@ impl LoadedPlugin {
             };
             m.cost(&self.tenant, &self.name, hook.as_str(), cost);
         }
+        self.stats.recent.push(report.wall_us, report.fuel_consumed);
         self.record(hook, result.as_ref().err().map(|f| f.kind), count);
         match &result {
             Ok(_) => self.trip(admitted, false),
@@ -639,5 +726,44 @@ impl LoadedPlugin {
             |p, s| convert::call_on_list_active(p, s, user, sessions),
             ListedSessions::size
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_over_the_latest_calls_only() {
+        let stats = PluginStats::default();
+        assert_eq!(stats.recent(), RecentCost::default());
+        for wall in 1..=100 {
+            stats.recent.push(wall, wall * 10);
+        }
+        let r = stats.recent();
+        assert_eq!(r.calls, 100);
+        assert_eq!(
+            r.wall_us,
+            Percentiles {
+                p50: 50,
+                p99: 99,
+                max: 100
+            }
+        );
+        assert_eq!(r.fuel.p99, 990);
+        // A window's worth of cheap calls pushes the slow ones out.
+        for _ in 0..RECENT_CALLS {
+            stats.recent.push(7, 1);
+        }
+        let r = stats.recent();
+        assert_eq!(r.calls, RECENT_CALLS as u64);
+        assert_eq!(
+            r.wall_us,
+            Percentiles {
+                p50: 7,
+                p99: 7,
+                max: 7
+            }
+        );
     }
 }

@@ -1,12 +1,14 @@
-//! What a tenant reads about itself: its audit stream and end queue; and
-//! whether this host is ready to serve.
+//! What a tenant reads about itself: its audit stream and end queue; what
+//! the operator reads about every tenant; and whether this host is ready
+//! to serve.
 
 use std::time::Duration;
 
 use super::{Error, Result};
 use crate::app::App;
 use crate::ends::EndWorkerStats;
-use crate::store::{AuditPage, DeadLetters, EndQueueStats};
+use crate::session::now_ms;
+use crate::store::{AuditPage, DeadLetters, EndQueueStats, OutboxStats};
 use crate::tenant::Tenant;
 
 /// How long readiness waits for the store to answer.
@@ -41,6 +43,46 @@ pub async fn end_queue(app: &App, tenant: &Tenant, dead_shown: usize) -> Result<
         queue,
         dead,
         worker: app.ends.stats(),
+    })
+}
+
+/// What the operator's overview shows of one tenant's stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredState {
+    /// Sessions stored (see [`crate::store::SessionStore::stored_sessions`]).
+    pub sessions: u64,
+    pub ends: EndQueueStats,
+    /// Dead-lettered end jobs.
+    pub dead_letters: u64,
+    /// The webhook outbox; none when the tenant has no webhooks.
+    pub outbox: Option<OutboxStats>,
+}
+
+/// The tenant's stored sessions, end queue and webhook outbox: four cheap
+/// reads, made at once.
+pub async fn stored_state(app: &App, tenant: &Tenant) -> Result<StoredState> {
+    let outbox = async {
+        if tenant.config.webhooks.is_empty() {
+            Ok(None)
+        } else {
+            app.webhooks
+                .outbox
+                .outbox_stats(&tenant.name, now_ms())
+                .await
+                .map(Some)
+        }
+    };
+    let (sessions, ends, dead, outbox) = tokio::join!(
+        app.sessions.stored_sessions(&tenant.name),
+        app.end_queue.end_queue(&tenant.name),
+        app.end_queue.dead_letters(&tenant.name, 0),
+        outbox,
+    );
+    Ok(StoredState {
+        sessions: sessions?,
+        ends: ends?,
+        dead_letters: dead?.count,
+        outbox: outbox?,
     })
 }
 

@@ -50,6 +50,37 @@ pub struct Webhooks {
     pub config: WebhooksConfig,
     pub metrics: Arc<Metrics>,
     wake: Notify,
+    /// What this host's attempts at each (tenant, endpoint URL) came to.
+    endpoints: std::sync::Mutex<std::collections::HashMap<(String, String), EndpointState>>,
+}
+
+/// What this host's attempts at one endpoint came to since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointState {
+    /// Deliveries the endpoint took (a 2xx answer).
+    pub sent: u64,
+    /// Attempts that failed (each is retried, or given up on).
+    pub failed: u64,
+    /// Deliveries given up on after their last attempt.
+    pub gave_up: u64,
+    /// Failed attempts since the last one that was sent.
+    pub failing_in_a_row: u64,
+    /// When the endpoint last took a delivery.
+    pub last_sent_at: Option<Millis>,
+    /// The latest failed attempt.
+    pub last_failure: Option<LastFailure>,
+}
+
+/// A failed attempt at a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastFailure {
+    pub at: Millis,
+    /// The delivery's `webhook-id`.
+    pub message_id: String,
+    /// Its attempts so far, this one included.
+    pub attempt: u32,
+    /// Why it failed: the endpoint's status, a timeout, a refused connection.
+    pub error: String,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -67,6 +98,52 @@ impl Webhooks {
             config,
             metrics,
             wake: Notify::new(),
+            endpoints: Default::default(),
+        }
+    }
+
+    /// What this host's attempts at `tenant`'s endpoint `url` came to.
+    pub fn endpoint_state(&self, tenant: &str, url: &str) -> EndpointState {
+        self.endpoints
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(tenant.to_string(), url.to_string())).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Counts an attempt at `delivery`: sent when `failure` is none, and
+    /// otherwise failed (and given up on when `gave_up`).
+    fn note_attempt(
+        &self,
+        tenant: &str,
+        delivery: &Delivery,
+        failure: Option<&str>,
+        gave_up: bool,
+    ) {
+        let Ok(mut endpoints) = self.endpoints.lock() else {
+            return;
+        };
+        let state = endpoints
+            .entry((tenant.to_string(), delivery.url.clone()))
+            .or_default();
+        let now = now_ms();
+        match failure {
+            None => {
+                state.sent += 1;
+                state.failing_in_a_row = 0;
+                state.last_sent_at = Some(now);
+            }
+            Some(error) => {
+                state.failed += 1;
+                state.failing_in_a_row += 1;
+                state.gave_up += u64::from(gave_up);
+                state.last_failure = Some(LastFailure {
+                    at: now,
+                    message_id: delivery.message_id.clone(),
+                    attempt: delivery.attempts,
+                    error: error.to_string(),
+                });
+            }
         }
     }
 

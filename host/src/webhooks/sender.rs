@@ -158,6 +158,7 @@ async fn attempt(
     };
     let failure = match send(client, hook.secret.as_deref(), &delivery).await {
         Ok(()) => {
+            webhooks.note_attempt(&tenant.name, &delivery, None, false);
             metrics.attempt(&tenant.name, "sent", started.elapsed());
             let queued_for = now_ms().saturating_sub(delivery.created_at);
             metrics.delivered(&tenant.name, Duration::from_millis(queued_for));
@@ -166,7 +167,9 @@ async fn attempt(
         }
         Err(failure) => failure,
     };
-    if delivery.attempts >= webhooks.config.max_attempts {
+    let gave_up = delivery.attempts >= webhooks.config.max_attempts;
+    webhooks.note_attempt(&tenant.name, &delivery, Some(&failure), gave_up);
+    if gave_up {
         metrics.attempt(&tenant.name, "gave-up", started.elapsed());
         tracing::warn!(tenant = %tenant.name, url = %delivery.url, id = %delivery.message_id,
             attempts = delivery.attempts,

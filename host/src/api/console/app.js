@@ -1,6 +1,8 @@
 // The sessiond web console: a page over the public API, signed in with a
-// tenant's API key. The key lives in sessionStorage (this tab only) and goes
-// out only as a bearer token; nothing is ever put in a URL but a user name.
+// tenant's API key (that tenant's view) or an operator key (every tenant,
+// through /admin/v1). The key lives in sessionStorage (this tab only) and
+// goes out only as a bearer token; nothing is ever put in a URL but a user
+// name.
 'use strict';
 
 const KEY_SLOT = 'sessiond.console.key';
@@ -11,6 +13,7 @@ const AUDIT_ROWS = 200;
 const state = {
   key: sessionStorage.getItem(KEY_SLOT),
   tab: 'sessions',
+  operator: false, // signed in with an operator key
   user: null,
   timer: null,
   samples: [], // {at, calls, failures}: totals over every plugin
@@ -64,6 +67,20 @@ function status(text, bad = false) {
   $('status').classList.toggle('bad', bad);
 }
 
+/** Microseconds as a person reads them: 850 µs, 12.4 ms, 2.1 s. */
+function micros(us) {
+  if (us < 1000) return `${us} µs`;
+  if (us < 1000000) return `${(us / 1000).toFixed(1)} ms`;
+  return `${(us / 1000000).toFixed(1)} s`;
+}
+
+/** A large count with a unit prefix: 950, 12.3 k, 4.5 M. */
+function count(n) {
+  if (n < 1000) return String(n);
+  if (n < 1000000) return `${(n / 1000).toFixed(1)} k`;
+  return `${(n / 1000000).toFixed(1)} M`;
+}
+
 function when(iso) {
   return iso ? new Date(iso).toLocaleString() : '';
 }
@@ -73,13 +90,28 @@ function when(iso) {
 async function signIn(key) {
   state.key = key;
   try {
+    state.operator = false;
     await api('GET', '/v1/plugins');
   } catch (e) {
-    state.key = null;
-    throw e;
+    // Not a tenant's key: it may be an operator's.
+    if (e.status !== 401) {
+      state.key = null;
+      throw e;
+    }
+    try {
+      await api('GET', '/admin/v1/tenants');
+      state.operator = true;
+    } catch (_) {
+      state.key = null;
+      throw e;
+    }
   }
   sessionStorage.setItem(KEY_SLOT, key);
-  $('who').textContent = `signed in with key …${key.slice(-4)}`;
+  document.body.classList.toggle('operator', state.operator);
+  if (state.operator) state.tab = 'tenants';
+  $('who').textContent = state.operator
+    ? `signed in with operator key …${key.slice(-4)} (every tenant)`
+    : `signed in with key …${key.slice(-4)}`;
   $('sign-in-view').classList.add('hidden');
   $('app-view').classList.remove('hidden');
   $('sign-out').classList.remove('hidden');
@@ -113,6 +145,14 @@ function show(tab) {
 async function poll() {
   if (!state.key) return;
   try {
+    if (state.operator) {
+      const { tenants } = await api('GET', '/admin/v1/tenants');
+      const plugins = tenants.flatMap((t) => t.plugins.map((p) => ({ ...p, tenant: t.name })));
+      sample(plugins);
+      if (state.tab === 'tenants') renderTenants(tenants);
+      if (state.tab === 'plugins') renderPlugins(plugins);
+      return;
+    }
     const plugins = await api('GET', '/v1/plugins');
     sample(plugins.plugins);
     if (state.tab === 'plugins') renderPlugins(plugins.plugins);
@@ -209,8 +249,12 @@ function renderPlugins(plugins) {
       ? el('span', failed.map(([kind, n]) => `${kind} ${n}`).join(', '), { class: 'bad' })
       : '0';
     const circuit = p.circuit.state === 'closed' ? 'closed' : el('span', p.circuit.state, { class: 'bad' });
-    body.append(row([p.name, `${p.describe.name} ${p.describe.version}`, p.hooks.join(', '),
-      p.calls, failures, circuit]));
+    const recent = p.recent.calls ? p.recent : null;
+    body.append(row([p.tenant ?? '', p.name, `${p.describe.name} ${p.describe.version}`, p.hooks.join(', '),
+      p.calls, failures,
+      recent ? micros(recent.wall_us.p99) : '—',
+      recent ? count(recent.fuel.p99) : '—',
+      circuit]));
   }
   drawChart();
 }
@@ -268,6 +312,26 @@ async function tailAudit() {
   }
 }
 
+// -------------------------------------------------------------- tenants
+
+function renderTenants(tenants) {
+  const body = $('tenants').querySelector('tbody');
+  body.replaceChildren(...tenants.map((t) => {
+    const { calls, failures } = totals(t.plugins);
+    const ran = t.plugins.filter((p) => p.recent.calls);
+    const worst = ran.length ? micros(Math.max(...ran.map((p) => p.recent.wall_us.p99))) : '—';
+    let state = 'serving';
+    if (t.degraded) state = el('span', `degraded: ${t.degraded}`, { class: 'bad' });
+    else if (t.store_error) state = el('span', `store: ${t.store_error}`, { class: 'bad' });
+    const known = (n) => (n === null || n === undefined ? '—' : n);
+    const tr = row([t.name, state, known(t.sessions), t.plugins.length, calls,
+      failures ? el('span', failures, { class: 'bad' }) : '0', worst,
+      known(t.ends_waiting), known(t.dead_letters), known(t.webhooks_held)]);
+    tr.dataset.tenant = t.name;
+    return tr;
+  }));
+}
+
 // -------------------------------------------------------------- queues
 
 function facts(list, pairs) {
@@ -289,7 +353,15 @@ async function renderQueues() {
     ['oldest queued', hooks.oldest_queued_at ? when(hooks.oldest_queued_at) : '—'],
   ]);
   const body = $('endpoints').querySelector('tbody');
-  body.replaceChildren(...hooks.endpoints.map((e) => row([e.url, e.events.join(', ')])));
+  body.replaceChildren(...hooks.endpoints.map((e) => {
+    const h = e.this_host;
+    const failure = h.last_failure
+      ? el('span', `${h.last_failure.error} (attempt ${h.last_failure.attempt}, ${when(h.last_failure.at)})`,
+        { class: h.failing_in_a_row ? 'bad' : 'muted' })
+      : '—';
+    return row([e.url, e.events.join(', '), h.sent, h.failed, h.gave_up,
+      h.last_sent_at ? when(h.last_sent_at) : '—', failure]);
+  }));
 }
 
 // ---------------------------------------------------------------- wiring
