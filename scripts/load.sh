@@ -25,7 +25,8 @@
 # RUNTIME_TOML (extra lines for the generated config's [runtime] table, e.g.
 # "max_idle_instances = 64"), LOG_TOML (lines for a [log] table, e.g.
 # 'format = "json"' and 'spans = true' on two lines: LOG still sets the
-# levels), PLUGINS (the chain of the second run, in order;
+# levels), METRICS_TOML (lines for a [metrics] table, e.g. "enabled = false":
+# nothing counted), PLUGINS (the chain of the second run, in order;
 # default "single-session audit-log perspective"), KEEP_WORK (keep the
 # temporary directory), SESSIOND_BIN (a sessiond binary to measure instead of
 # building target/release/sessiond, e.g. an older build kept for an A/B run),
@@ -56,6 +57,7 @@ CALIBRATE=${CALIBRATE:-20}
 BENCH_REQUESTS=${BENCH_REQUESTS:-200000}
 RUNTIME_TOML=${RUNTIME_TOML:-}
 LOG_TOML=${LOG_TOML:-}
+METRICS_TOML=${METRICS_TOML:-}
 PLUGINS=${PLUGINS:-single-session audit-log perspective}
 STORES=${STORES:-}
 EMBEDDED_DURABILITY=${EMBEDDED_DURABILITY:-full}
@@ -179,6 +181,9 @@ $RUNTIME_TOML
 
 [log]
 $LOG_TOML
+
+[metrics]
+$METRICS_TOML
 
 [sweeper]
 # Nothing expires during a run: keep the sweeper out of the counts.

@@ -71,15 +71,24 @@ pub async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn StoreBackend
 /// not load fails the build with its tenant, name and reason.
 pub async fn build(config: Config) -> anyhow::Result<Server> {
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn StoreBackend> = Arc::new(MeteredStore::new(
-        build_store(&config).await?,
-        metrics.store.clone(),
-    ));
-    let runtime = Arc::new(
-        Runtime::new(config.runtime.clone(), HostStores::of(store.clone()))
-            .context("starting the plugin runtime")?
-            .with_metrics(metrics.plugins.clone()),
-    );
+    // With `[metrics] enabled = false` nothing is counted: no store or
+    // plugin metrics, and no per-request counters (see api::router).
+    let counted = config.metrics.enabled;
+    let store: Arc<dyn StoreBackend> = if counted {
+        Arc::new(MeteredStore::new(
+            build_store(&config).await?,
+            metrics.store.clone(),
+        ))
+    } else {
+        build_store(&config).await?
+    };
+    let runtime = Runtime::new(config.runtime.clone(), HostStores::of(store.clone()))
+        .context("starting the plugin runtime")?;
+    let runtime = Arc::new(if counted {
+        runtime.with_metrics(metrics.plugins.clone())
+    } else {
+        runtime
+    });
     let mut tenants = Vec::with_capacity(config.tenants.len());
     let mut gates = Vec::with_capacity(config.tenants.len());
     for (name, tenant) in &config.tenants {

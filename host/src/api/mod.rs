@@ -97,7 +97,7 @@ pub fn admin_router() -> Router<Arc<App>> {
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.server.max_body_bytes;
     let body_timeout = BodyTimeout(app.server.body_read_timeout_ms);
-    Router::new()
+    let router = Router::new()
         .merge(sessions_router())
         .merge(users_router())
         .merge(admin_router())
@@ -114,12 +114,17 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(body_timeout, body_deadline))
         .layer(middleware::from_fn_with_state(app.clone(), cors::cors))
-        .layer(middleware::from_fn(trace::trace_request))
-        .layer(middleware::from_fn_with_state(
+        .layer(middleware::from_fn(trace::trace_request));
+    // `[metrics] enabled = false`: requests are not counted either.
+    let router = if app.metrics_access.enabled {
+        router.layer(middleware::from_fn_with_state(
             app.metrics.clone(),
             metrics::record_request,
         ))
-        .with_state(app)
+    } else {
+        router
+    };
+    router.with_state(app)
 }
 
 /// `server.body_read_timeout_ms`.

@@ -10,7 +10,9 @@ use super::schema::{ProxyNet, parse_api_key_hash};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Serve `GET /metrics`; when off, it is 404 like any unknown route.
+    /// Count and serve `GET /metrics`. When off, it is 404 like any
+    /// unknown route, and nothing is counted: no request, store or plugin
+    /// metrics (the `store` spans go with the store metrics).
     pub enabled: bool,
     /// The client addresses that may scrape: CIDRs or single addresses. The
     /// client's address is the one the API sees (behind a trusted proxy,
