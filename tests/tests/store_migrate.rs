@@ -22,7 +22,7 @@ use sessiond::store::dump::{Kind, PAGE_SIZE, StoreDump};
 use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
-use sessiond::store::{EndQueueStats, SessionStore, StoreBackend, WriteOutcome};
+use sessiond::store::{Delivery, EndQueueStats, SessionStore, StoreBackend, WriteOutcome};
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 
 const SEC: Millis = 1000;
@@ -135,6 +135,8 @@ struct Fixture {
     audit_ids: BTreeMap<String, Vec<String>>,
     /// Tenant, idempotency key and the audit id it wrote.
     once: Vec<(String, String, String)>,
+    /// acme's webhook deliveries waiting in the outbox, by id.
+    outbox: Vec<Delivery>,
 }
 
 /// Fills `store` with three tenants: sessions (anonymous and of users, of
@@ -229,6 +231,31 @@ async fn seed(store: &dyn StoreBackend) -> Fixture {
         }
     }
 
+    // Webhook deliveries: one not tried yet, one failed twice.
+    let outbox = vec![
+        Delivery {
+            id: "msg-1.hook-a".into(),
+            message_id: "msg-1".into(),
+            url: "https://hooks.example/a".into(),
+            body: r#"{"type":"session.ended","data":{"reason":"logout"}}"#.into(),
+            created_at: now - MIN,
+            due_at: now,
+            attempts: 0,
+            last_error: None,
+        },
+        Delivery {
+            id: "msg-2.hook-a".into(),
+            message_id: "msg-2".into(),
+            url: "https://hooks.example/a".into(),
+            body: r#"{"type":"session.created"}"#.into(),
+            created_at: now - HOUR,
+            due_at: now + MIN,
+            attempts: 2,
+            last_error: Some("the endpoint answered 503 Service Unavailable".into()),
+        },
+    ];
+    assert_eq!(store.outbox_push(ACME, &outbox).await.unwrap(), 2);
+
     let mut users = Vec::new();
     for (tenant, user) in [
         (ACME, "alice"),
@@ -263,6 +290,7 @@ async fn seed(store: &dyn StoreBackend) -> Fixture {
             .collect(),
         audit_ids,
         once,
+        outbox,
     }
 }
 
@@ -284,6 +312,11 @@ async fn audit_page_ids(store: &dyn StoreBackend, tenant: &str) -> Vec<String> {
 /// appends and sweeps: check a copy only once it has been copied on.
 async fn check_copy(copy: &dyn StoreBackend, f: &Fixture) {
     let now = f.now;
+    // The outbox, with each delivery's id, webhook-id, attempts and error.
+    let (mut held, next) = copy.outbox_page(ACME, None, 100).await.unwrap();
+    held.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!((held, next), (f.outbox.clone(), None));
+    assert_eq!(copy.outbox_stats(ACME, now).await.unwrap().due, 1);
     for r in &f.live {
         let got = copy.get(&r.tenant, &r.token_hash, now).await.unwrap();
         assert_eq!(got.as_ref(), Some(r), "session {}", r.public_id);
@@ -367,6 +400,7 @@ async fn embedded_to_redis_and_back() {
     assert_eq!(written(&report, Kind::Kv), 4);
     assert_eq!(written(&report, Kind::Audit), 4);
     assert_eq!(written(&report, Kind::AuditOnce), 2);
+    assert_eq!(written(&report, Kind::Outbox), 2);
     assert!(report.misplaced.is_empty());
     assert_eq!(dump(&middle).await, expected);
     assert_eq!(
@@ -480,6 +514,7 @@ async fn refuses_then_merges(target: &dyn StoreBackend) {
     assert_eq!(again.tally.get(Kind::Session).exists, 6);
     assert_eq!(again.tally.get(Kind::EndJob).exists, 2);
     assert_eq!(again.tally.get(Kind::AuditOnce).exists, 2);
+    assert_eq!(again.tally.get(Kind::Outbox).exists, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,12 +669,13 @@ async fn cli_export_then_import_refuse_and_merge() {
         text.starts_with("{\"format\":\"sessiond-store\",\"version\":1,"),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 1 + 6 + 2 + 4 + 4 + 2);
+    assert_eq!(text.lines().count(), 1 + 6 + 2 + 4 + 4 + 2 + 2);
 
     let out = sessiond(&["store", "import", "--config", &b, "--in", file], b"");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("audit-once: 2 written"),
+        stderr(&out).contains("audit-once: 2 written")
+            && stderr(&out).contains("outbox: 2 written"),
         "{}",
         stderr(&out)
     );
@@ -794,6 +830,20 @@ async fn seed_many(store: &dyn StoreBackend, now: Millis) {
                 .unwrap();
         }
     }
+    // More webhook deliveries than one page holds.
+    let deliveries: Vec<Delivery> = (0..PAGE_SIZE + 50)
+        .map(|n| Delivery {
+            id: format!("msg-{n}.hook"),
+            message_id: format!("msg-{n}"),
+            url: "https://hooks.example/many".into(),
+            body: format!("{{\"n\":{n}}}"),
+            created_at: now,
+            due_at: now + n as Millis,
+            attempts: 0,
+            last_error: None,
+        })
+        .collect();
+    store.outbox_push("many-0", &deliveries).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -803,9 +853,13 @@ async fn pages_through_large_stores() {
     seed_many(&source, now).await;
     let expected = dump(&source).await;
     // 5 tenants of 250 sessions, 250 end jobs, 500 kv entries, 500 audit
-    // records and 250 idempotency keys.
+    // records and 250 idempotency keys, and one tenant's outbox of more
+    // deliveries than a page holds.
     const { assert!(PAGE_SIZE < 250) };
-    assert_eq!(expected.len(), 5 * (250 + 250 + 500 + 500 + 250));
+    assert_eq!(
+        expected.len(),
+        5 * (250 + 250 + 500 + 500 + 250) + PAGE_SIZE + 50
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = EmbeddedConfig::new(dir.path());

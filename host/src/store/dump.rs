@@ -23,6 +23,7 @@
 //! | `kv` | `plugin`, `key`, `value`, `expires_at` (absent: never) |
 //! | `audit` | `id` (`<ms>-<seq>`), `at`, `plugin`, `session` (absent: none), `record` |
 //! | `audit-once` | `key` (an idempotency key of an audit append), `id` (the record its first append wrote), `expires_at` |
+//! | `outbox` | `id`, `message_id` (its `webhook-id`), `url`, `body` (exactly as signed), `created_at`, `due_at`, `attempts`, `last_error` (absent: none) |
 //!
 //! Times are milliseconds since the Unix epoch. No token appears: the store
 //! holds only their hashes. A dump does hold every session's data, so keep it
@@ -43,6 +44,10 @@
 //!   idempotency keys with theirs; those that lapsed are left out (at export)
 //!   or counted as [`Imported::Lapsed`] (at import).
 //! - Audit records with their ids.
+//! - Webhook deliveries still waiting in the outbox, with their ids (so a
+//!   delivery sent again after the move carries the same `webhook-id`),
+//!   attempts and due times. One leased at export time is due when its
+//!   lease would have ended.
 //!
 //! End jobs and audit records keep their ids, and a stream only grows at its
 //! end (as a Redis stream does): one whose id is not after the last id the
@@ -74,15 +79,17 @@ pub enum Kind {
     Kv,
     Audit,
     AuditOnce,
+    Outbox,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Session,
         Kind::EndJob,
         Kind::Kv,
         Kind::Audit,
         Kind::AuditOnce,
+        Kind::Outbox,
     ];
 
     /// The kind's name in the format.
@@ -93,6 +100,7 @@ impl Kind {
             Kind::Kv => "kv",
             Kind::Audit => "audit",
             Kind::AuditOnce => "audit-once",
+            Kind::Outbox => "outbox",
         }
     }
 }
@@ -158,6 +166,111 @@ pub struct AuditOnceItem {
     pub expires_at: Millis,
 }
 
+/// A webhook delivery waiting in the outbox ([`super::Delivery`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxItem {
+    pub tenant: String,
+    pub id: String,
+    pub message_id: String,
+    pub url: String,
+    pub body: String,
+    pub created_at: Millis,
+    pub due_at: Millis,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl OutboxItem {
+    /// The delivery as the outbox holds it.
+    pub fn delivery(&self) -> super::Delivery {
+        super::Delivery {
+            id: self.id.clone(),
+            message_id: self.message_id.clone(),
+            url: self.url.clone(),
+            body: self.body.clone(),
+            created_at: self.created_at,
+            due_at: self.due_at,
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// The item of `tenant`'s delivery `d`.
+    pub fn of(tenant: &str, d: &super::Delivery) -> OutboxItem {
+        OutboxItem {
+            tenant: tenant.to_string(),
+            id: d.id.clone(),
+            message_id: d.message_id.clone(),
+            url: d.url.clone(),
+            body: d.body.clone(),
+            created_at: d.created_at,
+            due_at: d.due_at,
+            attempts: d.attempts,
+            last_error: d.last_error.clone(),
+        }
+    }
+}
+
+/// A page of `tenant`'s outbox as dump items: every backend's
+/// [`StoreDump::dump_page`] of [`Kind::Outbox`], over its [`super::Outbox`].
+pub async fn outbox_page(
+    outbox: &(impl super::Outbox + ?Sized),
+    tenant: &str,
+    cursor: Option<&str>,
+) -> StoreResult<DumpPage> {
+    let (page, next) = outbox.outbox_page(tenant, cursor, PAGE_SIZE).await?;
+    Ok(DumpPage {
+        items: page
+            .iter()
+            .map(|d| Item::Outbox(OutboxItem::of(tenant, d)))
+            .collect(),
+        next,
+    })
+}
+
+/// Imports `items` in order: outbox deliveries through the backend's own
+/// [`super::Outbox::outbox_push`] (which keeps a delivery it holds
+/// already), every other run of items through `rest`.
+pub async fn import_with_outbox<'a, F, Fut>(
+    outbox: &(impl super::Outbox + ?Sized),
+    items: &'a [Item],
+    mut rest: F,
+) -> StoreResult<Vec<Imported>>
+where
+    F: FnMut(&'a [Item]) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Vec<Imported>>>,
+{
+    let mut out = Vec::with_capacity(items.len());
+    let mut left = items;
+    while let Some(first) = left.first() {
+        let is_outbox = |i: &Item| matches!(i, Item::Outbox(_));
+        let len = left
+            .iter()
+            .take_while(|i| is_outbox(i) == is_outbox(first))
+            .count();
+        let (run, after) = left.split_at(len);
+        left = after;
+        if is_outbox(first) {
+            for item in run {
+                let Item::Outbox(i) = item else {
+                    unreachable!("a run of outbox items")
+                };
+                let queued = outbox.outbox_push(&i.tenant, &[i.delivery()]).await?;
+                out.push(if queued > 0 {
+                    Imported::Written
+                } else {
+                    Imported::Exists
+                });
+            }
+        } else {
+            out.extend(rest(run).await?);
+        }
+    }
+    Ok(out)
+}
+
 /// One item of a store, as one line of the format holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -167,6 +280,7 @@ pub enum Item {
     Kv(KvItem),
     Audit(AuditItem),
     AuditOnce(AuditOnceItem),
+    Outbox(OutboxItem),
 }
 
 impl Item {
@@ -177,6 +291,7 @@ impl Item {
             Item::Kv(_) => Kind::Kv,
             Item::Audit(_) => Kind::Audit,
             Item::AuditOnce(_) => Kind::AuditOnce,
+            Item::Outbox(_) => Kind::Outbox,
         }
     }
 
@@ -187,6 +302,7 @@ impl Item {
             Item::Kv(i) => &i.tenant,
             Item::Audit(i) => &i.tenant,
             Item::AuditOnce(i) => &i.tenant,
+            Item::Outbox(i) => &i.tenant,
         }
     }
 
@@ -199,6 +315,7 @@ impl Item {
             Item::Kv(i) => format!("{}\0{}", i.plugin, i.key),
             Item::Audit(i) => i.id.clone(),
             Item::AuditOnce(i) => i.key.clone(),
+            Item::Outbox(i) => i.id.clone(),
         }
     }
 
@@ -252,6 +369,12 @@ impl Item {
             Item::AuditOnce(i) => stream_id(&i.id)
                 .map(drop)
                 .ok_or_else(|| bad_id("id", &i.id)),
+            Item::Outbox(i) => {
+                if i.id.is_empty() || i.message_id.is_empty() || i.url.is_empty() {
+                    return Err("a delivery needs an id, a message_id and a url".into());
+                }
+                Ok(())
+            }
         }
     }
 }

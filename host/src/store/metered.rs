@@ -435,6 +435,16 @@ impl Outbox for MeteredStore {
         self.timed("outbox_stats", self.inner.outbox_stats(tenant, now))
             .await
     }
+
+    async fn outbox_page(
+        &self,
+        tenant: &str,
+        cursor: Option<&str>,
+        max: usize,
+    ) -> StoreResult<(Vec<Delivery>, Option<String>)> {
+        // An export's read, like the other dump reads: not metered.
+        self.inner.outbox_page(tenant, cursor, max).await
+    }
 }
 
 #[async_trait]

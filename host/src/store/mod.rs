@@ -692,6 +692,19 @@ pub trait Outbox: Send + Sync + 'static {
     /// How many deliveries `tenant`'s outbox holds, how many of them are
     /// due at `now`, and when the oldest was queued.
     async fn outbox_stats(&self, tenant: &str, now: Millis) -> StoreResult<OutboxStats>;
+
+    /// Reads (changes nothing) a page of the tenant's held deliveries, for
+    /// `sessiond store export`: about `max` after `cursor` (the cursor this
+    /// returned for the page before; from the start when none), and the
+    /// cursor of the next page (none: this was the last). A delivery may
+    /// come twice while the outbox changes (Redis scans), but every one held
+    /// throughout comes at least once.
+    async fn outbox_page(
+        &self,
+        tenant: &str,
+        cursor: Option<&str>,
+        max: usize,
+    ) -> StoreResult<(Vec<Delivery>, Option<String>)>;
 }
 
 /// One webhook delivery: one event for one endpoint.

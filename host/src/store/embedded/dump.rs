@@ -13,7 +13,7 @@ use super::streams::{AUDIT, ENDS, Stream, StreamId};
 use super::{EmbeddedStore, decode, encode, sql_ms};
 use crate::session::{EndReason, Millis, now_ms};
 use crate::store::dump::{
-    AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, PAGE_SIZE,
+    self, AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, PAGE_SIZE,
     SessionItem, StoreDump, end_id, stream_id,
 };
 use crate::store::{StoreError, StoreResult};
@@ -23,7 +23,7 @@ fn tenants(conn: &Connection) -> StoreResult<Vec<String>> {
         "SELECT tenant FROM sessions UNION SELECT tenant FROM ends
          UNION SELECT tenant FROM kv WHERE expires_at IS NULL OR expires_at > ?1
          UNION SELECT tenant FROM audit UNION SELECT tenant FROM audit_once WHERE expires_at > ?1
-         UNION SELECT tenant FROM streams ORDER BY 1",
+         UNION SELECT tenant FROM streams UNION SELECT tenant FROM outbox ORDER BY 1",
     )?;
     let rows = stmt.query_map(params![sql_ms(now_ms())], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -230,6 +230,10 @@ fn import(
                 Item::Kv(i) => import_kv(conn, i, now),
                 Item::Audit(i) => import_audit(conn, i, max_len),
                 Item::AuditOnce(i) => import_once(conn, i, now),
+                // dump::import_with_outbox pushes those through the outbox.
+                Item::Outbox(_) => Err(StoreError::Backend(
+                    "outbox items in the import transaction".into(),
+                )),
             }
         })
         .collect()
@@ -381,6 +385,9 @@ impl StoreDump for EmbeddedStore {
         kind: Kind,
         cursor: Option<&str>,
     ) -> StoreResult<DumpPage> {
+        if kind == Kind::Outbox {
+            return dump::outbox_page(self, tenant, cursor).await;
+        }
         let (tenant, cursor) = (tenant.to_string(), cursor.map(str::to_string));
         self.readers
             .read(move |c| {
@@ -391,19 +398,25 @@ impl StoreDump for EmbeddedStore {
                     Kind::Kv => kv(c, &tenant, cursor),
                     Kind::Audit => audit(c, &tenant, cursor),
                     Kind::AuditOnce => audit_once(c, &tenant, cursor),
+                    Kind::Outbox => Ok(DumpPage::default()),
                 }
             })
             .await
     }
 
     async fn import_items(&self, items: &[Item], now: Millis) -> StoreResult<Vec<Imported>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let items = items.to_vec();
         let max_len = i64::try_from(self.audit_max_len).unwrap_or(i64::MAX);
-        self.writer
-            .write(move |c| import(c, &items, max_len, now))
-            .await
+        dump::import_with_outbox(self, items, |run| {
+            let run = run.to_vec();
+            async move {
+                if run.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.writer
+                    .write(move |c| import(c, &run, max_len, now))
+                    .await
+            }
+        })
+        .await
     }
 }

@@ -192,6 +192,33 @@ fn stats(conn: &Connection, tenant: &str, now: Millis) -> StoreResult<OutboxStat
     })
 }
 
+/// Up to `max` of the tenant's deliveries after the id `cursor`, in id
+/// order, and the last one's id when the page is full.
+fn page(
+    conn: &Connection,
+    tenant: &str,
+    cursor: Option<&str>,
+    max: usize,
+) -> StoreResult<(Vec<Delivery>, Option<String>)> {
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))?
+        .query_map(
+            params![tenant, cursor.unwrap_or(""), sql_count(max)],
+            stored,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let page = rows
+        .into_iter()
+        .map(delivery)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let next = (max > 0 && page.len() == max)
+        .then(|| page.last().map(|d| d.id.clone()))
+        .flatten();
+    Ok((page, next))
+}
+
 #[async_trait]
 impl Outbox for EmbeddedStore {
     async fn outbox_push(&self, tenant: &str, deliveries: &[Delivery]) -> StoreResult<u64> {
@@ -244,6 +271,18 @@ impl Outbox for EmbeddedStore {
     async fn outbox_stats(&self, tenant: &str, now: Millis) -> StoreResult<OutboxStats> {
         let tenant = tenant.to_string();
         self.readers.read(move |c| stats(c, &tenant, now)).await
+    }
+
+    async fn outbox_page(
+        &self,
+        tenant: &str,
+        cursor: Option<&str>,
+        max: usize,
+    ) -> StoreResult<(Vec<Delivery>, Option<String>)> {
+        let (tenant, cursor) = (tenant.to_string(), cursor.map(str::to_string));
+        self.readers
+            .read(move |c| page(c, &tenant, cursor.as_deref(), max))
+            .await
     }
 }
 

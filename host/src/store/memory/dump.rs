@@ -8,8 +8,8 @@ use super::MemoryStore;
 use super::tenant::{KvEntry, QueuedEnd, StreamId, Tenant, lock};
 use crate::session::{Millis, SessionRecord, now_ms};
 use crate::store::dump::{
-    AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, SessionItem,
-    StoreDump,
+    AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, OutboxItem,
+    SessionItem, StoreDump,
 };
 use crate::store::{EndJob, StoreResult};
 
@@ -19,6 +19,7 @@ impl Tenant {
             || !self.ends.is_empty()
             || !self.audit.is_empty()
             || !self.audit_once.is_empty()
+            || !self.outbox.is_empty()
             || self.last_audit_id != StreamId::default()
             || self
                 .kv
@@ -82,6 +83,13 @@ impl Tenant {
                     .collect();
                 keys.sort_by(|a, b| a.key.cmp(&b.key));
                 keys.into_iter().map(Item::AuditOnce).collect()
+            }
+            Kind::Outbox => {
+                let mut held: Vec<&crate::store::Delivery> = self.outbox.values().collect();
+                held.sort_by(|a, b| a.id.cmp(&b.id));
+                held.into_iter()
+                    .map(|d| Item::Outbox(OutboxItem::of(tenant, d)))
+                    .collect()
             }
         }
     }
@@ -157,6 +165,14 @@ impl Tenant {
                     .partition_point(|(until, _)| *until <= i.expires_at);
                 self.audit_once_order
                     .insert(at, (i.expires_at, i.key.clone()));
+                Imported::Written
+            }
+            Item::Outbox(i) => {
+                if self.outbox.contains_key(&i.id) {
+                    return Ok(Imported::Exists);
+                }
+                self.outbox_due.insert((i.due_at, i.id.clone()));
+                self.outbox.insert(i.id.clone(), i.delivery());
                 Imported::Written
             }
         })

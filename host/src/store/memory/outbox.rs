@@ -98,4 +98,25 @@ impl Outbox for MemoryStore {
             oldest_created_at: t.outbox.values().map(|d| d.created_at).min(),
         })
     }
+
+    async fn outbox_page(
+        &self,
+        tenant: &str,
+        cursor: Option<&str>,
+        max: usize,
+    ) -> StoreResult<(Vec<Delivery>, Option<String>)> {
+        let tenant = self.tenant(tenant);
+        let t = lock(&tenant);
+        let mut page: Vec<&Delivery> = t
+            .outbox
+            .values()
+            .filter(|d| cursor.is_none_or(|c| d.id.as_str() > c))
+            .collect();
+        page.sort_by(|a, b| a.id.cmp(&b.id));
+        let full = page.len() > max;
+        page.truncate(max);
+        let page: Vec<Delivery> = page.into_iter().cloned().collect();
+        let next = full.then(|| page.last().map(|d| d.id.clone())).flatten();
+        Ok((page, next))
+    }
 }

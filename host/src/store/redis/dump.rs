@@ -29,11 +29,11 @@ use super::reply::{
     audit_record, corrupt, end_job, entry as stream_entry, id_after, items, records, text,
 };
 use crate::session::Millis;
-use crate::store::StoreResult;
 use crate::store::dump::{
-    AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, PAGE_SIZE,
+    self, AuditItem, AuditOnceItem, DumpPage, EndJobItem, Imported, Item, Kind, KvItem, PAGE_SIZE,
     SessionItem, StoreDump,
 };
+use crate::store::{StoreError, StoreResult};
 
 mod node;
 
@@ -203,6 +203,8 @@ impl RedisStore {
             Kind::Session => SCRIPTS.import_sessions.prepare_invoke(),
             Kind::EndJob | Kind::Audit => SCRIPTS.import_stream.prepare_invoke(),
             Kind::Kv | Kind::AuditOnce => SCRIPTS.import_strings.prepare_invoke(),
+            // dump::import_with_outbox pushes those through the outbox.
+            Kind::Outbox => return Err(StoreError::Backend("outbox items in a script run".into())),
         };
         match first.kind() {
             Kind::Session => {
@@ -214,7 +216,7 @@ impl RedisStore {
             Kind::Audit => {
                 inv.key(keys.audit()).arg("audit").arg(self.audit_max_len);
             }
-            Kind::Kv | Kind::AuditOnce => {}
+            Kind::Kv | Kind::AuditOnce | Kind::Outbox => {}
         }
         for (n, item) in run.iter().enumerate() {
             match item {
@@ -257,6 +259,7 @@ impl RedisStore {
                     }
                     inv.arg(key).arg(&i.id).arg(clamp(i.expires_at));
                 }
+                Item::Outbox(_) => {}
             }
         }
         let answers = items(self.conn.invoke(&inv).await?)?;
@@ -314,10 +317,19 @@ impl StoreDump for RedisStore {
             Kind::EndJob => self.stream_page(tenant, keys.ends(), kind, cursor).await,
             Kind::Audit => self.stream_page(tenant, keys.audit(), kind, cursor).await,
             Kind::Kv | Kind::AuditOnce => self.string_page(tenant, &keys, kind, cursor).await,
+            Kind::Outbox => dump::outbox_page(self, tenant, cursor).await,
         }
     }
 
     async fn import_items(&self, items: &[Item], now: Millis) -> StoreResult<Vec<Imported>> {
+        dump::import_with_outbox(self, items, |run| self.import_scripted(run, now)).await
+    }
+}
+
+impl RedisStore {
+    /// Imports items of every kind but the outbox, a script per run of one
+    /// tenant and kind.
+    async fn import_scripted(&self, items: &[Item], now: Millis) -> StoreResult<Vec<Imported>> {
         let mut out = Vec::with_capacity(items.len());
         let mut rest = items;
         while let Some(first) = rest.first() {

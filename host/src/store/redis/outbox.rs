@@ -148,6 +148,57 @@ impl Outbox for RedisStore {
             },
         })
     }
+
+    async fn outbox_page(
+        &self,
+        tenant: &str,
+        cursor: Option<&str>,
+        max: usize,
+    ) -> StoreResult<(Vec<Delivery>, Option<String>)> {
+        let keys = self.keys(tenant);
+        let mut inv = SCRIPTS.outbox_page.prepare_invoke();
+        inv.key(keys.outbox_due())
+            .arg(keys.base())
+            .arg(cursor.unwrap_or("0"))
+            .arg(max.max(1));
+        let reply = items(self.conn.invoke(&inv).await?)?;
+        let Some((next, rest)) = reply.split_first() else {
+            return Err(corrupt("outbox_page: empty reply"));
+        };
+        if !rest.len().is_multiple_of(8) {
+            return Err(corrupt(
+                "outbox_page: list length is not 1 + a multiple of 8",
+            ));
+        }
+        let mut page = Vec::with_capacity(rest.len() / 8);
+        for f in rest.chunks(8) {
+            let [
+                id,
+                message_id,
+                url,
+                body,
+                created_at,
+                due_at,
+                attempts,
+                error,
+            ] = f
+            else {
+                unreachable!("chunks of 8");
+            };
+            let fields = [
+                id.clone(),
+                message_id.clone(),
+                url.clone(),
+                body.clone(),
+                created_at.clone(),
+                attempts.clone(),
+                error.clone(),
+            ];
+            page.push(leased(&fields, number(due_at)?)?);
+        }
+        let next = text(next)?;
+        Ok((page, (next != "0").then(|| next.to_string())))
+    }
 }
 
 /// A delivery from the lease script's `id, m, u, b, c, n, e` (`e` nil when

@@ -40,6 +40,7 @@ pub(super) struct Scripts {
     pub(super) outbox_remove: Script,
     pub(super) outbox_retry: Script,
     pub(super) outbox_stats: Script,
+    pub(super) outbox_page: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -67,6 +68,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         outbox_remove: s(include_str!("lua/outbox_remove.lua")),
         outbox_retry: s(include_str!("lua/outbox_retry.lua")),
         outbox_stats: s(include_str!("lua/outbox_stats.lua")),
+        outbox_page: s(include_str!("lua/outbox_page.lua")),
     }
 });
 
