@@ -166,7 +166,10 @@ async fn a_person_finds_and_revokes_a_session() {
         Command::new("python3")
             .arg(script)
             .args(["--base", &base, "--key", KEY, "--user", "alice"])
-            .args(["--revoke", &revoke_arg, "--keep", &keep_arg])
+            // `--name=value`: a public id may start with `-`, which
+            // argparse would take for an option.
+            .arg(format!("--revoke={revoke_arg}"))
+            .arg(format!("--keep={keep_arg}"))
             .args(["--plugin", "audit-log", "--webhook", WEBHOOK])
             .args(["--operator-key", OPERATOR_KEY, "--other-tenant", "globex"])
             .arg("--shots")
