@@ -245,21 +245,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The span id a `traceresponse` header names.
-fn answered_span(response: &reqwest::Response) -> String {
-    let header = response.headers()["traceresponse"].to_str().unwrap();
-    header.split('-').nth(2).unwrap().to_string()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_reach_an_otlp_collector_and_the_end_job_continues_the_ending_requests_trace() {
-    const END_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
-    const END_PARENT: &str = "b7ad6b7169203331";
+/// A host exporting to a collector of its own, with `otlp` as further
+/// lines of `[log.otlp]`.
+async fn exporting_host(
+    otlp: &str,
+) -> (
+    Host,
+    tempfile::TempDir,
+    std::sync::Arc<std::sync::Mutex<Collector>>,
+) {
     let (endpoint, collector) = start_collector().await;
     let toml = format!(
         "[server]\nlisten = \"{{listen}}\"\n\n[runtime]\ncache_dir = \"{}\"\n\n\
-         [log.otlp]\nendpoint = \"{endpoint}\"\nexport_interval_ms = 200\n\
-         service_name = \"sessiond-under-test\"\n{}",
+         [log.otlp]\nendpoint = \"{endpoint}\"\nexport_interval_ms = 200\n{otlp}\n{}",
         cache_dir().display(),
         Tenant::new("acme")
             .key(KEY)
@@ -267,7 +265,7 @@ async fn spans_reach_an_otlp_collector_and_the_end_job_continues_the_ending_requ
             .toml()
     );
     let dir = tempfile::tempdir().unwrap();
-    let (host, _dir) = tokio::task::spawn_blocking(move || {
+    let (host, dir) = tokio::task::spawn_blocking(move || {
         let host = Host::start_logging_as_configured(
             BIN,
             dir.path(),
@@ -279,6 +277,91 @@ async fn spans_reach_an_otlp_collector_and_the_end_job_continues_the_ending_requ
     })
     .await
     .unwrap();
+    (host, dir, collector)
+}
+
+/// With `sample_ratio = 0`, no new trace is exported, and a caller's
+/// `traceparent` decides for its own: sampled, it is exported whole; not
+/// sampled, not at all. `traceresponse` carries the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_is_exported_as_its_sampled_flag_says() {
+    const SAMPLED: &str = "11111111111111111111111111111111";
+    const UNSAMPLED: &str = "22222222222222222222222222222222";
+    let (host, _dir, collector) = exporting_host("sample_ratio = 0.0").await;
+    let http = reqwest::Client::new();
+    let create = |traceparent: Option<String>| {
+        let mut request = http
+            .post(format!("{}/v1/sessions", host.base_url()))
+            .bearer_auth(KEY)
+            .json(&json!({}));
+        if let Some(t) = traceparent {
+            request = request.header("traceparent", t);
+        }
+        request.send()
+    };
+    let fresh = create(None).await.unwrap();
+    assert_eq!(fresh.status(), 201);
+    let fresh_header = fresh.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(fresh_header.ends_with("-00"), "not sampled: {fresh_header}");
+    let fresh_trace = fresh_header.split('-').nth(1).unwrap().to_string();
+    let unsampled = create(Some(format!("00-{UNSAMPLED}-{PARENT}-00")))
+        .await
+        .unwrap();
+    assert!(
+        unsampled.headers()["traceresponse"]
+            .to_str()
+            .unwrap()
+            .ends_with("-00")
+    );
+    let sampled = create(Some(format!("00-{SAMPLED}-{PARENT}-01")))
+        .await
+        .unwrap();
+    let sampled_header = sampled.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(sampled_header.ends_with("-01"), "{sampled_header}");
+
+    // The sampled request's whole tree arrives; by then the others' would
+    // have (they were answered first, and go out in the same batches).
+    let spans = eventually(Duration::from_secs(20), || async {
+        let got = collector.lock().unwrap();
+        got.spans
+            .iter()
+            .any(|s| s.trace_id == SAMPLED && s.name == "plugin")
+            .then(|| got.spans.clone())
+    })
+    .await
+    .expect("the sampled request's plugin span");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.trace_id == SAMPLED && s.name == "request")
+    );
+    let strays: Vec<&Exported> = spans
+        .iter()
+        .filter(|s| s.trace_id == UNSAMPLED || s.trace_id == fresh_trace)
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "unsampled spans were exported: {strays:#?}"
+    );
+}
+
+/// The span id a `traceresponse` header names.
+fn answered_span(response: &reqwest::Response) -> String {
+    let header = response.headers()["traceresponse"].to_str().unwrap();
+    header.split('-').nth(2).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_and_the_end_job_continues_the_ending_requests_trace() {
+    const END_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const END_PARENT: &str = "b7ad6b7169203331";
+    let (host, _dir, collector) = exporting_host("service_name = \"sessiond-under-test\"").await;
 
     let http = reqwest::Client::new();
     let created = http

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[log]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` (for a terminal or a journal) or `json` (one object a line,
@@ -28,7 +28,7 @@ pub struct LogConfig {
 
 /// `[log.otlp]`: where and how spans are exported over OTLP/HTTP (protobuf
 /// bodies).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
     /// The collector's traces URL, path included
@@ -47,6 +47,9 @@ pub struct OtlpConfig {
     /// takes every request and end job (`info`) with the chain, each
     /// plugin hook and each store call inside them (`sessiond=debug`).
     pub level: String,
+    /// The share of new traces exported, from 0 to 1 (all). A request whose
+    /// caller sent a `traceparent` follows its sampled flag instead.
+    pub sample_ratio: f64,
 }
 
 impl Default for OtlpConfig {
@@ -58,6 +61,7 @@ impl Default for OtlpConfig {
             export_interval_ms: 5_000,
             service_name: "sessiond".into(),
             level: "info,sessiond=debug,cranelift=warn,wasmtime=warn".into(),
+            sample_ratio: 1.0,
         }
     }
 }
@@ -119,6 +123,15 @@ impl LogConfig {
         }
         if otlp.export_interval_ms == 0 {
             return Err(("otlp.export_interval_ms", "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&otlp.sample_ratio) {
+            return Err((
+                "otlp.sample_ratio",
+                format!(
+                    "{} must be from 0 (no new trace) to 1 (every trace)",
+                    otlp.sample_ratio
+                ),
+            ));
         }
         Ok(())
     }
@@ -184,6 +197,10 @@ mod tests {
             (
                 "endpoint = \"http://c/v1/traces\"\nlevel = \"=[\"",
                 "log.otlp.level",
+            ),
+            (
+                "endpoint = \"http://c/v1/traces\"\nsample_ratio = 1.5",
+                "log.otlp.sample_ratio",
             ),
         ] {
             let err = parse(&format!("[log.otlp]\n{body}\n{}", minimal()))

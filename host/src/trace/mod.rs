@@ -11,8 +11,9 @@
 //! the job.
 //!
 //! With OTLP export on, the ids are the exported spans' own (the
-//! OpenTelemetry layer makes them); without it, they are drawn here. Either
-//! way a span's log lines carry the same `trace_id` that a collector shows.
+//! OpenTelemetry layer makes them, and its sampler sets the `sampled`
+//! flag); without it, they are drawn here. Either way a span's log lines
+//! carry the same `trace_id` that a collector shows.
 
 use std::future::Future;
 
@@ -25,12 +26,16 @@ use crate::ids::random_bytes;
 
 pub mod otlp;
 
-/// A span's place in a trace: its trace id (32 lowercase hex digits) and
-/// its own span id (16), as a `traceparent` header carries them.
+/// A span's place in a trace: its trace id (32 lowercase hex digits), its
+/// own span id (16) and whether the trace is sampled (exported), as a
+/// `traceparent` header carries them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceParent {
     pub trace_id: String,
     pub span_id: String,
+    /// The `sampled` flag: the trace is recorded and exported. With
+    /// `[log.otlp] sample_ratio` below 1, a span follows its parent's flag.
+    pub sampled: bool,
 }
 
 impl TraceParent {
@@ -53,23 +58,26 @@ impl TraceParent {
             && hex(flags, 2)
             && trace_id.bytes().any(|b| b != b'0')
             && span_id.bytes().any(|b| b != b'0');
+        let flags = u8::from_str_radix(flags, 16).ok()?;
         valid.then(|| TraceParent {
             trace_id: trace_id.to_string(),
             span_id: span_id.to_string(),
+            sampled: flags & 1 == 1,
         })
     }
 
-    /// As a version-00 `traceparent` (or `traceresponse`) header value,
-    /// sampled.
+    /// As a version-00 `traceparent` (or `traceresponse`) header value.
     pub fn header(&self) -> String {
-        format!("00-{}-{}-01", self.trace_id, self.span_id)
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
     }
 
-    /// A new trace's ids.
+    /// A new trace's ids, sampled.
     fn random() -> TraceParent {
         TraceParent {
             trace_id: hex::encode(random_bytes::<16>()),
             span_id: hex::encode(random_bytes::<8>()),
+            sampled: true,
         }
     }
 
@@ -77,13 +85,12 @@ impl TraceParent {
     fn otel_context(&self) -> Option<opentelemetry::Context> {
         let trace_id = TraceId::from_hex(&self.trace_id).ok()?;
         let span_id = SpanId::from_hex(&self.span_id).ok()?;
-        let parent = SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::SAMPLED,
-            true,
-            TraceState::default(),
-        );
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let parent = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
         Some(opentelemetry::Context::new().with_remote_span_context(parent))
     }
 }
@@ -106,11 +113,13 @@ pub fn begin(span: &tracing::Span, parent: Option<&TraceParent>) -> TraceParent 
         TraceParent {
             trace_id: exported.trace_id().to_string(),
             span_id: exported.span_id().to_string(),
+            sampled: exported.is_sampled(),
         }
     } else {
         let mut ids = TraceParent::random();
         if let Some(parent) = parent {
             ids.trace_id.clone_from(&parent.trace_id);
+            ids.sampled = parent.sampled;
         }
         ids
     };
@@ -160,9 +169,14 @@ mod tests {
             TraceParent {
                 trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
                 span_id: "00f067aa0ba902b7".into(),
+                sampled: true,
             }
         );
         assert_eq!(parent.header(), good);
+        // The sampled flag is the lowest bit; the others are kept for later.
+        let unsampled = TraceParent::parse(&good.replace("-01", "-02")).unwrap();
+        assert!(!unsampled.sampled);
+        assert!(unsampled.header().ends_with("-00"));
         // A later version may add fields; 00 may not.
         assert!(TraceParent::parse(&format!("01{}-extra", &good[2..])).is_some());
         for bad in [
@@ -186,6 +200,15 @@ mod tests {
         let ids = begin(&span, parent.as_ref());
         assert_eq!(ids.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(ids.span_id, "00f067aa0ba902b7");
+        assert!(ids.sampled);
+        let unsampled = TraceParent {
+            sampled: false,
+            ..parent.clone().unwrap()
+        };
+        assert!(
+            !begin(&span, Some(&unsampled)).sampled,
+            "a child keeps its parent's flag"
+        );
         let fresh = begin(&span, None);
         assert_eq!(fresh.trace_id.len(), 32);
         assert_ne!(fresh.trace_id, ids.trace_id);

@@ -1,6 +1,12 @@
 //! OTLP export of spans (`[log.otlp]`): every span the server logs can also
 //! go to an OpenTelemetry collector, over OTLP/HTTP with protobuf bodies.
 //!
+//! A trace is exported whole or not at all: one whose caller sent a
+//! `traceparent` follows its sampled flag, and a new one is sampled with
+//! probability `sample_ratio`, decided by its trace id (the end job of a
+//! session follows the request that ended it). Unsampled spans cost little:
+//! they are not recorded.
+//!
 //! Spans are batched by the OpenTelemetry SDK on a thread of its own and
 //! sent every `export_interval_ms`; a batch that cannot be sent is dropped
 //! after `timeout_ms` (the SDK logs it), so a collector that is down costs
@@ -15,7 +21,9 @@ use bytes::Bytes;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 
 use crate::config::OtlpConfig;
 
@@ -60,7 +68,13 @@ impl Export {
                     .build(),
             )
             .build();
+        // A trace whose caller decided (its traceparent's sampled flag)
+        // keeps that decision; a new one is sampled by its trace id, so
+        // every host decides the same for it.
+        let sampler =
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
         let provider = SdkTracerProvider::builder()
+            .with_sampler(sampler)
             .with_span_processor(batches)
             .with_resource(
                 Resource::builder()
