@@ -4,8 +4,9 @@
 //! A trace is exported whole or not at all: one whose caller sent a
 //! `traceparent` follows its sampled flag, and a new one is sampled with
 //! probability `sample_ratio`, decided by its trace id (the end job of a
-//! session follows the request that ended it). Unsampled spans cost little:
-//! they are not recorded.
+//! session follows the request that ended it). Unsampled spans are not
+//! exported, but the OpenTelemetry layer still builds their data before the
+//! sampler decides, so `level` saves more than the ratio (docs/load.md).
 //!
 //! Spans are batched by the OpenTelemetry SDK on a thread of its own and
 //! sent every `export_interval_ms`; a batch that cannot be sent is dropped
