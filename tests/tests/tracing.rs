@@ -35,12 +35,11 @@ fn lines_of_trace(log: &str, trace: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_is_traced_into_its_plugins_and_store_calls() {
+/// A `sessiond serve` process for tenant acme (the audit-log plugin) with
+/// `log` as its `[log]` table (and subtables), logging as that says.
+async fn traced_host(log: String) -> (Host, tempfile::TempDir) {
     let toml = format!(
-        "[server]\nlisten = \"{{listen}}\"\n\n[runtime]\ncache_dir = \"{}\"\n\n\
-         [log]\nformat = \"json\"\nlevel = \"info,sessiond=debug,cranelift=warn,wasmtime=warn\"\n\
-         spans = true\n{}",
+        "[server]\nlisten = \"{{listen}}\"\n\n[runtime]\ncache_dir = \"{}\"\n\n{log}\n{}",
         cache_dir().display(),
         Tenant::new("acme")
             .key(KEY)
@@ -48,7 +47,7 @@ async fn a_request_is_traced_into_its_plugins_and_store_calls() {
             .toml()
     );
     let dir = tempfile::tempdir().unwrap();
-    let host = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let host = Host::start_logging_as_configured(
             BIN,
             dir.path(),
@@ -59,8 +58,17 @@ async fn a_request_is_traced_into_its_plugins_and_store_calls() {
         (host, dir)
     })
     .await
-    .unwrap();
-    let (host, _dir) = host;
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_traced_into_its_plugins_and_store_calls() {
+    let (host, _dir) = traced_host(
+        "[log]\nformat = \"json\"\nlevel = \"info,sessiond=debug,cranelift=warn,wasmtime=warn\"\n\
+         spans = true"
+            .into(),
+    )
+    .await;
 
     let http = reqwest::Client::new();
     let created = http
@@ -255,28 +263,10 @@ async fn exporting_host(
     std::sync::Arc<std::sync::Mutex<Collector>>,
 ) {
     let (endpoint, collector) = start_collector().await;
-    let toml = format!(
-        "[server]\nlisten = \"{{listen}}\"\n\n[runtime]\ncache_dir = \"{}\"\n\n\
-         [log.otlp]\nendpoint = \"{endpoint}\"\nexport_interval_ms = 200\n{otlp}\n{}",
-        cache_dir().display(),
-        Tenant::new("acme")
-            .key(KEY)
-            .plugin(Plugin::audit_log())
-            .toml()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (host, dir) = tokio::task::spawn_blocking(move || {
-        let host = Host::start_logging_as_configured(
-            BIN,
-            dir.path(),
-            "otlp",
-            &toml,
-            Duration::from_secs(120),
-        );
-        (host, dir)
-    })
-    .await
-    .unwrap();
+    let (host, dir) = traced_host(format!(
+        "[log.otlp]\nendpoint = \"{endpoint}\"\nexport_interval_ms = 200\n{otlp}"
+    ))
+    .await;
     (host, dir, collector)
 }
 
