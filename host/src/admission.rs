@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -120,10 +120,12 @@ impl Gate {
     }
 }
 
-/// Every tenant's gate, by tenant name.
+/// Every tenant's gate, by tenant name. Gates of tenants created through
+/// the operator API come and go ([`Admission::set`]); a request holds its
+/// gate until it ends.
 #[derive(Debug, Default)]
 pub struct Admission {
-    gates: HashMap<String, Arc<Gate>>,
+    gates: RwLock<HashMap<String, Arc<Gate>>>,
     cpu: Option<Arc<CpuShares>>,
 }
 
@@ -131,18 +133,43 @@ impl Admission {
     /// Gates for `tenants`, each with its resolved quota.
     pub fn new(tenants: impl IntoIterator<Item = (String, Shares)>) -> Admission {
         Admission {
-            gates: tenants
-                .into_iter()
-                .map(|(name, shares)| (name, Arc::new(Gate::new(shares))))
-                .collect(),
+            gates: RwLock::new(
+                tenants
+                    .into_iter()
+                    .map(|(name, shares)| (name, Arc::new(Gate::new(shares))))
+                    .collect(),
+            ),
             cpu: None,
         }
+    }
+
+    /// Gives tenant `name` a gate with `shares`: a new one when its shares
+    /// changed (requests admitted through the old one finish under it).
+    pub fn set(&self, name: &str, shares: Shares) {
+        let mut gates = self.gates.write().unwrap_or_else(|e| e.into_inner());
+        if gates.get(name).is_none_or(|g| g.shares != shares) {
+            gates.insert(name.to_string(), Arc::new(Gate::new(shares)));
+        }
+    }
+
+    /// Drops the gates of tenants not in `keep`.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.gates
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| keep(name));
     }
 
     /// These gates, with the tenants held to fair shares of `cpus` CPUs
     /// while more than one is busy.
     pub fn with_fair_cpu(mut self, cpus: usize) -> Admission {
-        let names = self.gates.keys().cloned();
+        let names: Vec<String> = self
+            .gates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         self.cpu = Some(Arc::new(CpuShares::new(cpus, names)));
         self
     }
@@ -153,8 +180,12 @@ impl Admission {
     }
 
     /// The gate of tenant `name`, if it has one.
-    pub fn gate(&self, name: &str) -> Option<&Arc<Gate>> {
-        self.gates.get(name)
+    pub fn gate(&self, name: &str) -> Option<Arc<Gate>> {
+        self.gates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 }
 

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::admission::Admission;
-use crate::config::{MetricsConfig, ServerConfig, WebhooksConfig};
+use crate::config::{Config, MetricsConfig, ServerConfig, WebhooksConfig};
+use crate::control::ControlPlane;
 use crate::ends::EndWorker;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -43,6 +44,8 @@ pub struct App {
     pub webhooks: Arc<Webhooks>,
     /// The SHA-256 hashes of the operator's keys (`[operator]`).
     pub operator_keys: Vec<[u8; 32]>,
+    /// The tenants of the operator API, as this host applies them.
+    pub control: Arc<ControlPlane>,
 }
 
 impl App {
@@ -62,7 +65,9 @@ impl App {
             WebhooksConfig::default(),
             metrics.clone(),
         ));
+        let control = Arc::new(ControlPlane::new(store.clone(), &Config::default()));
         App {
+            control,
             sessions: store.clone(),
             end_queue: store.clone(),
             audit: store,
@@ -108,6 +113,12 @@ impl App {
                 found | hash.ct_eq(&presented)
             })
             .into()
+    }
+
+    /// This app with its control plane.
+    pub fn with_control(mut self, control: ControlPlane) -> App {
+        self.control = Arc::new(control);
+        self
     }
 
     /// This app with the tenants' admission gates.

@@ -47,6 +47,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod cpu;
 pub mod ends;
 pub mod http;

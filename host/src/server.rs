@@ -97,6 +97,12 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         gates.push((name.clone(), shares));
         tenants.push(Tenant::load(&runtime, name, tenant, config.ends.reclaim_after_ms).await?);
     }
+    let mut control = crate::control::ControlPlane::new(store.clone(), &config);
+    if let StoreConfig::Redis(redis) = &config.store
+        && let Some(url) = redis.urls.first()
+    {
+        control = control.with_notices(url.clone(), format!("{}:control", redis.prefix));
+    }
     let app = App::new(
         store,
         runtime,
@@ -108,6 +114,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
     )
     .with_webhooks(config.webhooks.clone())
     .with_operator_keys(config.operator.key_hashes())
+    .with_control(control)
     .with_admission({
         let admission = crate::admission::Admission::new(gates);
         if config.server.fair_cpu {
@@ -117,6 +124,11 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
             admission
         }
     });
+    // The operator API's tenants are served from the first request on.
+    app.control
+        .refresh(&app)
+        .await
+        .context("reading the tenants of the control store")?;
     Ok(Server {
         app: Arc::new(app),
         sweeper: config.sweeper,
@@ -140,6 +152,7 @@ impl Server {
                 stop.clone(),
             )),
             tokio::spawn(crate::ends::run(work, stop.clone())),
+            tokio::spawn(crate::control::run(self.app.clone(), stop.clone())),
             tokio::spawn(crate::webhooks::sender::run(
                 self.app.webhooks.clone(),
                 self.app.tenants.clone(),

@@ -29,6 +29,12 @@ pub struct Tenant {
     /// fail-closed policy did not load: its requests get 503, its sessions
     /// are kept (not swept) and its end jobs wait in the queue.
     pub degraded: Option<Degraded>,
+    /// Where the tenant comes from: none for `sessiond.toml`, else the
+    /// revision of its control record (created through the operator API).
+    pub revision: Option<u64>,
+    /// Disabled by the operator: its requests get 403, its sessions are
+    /// kept and its end jobs still run.
+    pub disabled: bool,
 }
 
 /// A plugin that did not load, and why.
@@ -57,11 +63,31 @@ impl Tenant {
         config: &TenantConfig,
         reclaim_after_ms: Millis,
     ) -> anyhow::Result<Tenant> {
+        Tenant::load_with(name, config, reclaim_after_ms, |spec| {
+            runtime.load(name, spec)
+        })
+        .await
+    }
+
+    /// [`Tenant::load`], reading each plugin through `load` (the operator
+    /// API's tenants load components kept in the store).
+    pub async fn load_with<'a, F, Fut>(
+        name: &str,
+        config: &'a TenantConfig,
+        reclaim_after_ms: Millis,
+        load: F,
+    ) -> anyhow::Result<Tenant>
+    where
+        F: Fn(&'a crate::runtime::PluginSpec) -> Fut,
+        Fut: std::future::Future<
+                Output = Result<Arc<crate::runtime::LoadedPlugin>, crate::runtime::LoadError>,
+            >,
+    {
         let mut plugins = Vec::new();
         let mut degraded = None;
         for spec in &config.plugins {
             let path = spec.path.display().to_string();
-            let plugin = match runtime.load(name, spec).await {
+            let plugin = match load(spec).await {
                 Ok(plugin) => plugin,
                 Err(e) if spec.on_error == OnError::Allow => {
                     tracing::error!(tenant = %name, plugin = %spec.name, path = %path,
@@ -101,6 +127,8 @@ impl Tenant {
             config: config.clone(),
             chain,
             degraded,
+            revision: None,
+            disabled: false,
         })
     }
 
@@ -151,9 +179,14 @@ impl Tenants {
     /// The set of `tenants`, indexing each one's `api_keys` (`sha256:<hex>`
     /// hashes). Fails on a key that is not such a hash.
     pub fn new(tenants: impl IntoIterator<Item = Tenant>) -> anyhow::Result<Tenants> {
+        Tenants::of_shared(tenants.into_iter().map(Arc::new))
+    }
+
+    /// [`Tenants::new`] of tenants already shared (a new set that keeps the
+    /// unchanged tenants of the one before).
+    pub fn of_shared(tenants: impl IntoIterator<Item = Arc<Tenant>>) -> anyhow::Result<Tenants> {
         let mut set = Tenants::default();
         for tenant in tenants {
-            let tenant = Arc::new(tenant);
             for key in &tenant.config.api_keys {
                 let hash = parse_api_key_hash(key).ok_or_else(|| {
                     anyhow::anyhow!("tenants.{}.api_keys: not a sha256:<hex> hash", tenant.name)

@@ -40,7 +40,7 @@ pub async fn admit(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
         app.metrics.http.refused(&tenant.name, "degraded");
         return Problem::tenant_degraded(degraded).into_response();
     }
-    let Some(gate) = app.admission.gate(&tenant.name).cloned() else {
+    let Some(gate) = app.admission.gate(&tenant.name) else {
         return next.run(req).await;
     };
     let cpu = app.admission.cpu().cloned();

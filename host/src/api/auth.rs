@@ -34,6 +34,7 @@ impl FromRequestParts<Arc<App>> for Caller {
 pub fn caller(headers: &HeaderMap, app: &App) -> Result<Caller, Problem> {
     let key = bearer(headers)?;
     match app.tenants.current().by_key(key) {
+        Some(tenant) if tenant.disabled => Err(Problem::tenant_disabled(&tenant.name)),
         Some(tenant) => Ok(Caller(tenant)),
         None => Err(Problem::unauthorized("the API key is not valid", true)),
     }

@@ -318,6 +318,17 @@ impl Problem {
         .with("plugin", degraded.plugin.clone())
     }
 
+    /// The operator disabled the tenant: it serves nothing until enabled
+    /// again (its sessions are kept).
+    pub fn tenant_disabled(tenant: &str) -> Problem {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "tenant-disabled",
+            "Tenant disabled",
+            format!("tenant {tenant:?} is disabled by the operator"),
+        )
+    }
+
     /// The request never reached the store (or the store refused it
     /// without running it): nothing was changed.
     pub fn store_unavailable() -> Problem {

@@ -31,6 +31,7 @@ pub mod admit;
 pub mod auth;
 pub mod client;
 pub mod console;
+pub mod control;
 pub mod cors;
 pub mod error;
 pub mod extract;
@@ -93,6 +94,50 @@ pub fn admin_router() -> Router<Arc<App>> {
         .route("/openapi.json", get(openapi::openapi_json))
 }
 
+/// `/admin/v1/...`: the operator API. Uploads take up to
+/// `max_component_bytes`.
+pub fn operator_router(max_component_bytes: usize) -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/admin/v1/tenants",
+            get(operator::tenants).post(control::create_tenant),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}",
+            get(control::get_tenant).patch(control::patch_tenant),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/keys",
+            get(control::list_keys).post(control::create_key),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/keys/{id}",
+            delete(control::revoke_key),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/components",
+            get(control::list_components)
+                .post(control::upload_component)
+                .layer(DefaultBodyLimit::max(max_component_bytes)),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/components/{sha256}",
+            delete(control::delete_component),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/chain",
+            get(control::get_chain).put(control::put_chain),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/chain/revisions",
+            get(control::chain_revisions),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/chain/rollback",
+            post(control::rollback_chain),
+        )
+}
+
 /// The whole API.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.server.max_body_bytes;
@@ -102,7 +147,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(users_router())
         .merge(admin_router())
         .merge(sessman::router())
-        .route("/admin/v1/tenants", get(operator::tenants))
+        .merge(operator_router(app.control.settings.max_component_bytes))
         .route("/metrics", get(metrics::metrics))
         .route("/console", get(console::page))
         .route("/console/app.js", get(console::script))

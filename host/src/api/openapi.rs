@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::PROBLEM_JSON;
 use super::schema::{EntityTags, IdempotencyKeyHeader, Name, Roles, SessionId, TtlSeconds};
-use super::{admin, error, model, operator, sessions, sessman, users};
+use super::{admin, control, error, model, operator, sessions, sessman, users};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -47,6 +47,19 @@ use super::{admin, error, model, operator, sessions, sessman, users};
         admin::ends,
         admin::webhooks,
         operator::tenants,
+        control::create_tenant,
+        control::get_tenant,
+        control::patch_tenant,
+        control::create_key,
+        control::list_keys,
+        control::revoke_key,
+        control::upload_component,
+        control::list_components,
+        control::delete_component,
+        control::get_chain,
+        control::put_chain,
+        control::chain_revisions,
+        control::rollback_chain,
         admin::healthz,
         admin::readyz,
         sessman::new_session,
@@ -72,6 +85,20 @@ use super::{admin, error, model, operator, sessions, sessman, users};
         model::LastFailureView,
         operator::TenantsView,
         operator::TenantSummaryView,
+        control::NewTenant,
+        control::TenantChange,
+        control::TenantView,
+        control::KeyView,
+        control::NewKeyView,
+        control::KeysView,
+        control::ComponentsView,
+        control::NewChain,
+        control::Rollback,
+        control::ChainRevisionsView,
+        crate::control::TenantSettings,
+        crate::control::ComponentRecord,
+        crate::control::ChainEntry,
+        crate::control::ChainRevision,
         model::DescribeView,
         model::PluginList,
         model::EndQueueView,

@@ -51,8 +51,11 @@ pub struct TenantsView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantSummaryView {
     pub name: String,
-    /// Where the tenant is defined: `config` (`sessiond.toml`).
+    /// Where the tenant is defined: `config` (`sessiond.toml`) or `api`
+    /// (the operator API).
     pub source: String,
+    /// Disabled by the operator (its requests get 403).
+    pub disabled: bool,
     /// Why the tenant answers 503: the plugin that did not load, and its
     /// error; none when it serves.
     pub degraded: Option<String>,
@@ -102,7 +105,12 @@ pub async fn tenants(State(app): State<Arc<App>>, _: Operator) -> Json<TenantsVi
         };
         tenants.push(TenantSummaryView {
             name: tenant.name.clone(),
-            source: "config".into(),
+            source: if tenant.revision.is_some() {
+                "api".into()
+            } else {
+                "config".into()
+            },
+            disabled: tenant.disabled,
             degraded: tenant
                 .degraded
                 .as_ref()

@@ -58,6 +58,7 @@ pub use schema::{
     TenantConfig, hash_api_key, parse_api_key_hash,
 };
 pub use store::{EmbeddedStoreConfig, MemoryStoreConfig, RedisStoreConfig, StoreConfig};
+pub use validate::check_origin;
 pub use webhooks::{WebhookConfig, WebhookEvent, WebhooksConfig, secret_key};
 
 /// The whole host configuration.

@@ -9,7 +9,7 @@ use super::Config;
 use super::schema::parse_api_key_hash;
 
 /// `[operator]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OperatorConfig {
     /// SHA-256 hashes of the operator's keys (`sha256:<64 hex digits>`,
@@ -17,6 +17,26 @@ pub struct OperatorConfig {
     /// set, replaces them with the hash of the key it holds. None: the
     /// operator API answers 401 to everyone.
     pub api_keys: Vec<String>,
+    /// The largest component the operator API takes, in bytes.
+    pub max_component_bytes: usize,
+    /// Components a tenant of the operator API may keep.
+    pub max_components_per_tenant: usize,
+    /// How often each host reads the control revision, in milliseconds: a
+    /// change made through another host is in effect here at most this
+    /// long (plus the time to load its plugins) after it is written. On
+    /// Redis a published notice usually brings it sooner.
+    pub poll_ms: u64,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            api_keys: Vec::new(),
+            max_component_bytes: 64 << 20,
+            max_components_per_tenant: 16,
+            poll_ms: 500,
+        }
+    }
 }
 
 impl OperatorConfig {
@@ -32,6 +52,25 @@ impl OperatorConfig {
 /// The offending key and what is wrong with it: a key that is not a hash,
 /// or one that is also a tenant's.
 pub(super) fn check(config: &Config) -> Result<(), (String, String)> {
+    let o = &config.operator;
+    if o.max_component_bytes == 0 {
+        return Err((
+            "operator.max_component_bytes".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if o.max_components_per_tenant == 0 {
+        return Err((
+            "operator.max_components_per_tenant".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if !(10..=60_000).contains(&o.poll_ms) {
+        return Err((
+            "operator.poll_ms".into(),
+            format!("{} must be between 10 and 60000", o.poll_ms),
+        ));
+    }
     for (i, key) in config.operator.api_keys.iter().enumerate() {
         let field = format!("operator.api_keys[{i}]");
         let Some(hash) = parse_api_key_hash(key) else {

@@ -79,12 +79,18 @@ pub struct Shares {
 
 /// The resolved quota of tenant `name` of `config` (which must have it).
 pub fn shares(config: &Config, name: &str) -> Shares {
-    let tenants = config.tenants.len().max(1);
     let quota = config
         .tenants
         .get(name)
         .map(|t| t.quota.clone())
         .unwrap_or_default();
+    shares_of(config, &quota, config.tenants.len())
+}
+
+/// The shares of a tenant with `quota` on a host serving `tenants` tenants
+/// (a tenant of the operator API, whose quota is in its record).
+pub fn shares_of(config: &Config, quota: &TenantQuota, tenants: usize) -> Shares {
+    let tenants = tenants.max(1);
     let max_in_flight = quota
         .max_in_flight
         .unwrap_or((config.server.max_in_flight / tenants).max(MIN_IN_FLIGHT));

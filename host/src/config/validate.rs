@@ -202,10 +202,12 @@ fn workers(config: &Config) -> Checked {
 }
 
 fn tenants(config: &Config) -> Checked {
-    if config.tenants.is_empty() {
+    if config.tenants.is_empty() && config.operator.api_keys.is_empty() {
         return invalid(
             "tenants",
-            "no tenant is configured: add a [tenants.<name>] table",
+            "no tenant is configured: add a [tenants.<name>] table, or an operator key \
+             ([operator] api_keys, SESSIOND_OPERATOR_KEY) to create tenants through the \
+             operator API",
         );
     }
     let mut key_owner: BTreeMap<[u8; 32], &str> = BTreeMap::new();
@@ -331,7 +333,7 @@ fn tenants(config: &Config) -> Checked {
 /// Checks one entry of `cors_origins`: `"*"`, or an origin as browsers send
 /// it: `http://` or `https://`, a lowercase host, an optional port, and
 /// nothing after.
-fn check_origin(entry: &str) -> Result<(), String> {
+pub fn check_origin(entry: &str) -> Result<(), String> {
     if entry == "*" {
         return Ok(());
     }

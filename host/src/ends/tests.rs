@@ -19,6 +19,8 @@ async fn setup(n: usize, max_deliveries: u64) -> (EndWork, Arc<Tenant>, Arc<Memo
         config: TenantConfig::default(),
         chain: Chain::default(),
         degraded: None,
+        revision: None,
+        disabled: false,
     });
     let now = now_ms();
     for i in 0..n {

@@ -376,7 +376,20 @@ impl Runtime {
     /// called).
     pub async fn inspect(&self, path: &Path) -> Result<Inspection, LoadError> {
         let bytes = Self::read(path)?;
-        let compiled = self.compile(&bytes)?;
+        self.inspect_bytes(&bytes).await
+    }
+
+    /// Compiles `bytes` into this host's cache of compiled components, so
+    /// that loading them later does not compile on the caller's thread
+    /// (call it from a blocking task).
+    pub fn precompile(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        self.compile(bytes).map(drop)
+    }
+
+    /// [`Runtime::inspect`] of a component in memory (an upload to the
+    /// operator API).
+    pub async fn inspect_bytes(&self, bytes: &[u8]) -> Result<Inspection, LoadError> {
+        let compiled = self.compile(bytes)?;
         let env = Arc::new(PluginEnv {
             tenant: "check".into(),
             plugin: "check".into(),

@@ -16,9 +16,10 @@ use serde_json::{Map, Value};
 
 use super::dump::{DumpPage, Imported, Item, Kind, StoreDump};
 use super::{
-    AuditPage, AuditStore, CreateOutcome, DeadLetters, Delivery, EndJob, EndQueue, EndQueueStats,
-    Expired, KvQuota, KvStore, MergeOutcome, Once, OnceKey, Outbox, OutboxStats, Poison,
-    Remembered, SessionStore, StoreBackend, StoreError, StoreResult, UserLimit, WriteOutcome,
+    AuditPage, AuditStore, ControlRecord, ControlStore, CreateOutcome, DeadLetters, Delivery,
+    EndJob, EndQueue, EndQueueStats, Expired, KvQuota, KvStore, MergeOutcome, Once, OnceKey,
+    Outbox, OutboxStats, Poison, Remembered, SessionStore, StoreBackend, StoreError, StoreResult,
+    Swapped, UserLimit, WriteOutcome,
 };
 use crate::metrics::StoreMetrics;
 use crate::session::{EndReason, Millis, SessionRecord};
@@ -464,5 +465,42 @@ impl StoreDump for MeteredStore {
 
     async fn import_items(&self, items: &[Item], now: Millis) -> StoreResult<Vec<Imported>> {
         self.inner.import_items(items, now).await
+    }
+}
+
+/// The control plane is read by each host's sync every few hundred
+/// milliseconds and written by the operator: not metered.
+#[async_trait]
+impl ControlStore for MeteredStore {
+    async fn control_revision(&self) -> StoreResult<u64> {
+        self.inner.control_revision().await
+    }
+
+    async fn control_records(&self) -> StoreResult<Vec<ControlRecord>> {
+        self.inner.control_records().await
+    }
+
+    async fn control_record(&self, name: &str) -> StoreResult<Option<ControlRecord>> {
+        self.inner.control_record(name).await
+    }
+
+    async fn control_put(&self, name: &str, body: &str, expected: u64) -> StoreResult<Swapped> {
+        self.inner.control_put(name, body, expected).await
+    }
+
+    async fn control_remove(&self, name: &str, expected: u64) -> StoreResult<Swapped> {
+        self.inner.control_remove(name, expected).await
+    }
+
+    async fn component_put(&self, tenant: &str, sha256: &str, bytes: &[u8]) -> StoreResult<()> {
+        self.inner.component_put(tenant, sha256, bytes).await
+    }
+
+    async fn component_get(&self, tenant: &str, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.inner.component_get(tenant, sha256).await
+    }
+
+    async fn component_remove(&self, tenant: &str, sha256: &str) -> StoreResult<bool> {
+        self.inner.component_remove(tenant, sha256).await
     }
 }

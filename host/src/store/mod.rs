@@ -1,6 +1,6 @@
-//! Session storage: five small object-safe traits, one per concern
+//! Session storage: six small object-safe traits, one per concern
 //! ([`SessionStore`], [`EndQueue`], [`KvStore`], [`AuditStore`],
-//! [`Outbox`]), and three backends that implement all of them
+//! [`Outbox`], [`ControlStore`]), and three backends that implement all of them
 //! ([`StoreBackend`]).
 //!
 //! - [`memory::MemoryStore`]: this process's memory; for tests and for
@@ -19,9 +19,12 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+pub use control::{ControlRecord, ControlStore, Swapped};
+
 use crate::json::OverLimit;
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord};
 
+pub mod control;
 pub mod dump;
 pub mod embedded;
 pub mod memory;
@@ -740,17 +743,25 @@ pub struct OutboxStats {
     pub oldest_created_at: Option<Millis>,
 }
 
-/// A whole backend: all five concerns over one storage, so that ending a
+/// A whole backend: all six concerns over one storage, so that ending a
 /// session and queuing its end job can be one atomic step, and the dump of
 /// all of it ([`dump::StoreDump`]). Components take only the trait they use
 /// (`Arc<dyn SessionStore>`, `Arc<dyn KvStore>`...); an
 /// `Arc<dyn StoreBackend>` coerces to each.
 pub trait StoreBackend:
-    SessionStore + EndQueue + KvStore + AuditStore + Outbox + dump::StoreDump
+    SessionStore + EndQueue + KvStore + AuditStore + Outbox + ControlStore + dump::StoreDump
 {
 }
 
-impl<T: SessionStore + EndQueue + KvStore + AuditStore + Outbox + dump::StoreDump + ?Sized>
-    StoreBackend for T
+impl<
+    T: SessionStore
+        + EndQueue
+        + KvStore
+        + AuditStore
+        + Outbox
+        + ControlStore
+        + dump::StoreDump
+        + ?Sized,
+> StoreBackend for T
 {
 }

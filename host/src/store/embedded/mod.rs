@@ -70,6 +70,7 @@ use crate::session::{Millis, SessionRecord};
 use crate::store::{StoreError, StoreResult};
 
 mod audit;
+mod control;
 /// [`crate::store::dump::StoreDump`] for this store.
 mod dump;
 mod ends;

@@ -160,8 +160,29 @@ const V5: &str = "
 ALTER TABLE ends ADD COLUMN trace TEXT;
 ";
 
+/// Version 6: the control plane: tenants created through the operator API,
+/// their uploaded components, and the control revision.
+const V6: &str = "
+CREATE TABLE control (
+    name     TEXT    NOT NULL PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    body     TEXT    NOT NULL  -- the record JSON
+) WITHOUT ROWID;
+CREATE TABLE components (
+    tenant TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    wasm   BLOB NOT NULL,
+    PRIMARY KEY (tenant, sha256)
+) WITHOUT ROWID;
+CREATE TABLE control_revision (
+    id       INTEGER NOT NULL PRIMARY KEY CHECK (id = 0),
+    revision INTEGER NOT NULL
+);
+INSERT INTO control_revision VALUES (0, 0);
+";
+
 /// The upgrade path: `STEPS[n]` takes a file from version `n` to `n + 1`.
-const STEPS: &[&str] = &[V1, V2, V3, V4, V5];
+const STEPS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;

@@ -19,7 +19,8 @@
 //!
 //! This module holds [`MemoryStore`] and its trait impls but one; `ends`
 //! holds its end queue ([`crate::store::EndQueue`]), `outbox` its webhook
-//! outbox ([`crate::store::Outbox`]), and `tenant` the state of one tenant
+//! outbox ([`crate::store::Outbox`]), `control` the control plane's records
+//! ([`crate::store::ControlStore`]), and `tenant` the state of one tenant
 //! and the operations on it.
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use super::{
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
 /// [`super::dump::StoreDump`] for this store.
+mod control;
 mod dump;
 mod ends;
 mod outbox;
@@ -47,6 +49,7 @@ use tenant::{KvEntry, StreamId, Tenant, lock, next_id};
 pub struct MemoryStore {
     tenants: RwLock<HashMap<String, Arc<Mutex<Tenant>>>>,
     audit_max_len: usize,
+    control: Mutex<control::Control>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -73,6 +76,7 @@ impl MemoryStore {
         Self {
             tenants: RwLock::new(HashMap::new()),
             audit_max_len: max_len.max(1),
+            control: Mutex::default(),
         }
     }
 

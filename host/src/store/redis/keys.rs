@@ -25,6 +25,12 @@
 //! | `whq` | sorted set | the outbox's delivery ids, score = when due (a lease moves it to the lease's end) | none: members leave with their delivery |
 //! | `whc` | sorted set | the outbox's delivery ids, score = `c` (its lowest is the oldest delivery held) | none: members leave with their delivery |
 //!
+//! The control plane's keys start with `<prefix>:{%control}:` (a tag no
+//! escaped tenant name can produce): `rev` (string, the control revision),
+//! `records` (hash, name → record JSON), `revs` (hash, name → the record's
+//! revision) and `wasm:<tenant>:<sha256>` (string, an uploaded component).
+//! A change is published on the channel `<prefix>:control`.
+//!
 //! `v` and `l` are authoritative over the copies inside `r`: `touch` changes
 //! only those fields (and `d`), never rewriting the JSON in Lua. `merge`
 //! does rewrite `r` in Lua, as text (its data's members, and the copies of
@@ -153,6 +159,42 @@ impl TenantKeys {
     /// The outbox's deliveries by when they were queued.
     pub(super) fn outbox_created(&self) -> String {
         format!("{}whc", self.base)
+    }
+}
+
+/// The keys of the control plane, in one slot.
+pub(super) struct ControlKeys {
+    base: String,
+    channel: String,
+}
+
+impl ControlKeys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Self {
+            base: format!("{prefix}:{{%control}}:"),
+            channel: format!("{prefix}:control"),
+        }
+    }
+
+    pub(super) fn revision(&self) -> String {
+        format!("{}rev", self.base)
+    }
+
+    pub(super) fn records(&self) -> String {
+        format!("{}records", self.base)
+    }
+
+    pub(super) fn revisions(&self) -> String {
+        format!("{}revs", self.base)
+    }
+
+    pub(super) fn component(&self, tenant: &str, sha256: &str) -> String {
+        format!("{}wasm:{}:{sha256}", self.base, escape(tenant))
+    }
+
+    /// Where every change is published.
+    pub(super) fn channel(&self) -> &str {
+        &self.channel
     }
 }
 

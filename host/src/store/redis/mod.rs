@@ -39,6 +39,7 @@ use crate::json::{Limit, MAX_DEPTH, MAX_SESSION_BYTES, OverLimit};
 use crate::session::{EndReason, Millis, SessionRecord};
 
 mod conn;
+mod control;
 /// [`super::dump::StoreDump`] for this store.
 mod dump;
 mod ends;

@@ -41,6 +41,9 @@ pub(super) struct Scripts {
     pub(super) outbox_retry: Script,
     pub(super) outbox_stats: Script,
     pub(super) outbox_page: Script,
+    pub(super) control_put: Script,
+    pub(super) control_remove: Script,
+    pub(super) control_records: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -69,6 +72,9 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         outbox_retry: s(include_str!("lua/outbox_retry.lua")),
         outbox_stats: s(include_str!("lua/outbox_stats.lua")),
         outbox_page: s(include_str!("lua/outbox_page.lua")),
+        control_put: s(include_str!("lua/control_put.lua")),
+        control_remove: s(include_str!("lua/control_remove.lua")),
+        control_records: s(include_str!("lua/control_records.lua")),
     }
 });
 

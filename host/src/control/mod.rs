@@ -1,0 +1,326 @@
+//! The control plane: tenants created through the operator API, kept in
+//! the store ([`crate::store::ControlStore`]) and served by every host.
+//!
+//! Each host keeps the tenants of the control store in its registry beside
+//! those of `sessiond.toml`. [`ControlPlane::refresh`] reads the control
+//! revision; when it moved, it reads every record, builds the tenants whose
+//! record changed (fetching their components from the store, checking each
+//! one's SHA-256, and compiling it off the request path into this host's own
+//! cache), then swaps the registry at once. A request holds the tenant it
+//! started with, so a call in flight finishes on the version it began on and
+//! the old instances go when their last request ends.
+//!
+//! A host refreshes after each change made through it (so its own answer
+//! already holds), every `operator.poll_ms`, and, on Redis, as soon as a
+//! change is published ([`run`]). The periodic read is what guarantees the
+//! bound: pub/sub loses what is published while a host is disconnected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::Digest as _;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::{Config, OperatorConfig, quota};
+use crate::runtime::LoadError;
+use crate::store::{ControlRecord, ControlStore};
+use crate::tenant::{Tenant, Tenants};
+
+pub mod record;
+
+pub use record::{
+    ChainEntry, ChainRevision, ComponentRecord, KeyRecord, TenantRecord, TenantSettings,
+};
+
+/// What this host has applied of the control store.
+#[derive(Default)]
+struct Applied {
+    /// The control revision the registry reflects (none before the first
+    /// refresh).
+    revision: Option<u64>,
+    /// The tenants built from records, with their chain revision.
+    tenants: BTreeMap<String, (u64, Arc<Tenant>)>,
+}
+
+/// This host's view of the control store.
+pub struct ControlPlane {
+    store: Arc<dyn ControlStore>,
+    /// `[operator]`: upload cap, components per tenant, poll period.
+    pub settings: OperatorConfig,
+    /// The config, for quota defaults and the end queue's reclaim time.
+    config: Config,
+    applied: Mutex<Applied>,
+    /// Woken by a published change.
+    wake: Notify,
+    /// Where changes are published (Redis: the URL and the channel).
+    notices: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+impl ControlPlane {
+    /// The control plane over `store`, with `config`'s `[operator]`.
+    pub fn new(store: Arc<dyn ControlStore>, config: &Config) -> ControlPlane {
+        ControlPlane {
+            store,
+            settings: config.operator.clone(),
+            config: config.clone(),
+            applied: Mutex::default(),
+            wake: Notify::new(),
+            notices: None,
+        }
+    }
+
+    /// This control plane, listening for changes published on `channel` of
+    /// the Redis server at `url`.
+    pub fn with_notices(mut self, url: String, channel: String) -> ControlPlane {
+        self.notices = Some((url, channel));
+        self
+    }
+
+    /// The store it reads.
+    pub fn store(&self) -> &Arc<dyn ControlStore> {
+        &self.store
+    }
+
+    /// Brings the registry up to the control store: builds the tenants
+    /// whose record changed and swaps them in. Returns whether anything
+    /// changed. A record that cannot be built is logged and its tenant left
+    /// as it was (absent when it is new).
+    pub async fn refresh(&self, app: &App) -> anyhow::Result<bool> {
+        let mut applied = self.applied.lock().await;
+        let revision = self.store.control_revision().await?;
+        if applied.revision == Some(revision) {
+            return Ok(false);
+        }
+        let records = self.store.control_records().await?;
+        let current = app.tenants.current();
+        let fixed: Vec<Arc<Tenant>> = current
+            .iter()
+            .filter(|t| t.revision.is_none())
+            .cloned()
+            .collect();
+        let count = fixed.len() + records.len();
+        let mut next = BTreeMap::new();
+        for r in &records {
+            if fixed.iter().any(|t| t.name == r.name) {
+                tracing::warn!(tenant = %r.name, "the control store has a tenant that \
+                    sessiond.toml also defines; the config's is served");
+                continue;
+            }
+            let old = applied.tenants.get(&r.name);
+            match self.build(app, r, count, old).await {
+                Ok(built) => {
+                    next.insert(r.name.clone(), built);
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %r.name, revision = r.revision,
+                        "cannot apply the tenant's record; it is served as it was: {e:#}");
+                    if let Some(old) = old {
+                        next.insert(r.name.clone(), old.clone());
+                    }
+                }
+            }
+        }
+        for (_, tenant) in next.values() {
+            let shares = quota::shares_of(&self.config, &tenant.config.quota, count);
+            app.admission.set(&tenant.name, shares);
+        }
+        app.admission
+            .retain(|name| next.contains_key(name) || fixed.iter().any(|t| t.name == name));
+        let tenants = Tenants::of_shared(
+            fixed
+                .into_iter()
+                .chain(next.values().map(|(_, t)| t.clone())),
+        )?;
+        app.tenants.replace(tenants);
+        let changed = applied.revision.is_some();
+        applied.revision = Some(revision);
+        applied.tenants = next;
+        if changed {
+            tracing::info!(revision, "control revision applied");
+        }
+        Ok(true)
+    }
+
+    /// The tenant of record `r`: its plugins reused from `old` when its
+    /// chain did not change, else loaded from the store's components.
+    async fn build(
+        &self,
+        app: &App,
+        r: &ControlRecord,
+        count: usize,
+        old: Option<&(u64, Arc<Tenant>)>,
+    ) -> anyhow::Result<(u64, Arc<Tenant>)> {
+        let record: TenantRecord =
+            serde_json::from_str(&r.body).context("the record is not readable")?;
+        let config = record.config();
+        let chain_revision = record.chain_revision();
+        if let Some((old_chain, old)) = old
+            && *old_chain == chain_revision
+        {
+            return Ok((
+                chain_revision,
+                Arc::new(Tenant {
+                    name: r.name.clone(),
+                    config,
+                    chain: old.chain.clone(),
+                    degraded: old.degraded.clone(),
+                    revision: Some(r.revision),
+                    disabled: record.disabled,
+                }),
+            ));
+        }
+        let shares = quota::shares_of(&self.config, &config.quota, count);
+        app.runtime
+            .set_share(&r.name, shares.max_plugin_calls, shares.memory_mib);
+        let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
+        for entry in record
+            .chain()
+            .map(|c| c.plugins.as_slice())
+            .unwrap_or_default()
+        {
+            let wasm = self.component(app, &r.name, &entry.sha256).await?;
+            bytes.insert(entry.name.clone(), wasm);
+        }
+        let runtime = &app.runtime;
+        let mut tenant = Tenant::load_with(
+            &r.name,
+            &config,
+            self.config.ends.reclaim_after_ms,
+            |spec| {
+                let wasm = bytes.get(&spec.name);
+                let name = r.name.as_str();
+                async move {
+                    let wasm = wasm.ok_or_else(|| {
+                        LoadError::Other(format!("component of {:?} not fetched", spec.name))
+                    })?;
+                    runtime.load_bytes(name, spec, wasm).await
+                }
+            },
+        )
+        .await?;
+        tenant.revision = Some(r.revision);
+        tenant.disabled = record.disabled;
+        Ok((chain_revision, Arc::new(tenant)))
+    }
+
+    /// Component `sha256` of `tenant` from the store, checked against its
+    /// digest and compiled into this host's cache on a blocking thread.
+    pub async fn component(
+        &self,
+        app: &App,
+        tenant: &str,
+        sha256: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let wasm = self
+            .store
+            .component_get(tenant, sha256)
+            .await?
+            .with_context(|| format!("component {sha256} is not in the store"))?;
+        let actual = sha256_hex(&wasm);
+        anyhow::ensure!(
+            actual == sha256,
+            "component {sha256} read from the store has SHA-256 {actual}: refused"
+        );
+        compile_off_thread(app, wasm).await
+    }
+
+    /// Refreshes at once (after a change made through this host).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Compiles `wasm` into the runtime's cache on a blocking thread (a
+/// component can take seconds to compile); returns the bytes.
+pub async fn compile_off_thread(app: &App, wasm: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    let runtime = app.runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.precompile(&wasm).map(|()| wasm))
+        .await
+        .context("the compile task failed")?
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Keeps this host's registry up to the control store until `stop`: a
+/// refresh every `operator.poll_ms`, and one as soon as a change is
+/// published.
+pub async fn run(app: Arc<App>, stop: CancellationToken) {
+    let control = app.control.clone();
+    let poll = Duration::from_millis(control.settings.poll_ms);
+    let listener = control
+        .notices
+        .clone()
+        .map(|(url, channel)| tokio::spawn(listen(control.clone(), url, channel, stop.clone())));
+    let mut failing = false;
+    loop {
+        match control.refresh(&app).await {
+            Ok(_) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!("cannot read the control store; retrying: {e:#}");
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(poll) => {}
+            () = control.wake.notified() => {}
+        }
+    }
+    if let Some(listener) = listener {
+        listener.abort();
+    }
+}
+
+/// Wakes the refresh on every change published on `channel`, reconnecting
+/// after a lost connection.
+async fn listen(control: Arc<ControlPlane>, url: String, channel: String, stop: CancellationToken) {
+    use futures_util::StreamExt as _;
+    while !stop.is_cancelled() {
+        let subscribed = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(mut pubsub) => {
+                // Anything published while we were away: the poll finds it,
+                // and this wakes it now.
+                control.wake();
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        m = messages.next() => match m {
+                            Some(_) => control.wake(),
+                            None => break,
+                        },
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("cannot subscribe to control notices: {e}"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
