@@ -295,3 +295,89 @@ async fn a_chain_swaps_on_every_host_under_load_without_a_failed_request() {
     assert!(ok > 0);
     assert!(max < BOUND, "a host took {max:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_tenant_ends_its_sessions_with_their_end_hooks_and_is_gone_everywhere() {
+    use sessiond::store::AuditStore;
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let dir = temp_dir();
+    let hosts = start(dir.path(), &redis);
+    let op = hosts[0].api(OPERATOR_KEY);
+    op.post("/admin/v1/tenants", &json!({"name": "leaving"}))
+        .await
+        .expect(201);
+    let key = op
+        .post_empty("/admin/v1/tenants/leaving/keys")
+        .await
+        .expect(201);
+    let key = key.body["key"].as_str().unwrap().to_string();
+    let sha = upload(&op, "leaving", "audit_log").await;
+    op.send(
+        op.request(Method::PUT, "/admin/v1/tenants/leaving/chain")
+            .json(&json!({"plugins": [{"name": "p", "sha256": sha, "grants": ["audit"]}]})),
+    )
+    .await
+    .expect(200);
+    let tenant: Vec<Api> = hosts.iter().map(|h| h.api(&key)).collect();
+    time_to_effect(&tenant, Instant::now(), |api| async move {
+        running(&api).await == "audit-log"
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let created = tenant[i % 3]
+            .post("/v1/sessions", &json!({"user": format!("u{i}")}))
+            .await
+            .expect(201);
+        ids.push(created.body["public_id"].as_str().unwrap().to_string());
+    }
+
+    // Through host 1: 202, then 403 at once for its keys.
+    let deleting = hosts[1]
+        .api(OPERATOR_KEY)
+        .delete("/admin/v1/tenants/leaving")
+        .await
+        .expect(202);
+    assert_eq!(deleting.body["deleting"], true);
+    tenant[1]
+        .post("/v1/sessions", &json!({"user": "late"}))
+        .await
+        .problem(403, "tenant-disabled");
+    // Gone from every host once its sessions' end hooks have run.
+    let started = Instant::now();
+    for host in &hosts {
+        let api = host.api(OPERATOR_KEY);
+        loop {
+            if api.get("/admin/v1/tenants/leaving").await.status == 404 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "not deleted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "delete of a tenant with 30 sessions: gone from 3 hosts after {:?}",
+        started.elapsed()
+    );
+    for api in &tenant {
+        api.get("/v1/plugins").await.problem(401, "");
+    }
+    // Each session ended once, as revoked, through its end hook.
+    let store = sessiond::store::redis::RedisStore::connect(&[redis.url()])
+        .await
+        .unwrap();
+    let page = store.audit_page("leaving", None, 10_000).await.unwrap();
+    let mut ended: Vec<String> = page
+        .records
+        .iter()
+        .filter(|r| r.record["type"] == "session_ended")
+        .map(|r| {
+            assert_eq!(r.record["reason"], "revoked", "{:?}", r.record);
+            r.session.clone().unwrap_or_default()
+        })
+        .collect();
+    ended.sort();
+    ids.sort();
+    assert_eq!(ended, ids, "every session ends once, through its end hook");
+}

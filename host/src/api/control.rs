@@ -70,6 +70,9 @@ pub struct TenantView {
     /// The record's revision (its ETag); none for a config tenant.
     pub revision: Option<u64>,
     pub disabled: bool,
+    /// Being deleted: its sessions are ending (reason `revoked`, end hooks
+    /// run); the tenant goes once they have.
+    pub deleting: bool,
     pub created_at: Option<u64>,
     pub settings: TenantSettings,
     /// Its keys (never the keys themselves); none for a config tenant.
@@ -275,6 +278,14 @@ async fn change<T>(
         if precondition.check(revision).is_err() {
             return Err(record_moved(revision));
         }
+        if record.deleting {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "tenant-deleting",
+                "Tenant being deleted",
+                format!("tenant {name:?} is being deleted"),
+            ));
+        }
         let out = change(&mut record)?;
         let body = serde_json::to_string(&record).map_err(Problem::internal)?;
         match app
@@ -320,6 +331,7 @@ fn view(name: &str, revision: u64, record: &TenantRecord) -> TenantView {
         source: "api",
         revision: Some(revision),
         disabled: record.disabled,
+        deleting: record.deleting,
         created_at: Some(record.created_at),
         settings: record.settings.clone(),
         keys: keys(record),
@@ -422,6 +434,7 @@ pub async fn get_tenant(
             source: "config",
             revision: None,
             disabled: t.disabled,
+            deleting: false,
             created_at: None,
             settings: TenantSettings::of(&t.config),
             keys: Vec::new(),
@@ -482,6 +495,49 @@ pub async fn patch_tenant(
     .await?;
     Ok(with_etag(
         StatusCode::OK,
+        revision,
+        &view(&path.tenant, revision, &record),
+    ))
+}
+
+/// Delete a tenant.
+///
+/// It serves nothing from now on (403). Its live sessions end with reason
+/// `revoked` and their end hooks run; once none is left and its end queue
+/// is empty, its record and components go and it is gone from every host
+/// (404). Answers 202 at once; asking again while it runs changes nothing.
+/// Operator keys only.
+#[utoipa::path(delete, path = "/admin/v1/tenants/{tenant}", tag = "operator",
+    params(("tenant" = String, Path, description = "The tenant"),
+        ("If-Match" = Option<String>, Header, description = "Only if the tenant's revision is this")),
+    responses(
+        (status = 202, description = "Being deleted", body = TenantView),
+        (status = 403, description = "A tenant's key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A config tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match did not match", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("operator_key" = [])))]
+pub async fn delete_tenant(
+    State(app): State<Arc<App>>,
+    _: Operator,
+    ApiPath(path): ApiPath<TenantPath>,
+    if_match: IfMatch,
+) -> Result<Response, Problem> {
+    let (revision, record) = read(&app, &path.tenant, true).await?;
+    let (revision, record) = if record.deleting {
+        (revision, record)
+    } else {
+        let (revision, record, ()) = change(&app, &path.tenant, &if_match, |record| {
+            record.deleting = true;
+            Ok(())
+        })
+        .await?;
+        (revision, record)
+    };
+    app.control.wake();
+    Ok(with_etag(
+        StatusCode::ACCEPTED,
         revision,
         &view(&path.tenant, revision, &record),
     ))

@@ -104,7 +104,9 @@ pub fn operator_router(max_component_bytes: usize) -> Router<Arc<App>> {
         )
         .route(
             "/admin/v1/tenants/{tenant}",
-            get(control::get_tenant).patch(control::patch_tenant),
+            get(control::get_tenant)
+                .patch(control::patch_tenant)
+                .delete(control::delete_tenant),
         )
         .route(
             "/admin/v1/tenants/{tenant}/keys",

@@ -50,6 +50,7 @@ use super::{admin, control, error, model, operator, sessions, sessman, users};
         control::create_tenant,
         control::get_tenant,
         control::patch_tenant,
+        control::delete_tenant,
         control::create_key,
         control::list_keys,
         control::revoke_key,

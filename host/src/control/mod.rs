@@ -42,9 +42,22 @@ struct Applied {
     /// The control revision the registry reflects (none before the first
     /// refresh).
     revision: Option<u64>,
-    /// The tenants built from records, with their chain revision.
-    tenants: BTreeMap<String, (u64, Arc<Tenant>)>,
+    /// The tenants built from records.
+    tenants: BTreeMap<String, Built>,
 }
+
+/// A tenant built from its record.
+#[derive(Clone)]
+struct Built {
+    /// The record's chain revision (its plugins are reused while it holds).
+    chain: u64,
+    /// Being deleted ([`TenantRecord::deleting`]).
+    deleting: bool,
+    tenant: Arc<Tenant>,
+}
+
+/// How many sessions one step of a deletion ends.
+const DELETE_BATCH: usize = 500;
 
 /// This host's view of the control store.
 pub struct ControlPlane {
@@ -137,7 +150,7 @@ impl ControlPlane {
                 }
             }
         }
-        for (_, tenant) in next.values() {
+        for Built { tenant, .. } in next.values() {
             let shares = quota::shares_of(&self.config, &tenant.config.quota, count);
             app.admission.set(&tenant.name, shares);
         }
@@ -146,7 +159,7 @@ impl ControlPlane {
         let tenants = Tenants::of_shared(
             fixed
                 .into_iter()
-                .chain(next.values().map(|(_, t)| t.clone())),
+                .chain(next.values().map(|b| b.tenant.clone())),
         )?;
         app.tenants.replace(tenants);
         let changed = applied.revision.is_some();
@@ -165,26 +178,28 @@ impl ControlPlane {
         app: &App,
         r: &ControlRecord,
         count: usize,
-        old: Option<&(u64, Arc<Tenant>)>,
-    ) -> anyhow::Result<(u64, Arc<Tenant>)> {
+        old: Option<&Built>,
+    ) -> anyhow::Result<Built> {
         let record: TenantRecord =
             serde_json::from_str(&r.body).context("the record is not readable")?;
         let config = record.config();
         let chain_revision = record.chain_revision();
-        if let Some((old_chain, old)) = old
-            && *old_chain == chain_revision
+        let disabled = record.disabled || record.deleting;
+        if let Some(old) = old
+            && old.chain == chain_revision
         {
-            return Ok((
-                chain_revision,
-                Arc::new(Tenant {
+            return Ok(Built {
+                chain: chain_revision,
+                deleting: record.deleting,
+                tenant: Arc::new(Tenant {
                     name: r.name.clone(),
                     config,
-                    chain: old.chain.clone(),
-                    degraded: old.degraded.clone(),
+                    chain: old.tenant.chain.clone(),
+                    degraded: old.tenant.degraded.clone(),
                     revision: Some(r.revision),
-                    disabled: record.disabled,
+                    disabled,
                 }),
-            ));
+            });
         }
         let shares = quota::shares_of(&self.config, &config.quota, count);
         app.runtime
@@ -216,8 +231,77 @@ impl ControlPlane {
         )
         .await?;
         tenant.revision = Some(r.revision);
-        tenant.disabled = record.disabled;
-        Ok((chain_revision, Arc::new(tenant)))
+        tenant.disabled = disabled;
+        Ok(Built {
+            chain: chain_revision,
+            deleting: record.deleting,
+            tenant: Arc::new(tenant),
+        })
+    }
+
+    /// Takes each tenant being deleted one step on: ends its live sessions
+    /// (reason `revoked`, so their end hooks run) and, once none is stored
+    /// and its end queue is empty, removes its record and components.
+    /// Every host does this; each step is safe to repeat, and the record's
+    /// compare-and-set lets one host remove it.
+    pub async fn finish_deletions(&self, app: &App) -> anyhow::Result<()> {
+        let deleting: Vec<Arc<Tenant>> = {
+            let applied = self.applied.lock().await;
+            applied
+                .tenants
+                .values()
+                .filter(|b| b.deleting)
+                .map(|b| b.tenant.clone())
+                .collect()
+        };
+        let mut removed = false;
+        for tenant in deleting {
+            let now = crate::session::now_ms();
+            let ending = crate::service::end::Ending::of(app, &tenant);
+            loop {
+                let live = app
+                    .sessions
+                    .deadlines_between(&tenant.name, now, u64::MAX >> 11, DELETE_BATCH)
+                    .await?;
+                if live.is_empty() {
+                    break;
+                }
+                for record in &live {
+                    ending
+                        .one(&record.token_hash, crate::session::EndReason::Revoked, now)
+                        .await?;
+                }
+            }
+            let stored = app.sessions.stored_sessions(&tenant.name).await?;
+            let queue = app.end_queue.end_queue(&tenant.name).await?;
+            if stored > 0 || queue.waiting > 0 || queue.claimed > 0 {
+                continue;
+            }
+            let Some(revision) = tenant.revision else {
+                continue;
+            };
+            let record = self.store.control_record(&tenant.name).await?;
+            let Some(record) = record.filter(|r| r.revision == revision) else {
+                continue;
+            };
+            let parsed: TenantRecord = serde_json::from_str(&record.body)?;
+            if self
+                .store
+                .control_remove(&tenant.name, revision)
+                .await?
+                .is_ok()
+            {
+                for c in &parsed.components {
+                    self.store.component_remove(&tenant.name, &c.sha256).await?;
+                }
+                tracing::info!(tenant = %tenant.name, "tenant deleted");
+                removed = true;
+            }
+        }
+        if removed {
+            self.refresh(app).await?;
+        }
+        Ok(())
     }
 
     /// Component `sha256` of `tenant` from the store, checked against its
@@ -269,8 +353,12 @@ pub async fn run(app: Arc<App>, stop: CancellationToken) {
         .map(|(url, channel)| tokio::spawn(listen(control.clone(), url, channel, stop.clone())));
     let mut failing = false;
     loop {
-        match control.refresh(&app).await {
-            Ok(_) => failing = false,
+        let step = async {
+            control.refresh(&app).await?;
+            control.finish_deletions(&app).await
+        };
+        match step.await {
+            Ok(()) => failing = false,
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!("cannot read the control store; retrying: {e:#}");

@@ -237,6 +237,10 @@ pub struct TenantRecord {
     pub settings: TenantSettings,
     #[serde(default)]
     pub disabled: bool,
+    /// Being deleted: it serves nothing, its sessions are ended (reason
+    /// `revoked`) and, once their end hooks have run, the record goes.
+    #[serde(default)]
+    pub deleting: bool,
     pub created_at: Millis,
     #[serde(default)]
     pub keys: Vec<KeyRecord>,
@@ -253,6 +257,7 @@ impl TenantRecord {
         TenantRecord {
             settings,
             disabled: false,
+            deleting: false,
             created_at: now,
             keys: Vec::new(),
             components: Vec::new(),
