@@ -54,6 +54,7 @@ pub mod http;
 pub mod ids;
 pub mod json;
 pub mod metrics;
+pub mod refresher;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -125,8 +125,7 @@ pub async fn build(config: Config) -> anyhow::Result<Server> {
         }
     });
     // The operator API's tenants are served from the first request on.
-    app.control
-        .refresh(&app)
+    crate::service::control::refresh(&app)
         .await
         .context("reading the tenants of the control store")?;
     Ok(Server {
@@ -152,7 +151,7 @@ impl Server {
                 stop.clone(),
             )),
             tokio::spawn(crate::ends::run(work, stop.clone())),
-            tokio::spawn(crate::control::run(self.app.clone(), stop.clone())),
+            tokio::spawn(crate::refresher::run(self.app.clone(), stop.clone())),
             tokio::spawn(crate::webhooks::sender::run(
                 self.app.webhooks.clone(),
                 self.app.tenants.clone(),

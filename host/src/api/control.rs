@@ -319,7 +319,7 @@ async fn change<T>(
 /// Applies the latest control revision on this host before answering, so
 /// that this host already serves what the answer says.
 async fn applied(app: &App) {
-    if let Err(e) = app.control.refresh(app).await {
+    if let Err(e) = crate::service::control::refresh(app).await {
         tracing::warn!("the change is stored, but this host could not apply it yet: {e:#}");
         app.control.wake();
     }
@@ -702,7 +702,7 @@ pub async fn upload_component(
     if record.components.len() >= max {
         return Err(quota_exceeded("max_components_per_tenant", max));
     }
-    let wasm = compile_off_thread(&app, bytes.to_vec())
+    let wasm = compile_off_thread(&app.runtime, bytes.to_vec())
         .await
         .map_err(|e| invalid_component(format!("{e:#}")))?;
     let inspection = app
@@ -1050,7 +1050,7 @@ async fn check_chain(
         }
         let wasm = app
             .control
-            .component(app, tenant, &entry.sha256)
+            .component(&app.runtime, tenant, &entry.sha256)
             .await
             .map_err(|e| invalid_component(format!("{field}: {e:#}")))?;
         let spec = entry.spec();

@@ -12,7 +12,7 @@
 //!
 //! A host refreshes after each change made through it (so its own answer
 //! already holds), every `operator.poll_ms`, and, on Redis, as soon as a
-//! change is published ([`run`]). The periodic read is what guarantees the
+//! change is published (`crate::refresher`). The periodic read is what guarantees the
 //! bound: pub/sub loses what is published while a host is disconnected.
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,11 +24,11 @@ use sha2::Digest as _;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::admission::Admission;
 use crate::config::{Config, OperatorConfig, quota};
-use crate::runtime::LoadError;
+use crate::runtime::{LoadError, Runtime};
 use crate::store::{ControlRecord, ControlStore};
-use crate::tenant::{Tenant, Tenants};
+use crate::tenant::{Tenant, TenantRegistry, Tenants};
 
 pub mod record;
 
@@ -56,8 +56,14 @@ struct Built {
     tenant: Arc<Tenant>,
 }
 
-/// How many sessions one step of a deletion ends.
-const DELETE_BATCH: usize = 500;
+/// What a refresh changes on this host: the registry, the admission gates
+/// and the runtime's shares, loading plugins with the runtime.
+#[derive(Clone, Copy)]
+pub struct Targets<'a> {
+    pub runtime: &'a Arc<Runtime>,
+    pub tenants: &'a TenantRegistry,
+    pub admission: &'a Admission,
+}
 
 /// This host's view of the control store.
 pub struct ControlPlane {
@@ -115,14 +121,14 @@ impl ControlPlane {
     /// whose record changed and swaps them in. Returns whether anything
     /// changed. A record that cannot be built is logged and its tenant left
     /// as it was (absent when it is new).
-    pub async fn refresh(&self, app: &App) -> anyhow::Result<bool> {
+    pub async fn refresh(&self, to: Targets<'_>) -> anyhow::Result<bool> {
         let mut applied = self.applied.lock().await;
         let revision = self.store.control_revision().await?;
         if applied.revision == Some(revision) {
             return Ok(false);
         }
         let records = self.store.control_records().await?;
-        let current = app.tenants.current();
+        let current = to.tenants.current();
         let fixed: Vec<Arc<Tenant>> = current
             .iter()
             .filter(|t| t.revision.is_none())
@@ -137,7 +143,7 @@ impl ControlPlane {
                 continue;
             }
             let old = applied.tenants.get(&r.name);
-            match self.build(app, r, count, old).await {
+            match self.build(to.runtime, r, count, old).await {
                 Ok(built) => {
                     next.insert(r.name.clone(), built);
                 }
@@ -152,16 +158,16 @@ impl ControlPlane {
         }
         for Built { tenant, .. } in next.values() {
             let shares = quota::shares_of(&self.config, &tenant.config.quota, count);
-            app.admission.set(&tenant.name, shares);
+            to.admission.set(&tenant.name, shares);
         }
-        app.admission
+        to.admission
             .retain(|name| next.contains_key(name) || fixed.iter().any(|t| t.name == name));
         let tenants = Tenants::of_shared(
             fixed
                 .into_iter()
                 .chain(next.values().map(|b| b.tenant.clone())),
         )?;
-        app.tenants.replace(tenants);
+        to.tenants.replace(tenants);
         let changed = applied.revision.is_some();
         applied.revision = Some(revision);
         applied.tenants = next;
@@ -175,7 +181,7 @@ impl ControlPlane {
     /// chain did not change, else loaded from the store's components.
     async fn build(
         &self,
-        app: &App,
+        runtime: &Arc<Runtime>,
         r: &ControlRecord,
         count: usize,
         old: Option<&Built>,
@@ -202,18 +208,16 @@ impl ControlPlane {
             });
         }
         let shares = quota::shares_of(&self.config, &config.quota, count);
-        app.runtime
-            .set_share(&r.name, shares.max_plugin_calls, shares.memory_mib);
+        runtime.set_share(&r.name, shares.max_plugin_calls, shares.memory_mib);
         let mut bytes: HashMap<String, Vec<u8>> = HashMap::new();
         for entry in record
             .chain()
             .map(|c| c.plugins.as_slice())
             .unwrap_or_default()
         {
-            let wasm = self.component(app, &r.name, &entry.sha256).await?;
+            let wasm = self.component(runtime, &r.name, &entry.sha256).await?;
             bytes.insert(entry.name.clone(), wasm);
         }
-        let runtime = &app.runtime;
         let mut tenant = Tenant::load_with(
             &r.name,
             &config,
@@ -239,76 +243,49 @@ impl ControlPlane {
         })
     }
 
-    /// Takes each tenant being deleted one step on: ends its live sessions
-    /// (reason `revoked`, so their end hooks run) and, once none is stored
-    /// and its end queue is empty, removes its record and components.
-    /// Every host does this; each step is safe to repeat, and the record's
-    /// compare-and-set lets one host remove it.
-    pub async fn finish_deletions(&self, app: &App) -> anyhow::Result<()> {
-        let deleting: Vec<Arc<Tenant>> = {
-            let applied = self.applied.lock().await;
-            applied
-                .tenants
-                .values()
-                .filter(|b| b.deleting)
-                .map(|b| b.tenant.clone())
-                .collect()
+    /// The tenants being deleted, as this host serves them.
+    pub async fn deleting(&self) -> Vec<Arc<Tenant>> {
+        let applied = self.applied.lock().await;
+        applied
+            .tenants
+            .values()
+            .filter(|b| b.deleting)
+            .map(|b| b.tenant.clone())
+            .collect()
+    }
+
+    /// Removes the record of `tenant` (being deleted) and its components,
+    /// unless its record changed since this host applied it. Returns
+    /// whether this call removed it.
+    pub async fn remove(&self, tenant: &Tenant) -> anyhow::Result<bool> {
+        let Some(revision) = tenant.revision else {
+            return Ok(false);
         };
-        let mut removed = false;
-        for tenant in deleting {
-            let now = crate::session::now_ms();
-            let ending = crate::service::end::Ending::of(app, &tenant);
-            loop {
-                let live = app
-                    .sessions
-                    .deadlines_between(&tenant.name, now, u64::MAX >> 11, DELETE_BATCH)
-                    .await?;
-                if live.is_empty() {
-                    break;
-                }
-                for record in &live {
-                    ending
-                        .one(&record.token_hash, crate::session::EndReason::Revoked, now)
-                        .await?;
-                }
-            }
-            let stored = app.sessions.stored_sessions(&tenant.name).await?;
-            let queue = app.end_queue.end_queue(&tenant.name).await?;
-            if stored > 0 || queue.waiting > 0 || queue.claimed > 0 {
-                continue;
-            }
-            let Some(revision) = tenant.revision else {
-                continue;
-            };
-            let record = self.store.control_record(&tenant.name).await?;
-            let Some(record) = record.filter(|r| r.revision == revision) else {
-                continue;
-            };
-            let parsed: TenantRecord = serde_json::from_str(&record.body)?;
-            if self
-                .store
-                .control_remove(&tenant.name, revision)
-                .await?
-                .is_ok()
-            {
-                for c in &parsed.components {
-                    self.store.component_remove(&tenant.name, &c.sha256).await?;
-                }
-                tracing::info!(tenant = %tenant.name, "tenant deleted");
-                removed = true;
-            }
+        let record = self.store.control_record(&tenant.name).await?;
+        let Some(record) = record.filter(|r| r.revision == revision) else {
+            return Ok(false);
+        };
+        let parsed: TenantRecord = serde_json::from_str(&record.body)?;
+        if self
+            .store
+            .control_remove(&tenant.name, revision)
+            .await?
+            .is_err()
+        {
+            return Ok(false);
         }
-        if removed {
-            self.refresh(app).await?;
+        for c in &parsed.components {
+            self.store.component_remove(&tenant.name, &c.sha256).await?;
         }
-        Ok(())
+        tracing::info!(tenant = %tenant.name, "tenant deleted");
+        Ok(true)
     }
 
     /// Component `sha256` of `tenant` from the store, checked against its
     /// digest and compiled into this host's cache on a blocking thread.
     pub async fn component(
         &self,
-        app: &App,
+        runtime: &Arc<Runtime>,
         tenant: &str,
         sha256: &str,
     ) -> anyhow::Result<Vec<u8>> {
@@ -322,58 +299,39 @@ impl ControlPlane {
             actual == sha256,
             "component {sha256} read from the store has SHA-256 {actual}: refused"
         );
-        compile_off_thread(app, wasm).await
+        compile_off_thread(runtime, wasm).await
     }
 
     /// Refreshes at once (after a change made through this host).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+
+    /// Waits until a refresh is asked for ([`ControlPlane::wake`], or a
+    /// published change).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Listens for published changes until `stop`, when the store
+    /// publishes them (Redis); none otherwise.
+    pub fn listen(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let (url, channel) = self.notices.clone()?;
+        Some(tokio::spawn(listen(self.clone(), url, channel, stop)))
+    }
 }
 
 /// Compiles `wasm` into the runtime's cache on a blocking thread (a
 /// component can take seconds to compile); returns the bytes.
-pub async fn compile_off_thread(app: &App, wasm: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    let runtime = app.runtime.clone();
+pub async fn compile_off_thread(runtime: &Arc<Runtime>, wasm: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    let runtime = runtime.clone();
     tokio::task::spawn_blocking(move || runtime.precompile(&wasm).map(|()| wasm))
         .await
         .context("the compile task failed")?
         .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// Keeps this host's registry up to the control store until `stop`: a
-/// refresh every `operator.poll_ms`, and one as soon as a change is
-/// published.
-pub async fn run(app: Arc<App>, stop: CancellationToken) {
-    let control = app.control.clone();
-    let poll = Duration::from_millis(control.settings.poll_ms);
-    let listener = control
-        .notices
-        .clone()
-        .map(|(url, channel)| tokio::spawn(listen(control.clone(), url, channel, stop.clone())));
-    let mut failing = false;
-    loop {
-        let step = async {
-            control.refresh(&app).await?;
-            control.finish_deletions(&app).await
-        };
-        match step.await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!("cannot read the control store; retrying: {e:#}");
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(poll) => {}
-            () = control.wake.notified() => {}
-        }
-    }
-    if let Some(listener) = listener {
-        listener.abort();
-    }
 }
 
 /// Wakes the refresh on every change published on `channel`, reconnecting

@@ -26,6 +26,7 @@
 //! follows it: ending the session when a plugin asked to (through
 //! [`end::Ending`]), or refusing after storing the refusing plugin's state.
 
+pub mod control;
 mod decided;
 pub mod end;
 mod error;
