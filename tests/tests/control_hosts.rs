@@ -179,6 +179,52 @@ async fn a_tenant_created_through_one_host_serves_on_the_others() {
     .await;
     let max = summary("the same with the notices cut", took);
     assert!(max < BOUND, "a host took {max:?}");
+
+    // A request-rate quota set through the API holds per host: three hosts
+    // flooded at once admit at most three times the rate (plus each one's
+    // burst), as the README says.
+    op.patch(
+        "/admin/v1/tenants/unannounced",
+        &json!({"settings": {"quota": {"requests_per_second": 50, "burst": 10}}}),
+    )
+    .await
+    .expect(200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let tenant: Vec<Api> = hosts.iter().map(|h| h.api(&key)).collect();
+    let window = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut floods = Vec::new();
+    for worker in 0..9 {
+        let api = tenant[worker % 3].clone();
+        floods.push(tokio::spawn(async move {
+            let (mut admitted, mut refused) = (0u64, 0u64);
+            while started.elapsed() < window {
+                match api.get("/v1/plugins").await.status {
+                    200 => admitted += 1,
+                    429 => refused += 1,
+                    other => panic!("status {other}"),
+                }
+            }
+            (admitted, refused)
+        }));
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for flood in floods {
+        let (a, r) = flood.await.unwrap();
+        admitted += a;
+        refused += r;
+    }
+    let rate = admitted as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "rate quota 50/s (burst 10) on 3 hosts: {rate:.0} admitted/s ({:.2}x the quota), \
+         {refused} refused",
+        rate / 50.0
+    );
+    assert!(refused > 0, "the flood was never refused");
+    assert!(
+        admitted <= 3 * (50 * 3 + 10),
+        "{admitted} admitted in {window:?}: more than 3 hosts' buckets"
+    );
 }
 
 /// The describe name of the first plugin `api`'s host runs for its tenant.

@@ -1,10 +1,12 @@
 //! The `sessiond` command line: `serve`, `plugin check`, `plugin run`,
-//! `store export` and `store import`.
+//! `store export` and `store import`; and, as a client of a server's
+//! operator API, `tenant ...`, `plugin push` and `chain ...`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod operator;
 mod plugin;
 mod serve;
 mod store;
@@ -29,6 +31,14 @@ enum Command {
     /// Move a store's whole content to another store, as JSON lines.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Create, list, show and change tenants and their keys, through a
+    /// server's operator API.
+    #[command(subcommand)]
+    Tenant(operator::TenantCommand),
+    /// Show, set and roll back a tenant's plugin chain, through a server's
+    /// operator API.
+    #[command(subcommand)]
+    Chain(operator::ChainCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -38,5 +48,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Tenant(cmd) => operator::tenant(cmd),
+        Command::Chain(cmd) => operator::chain(cmd),
     }
 }

@@ -67,12 +67,16 @@ pub(super) enum PluginCommand {
         #[arg(long)]
         memory_mib: Option<u64>,
     },
+    /// Upload a component to a tenant through a server's operator API and
+    /// print its sha256 (first line), name, version, hooks and imports.
+    Push(super::operator::PushArgs),
 }
 
 pub(super) fn run(cmd: PluginCommand) -> ExitCode {
     let result = match cmd {
         PluginCommand::Check { file } => check(file),
         PluginCommand::Run { .. } => run_hook(cmd),
+        PluginCommand::Push(args) => Ok(super::operator::push(args)),
     };
     match result {
         Ok(code) => code,
