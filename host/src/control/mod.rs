@@ -44,6 +44,9 @@ struct Applied {
     revision: Option<u64>,
     /// The tenants built from records.
     tenants: BTreeMap<String, Built>,
+    /// The records that could not be built, by the revision that failed
+    /// (logged once each; retried at every refresh).
+    failed: BTreeMap<String, u64>,
 }
 
 /// A tenant built from its record.
@@ -136,6 +139,7 @@ impl ControlPlane {
             .collect();
         let count = fixed.len() + records.len();
         let mut next = BTreeMap::new();
+        let mut failed = BTreeMap::new();
         for r in &records {
             if fixed.iter().any(|t| t.name == r.name) {
                 tracing::warn!(tenant = %r.name, "the control store has a tenant that \
@@ -148,8 +152,12 @@ impl ControlPlane {
                     next.insert(r.name.clone(), built);
                 }
                 Err(e) => {
-                    tracing::error!(tenant = %r.name, revision = r.revision,
-                        "cannot apply the tenant's record; it is served as it was: {e:#}");
+                    if applied.failed.get(&r.name) != Some(&r.revision) {
+                        tracing::error!(tenant = %r.name, revision = r.revision,
+                            "cannot apply the tenant's record; it is served as it was \
+                             (none when it is new), and tried again at every refresh: {e:#}");
+                    }
+                    failed.insert(r.name.clone(), r.revision);
                     if let Some(old) = old {
                         next.insert(r.name.clone(), old.clone());
                     }
@@ -169,8 +177,11 @@ impl ControlPlane {
         )?;
         to.tenants.replace(tenants);
         let changed = applied.revision.is_some();
-        applied.revision = Some(revision);
+        // A record that failed (a store read that timed out, say) is tried
+        // again at the next refresh, whatever the revision then.
+        applied.revision = failed.is_empty().then_some(revision);
         applied.tenants = next;
+        applied.failed = failed;
         if changed {
             tracing::info!(revision, "control revision applied");
         }
