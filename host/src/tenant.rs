@@ -17,7 +17,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use crate::config::{TenantConfig, WebhookEvent, parse_api_key_hash};
 use crate::runtime::{Chain, Hook, OnError, Runtime};
 use crate::session::Millis;
-use crate::store::UserLimit;
+use crate::store::{CreateLimit, UserLimit};
 
 /// One tenant: its config and its plugin chain.
 #[derive(Debug)]
@@ -138,6 +138,15 @@ impl Tenant {
             max,
             policy: self.config.limit_policy,
         })
+    }
+
+    /// What the store enforces when it creates one of the tenant's
+    /// sessions: the per-user limit and `quota.max_sessions`.
+    pub fn create_limit(&self) -> CreateLimit {
+        CreateLimit {
+            user: self.user_limit(),
+            tenant_max: self.config.quota.max_sessions,
+        }
     }
 
     /// The lifetime of a new session in milliseconds: the requested one (or

@@ -75,6 +75,29 @@ fn temp_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// Creates tenant `name` through `op` and returns a new key of it.
+async fn new_tenant(op: &Api, name: &str) -> String {
+    op.post("/admin/v1/tenants", &json!({"name": name}))
+        .await
+        .expect(201);
+    let key = op
+        .post_empty(&format!("/admin/v1/tenants/{name}/keys"))
+        .await
+        .expect(201);
+    key.body["key"].as_str().unwrap().to_string()
+}
+
+/// Sets tenant `name`'s chain to the one plugin `p`: component `sha` with
+/// `grant`.
+async fn one_plugin_chain(op: &Api, name: &str, sha: &str, grant: &str) {
+    op.send(
+        op.request(Method::PUT, &format!("/admin/v1/tenants/{name}/chain"))
+            .json(&json!({"plugins": [{"name": "p", "sha256": sha, "grants": [grant]}]})),
+    )
+    .await
+    .expect(200);
+}
+
 async fn upload(op: &Api, tenant: &str, name: &str) -> String {
     let bytes = std::fs::read(plugin(name)).expect("a built component");
     let reply = op
@@ -139,14 +162,7 @@ async fn a_tenant_created_through_one_host_serves_on_the_others() {
     for round in 0..5 {
         let name = format!("tenant-{round}");
         let started = Instant::now();
-        op.post("/admin/v1/tenants", &json!({"name": name}))
-            .await
-            .expect(201);
-        let key = op
-            .post_empty(&format!("/admin/v1/tenants/{name}/keys"))
-            .await
-            .expect(201);
-        let key = key.body["key"].as_str().unwrap().to_string();
+        let key = new_tenant(&op, &name).await;
         let others: Vec<Api> = hosts[1..].iter().map(|h| h.api(&key)).collect();
         took.extend(
             time_to_effect(&others, started, |api| async move {
@@ -164,14 +180,7 @@ async fn a_tenant_created_through_one_host_serves_on_the_others() {
         .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
         .expect("redis-cli");
     let started = Instant::now();
-    op.post("/admin/v1/tenants", &json!({"name": "unannounced"}))
-        .await
-        .expect(201);
-    let key = op
-        .post_empty("/admin/v1/tenants/unannounced/keys")
-        .await
-        .expect(201);
-    let key = key.body["key"].as_str().unwrap().to_string();
+    let key = new_tenant(&op, "unannounced").await;
     let others: Vec<Api> = hosts[1..].iter().map(|h| h.api(&key)).collect();
     let took = time_to_effect(&others, started, |api| async move {
         api.post("/v1/sessions", &json!({"user": "u"})).await.status == 201
@@ -243,23 +252,11 @@ async fn a_chain_swaps_on_every_host_under_load_without_a_failed_request() {
     let dir = temp_dir();
     let hosts = start(dir.path(), &redis);
     let op = hosts[0].api(OPERATOR_KEY);
-    op.post("/admin/v1/tenants", &json!({"name": "acme"}))
-        .await
-        .expect(201);
-    let key = op
-        .post_empty("/admin/v1/tenants/acme/keys")
-        .await
-        .expect(201);
-    let key = key.body["key"].as_str().unwrap().to_string();
+    let key = new_tenant(&op, "acme").await;
     let v1 = upload(&op, "acme", "audit_log").await;
     let v2 = upload(&op, "acme", "single_session").await;
+    one_plugin_chain(&op, "acme", &v1, "audit").await;
     let entry = |sha: &str, grant: &str| json!({"name": "p", "sha256": sha, "grants": [grant]});
-    op.send(
-        op.request(Method::PUT, "/admin/v1/tenants/acme/chain")
-            .json(&json!({"plugins": [entry(&v1, "audit")]})),
-    )
-    .await
-    .expect(200);
     let tenant: Vec<Api> = hosts.iter().map(|h| h.api(&key)).collect();
     time_to_effect(&tenant, Instant::now(), |api| async move {
         running(&api).await == "audit-log"
@@ -350,21 +347,9 @@ async fn a_deleted_tenant_ends_its_sessions_with_their_end_hooks_and_is_gone_eve
     let dir = temp_dir();
     let hosts = start(dir.path(), &redis);
     let op = hosts[0].api(OPERATOR_KEY);
-    op.post("/admin/v1/tenants", &json!({"name": "leaving"}))
-        .await
-        .expect(201);
-    let key = op
-        .post_empty("/admin/v1/tenants/leaving/keys")
-        .await
-        .expect(201);
-    let key = key.body["key"].as_str().unwrap().to_string();
+    let key = new_tenant(&op, "leaving").await;
     let sha = upload(&op, "leaving", "audit_log").await;
-    op.send(
-        op.request(Method::PUT, "/admin/v1/tenants/leaving/chain")
-            .json(&json!({"plugins": [{"name": "p", "sha256": sha, "grants": ["audit"]}]})),
-    )
-    .await
-    .expect(200);
+    one_plugin_chain(&op, "leaving", &sha, "audit").await;
     let tenant: Vec<Api> = hosts.iter().map(|h| h.api(&key)).collect();
     time_to_effect(&tenant, Instant::now(), |api| async move {
         running(&api).await == "audit-log"

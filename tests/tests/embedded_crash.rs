@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use sessiond::ids::{new_public_id, new_token, token_hash};
 use sessiond::session::{ClientInfo, SessionRecord, now_ms};
 use sessiond::store::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
-use sessiond::store::{CreateOutcome, SessionStore};
+use sessiond::store::{CreateLimit, CreateOutcome, SessionStore};
 use sessiond_tests::cache_dir;
 use sessiond_tests::hosts::Host;
 use sessiond_tests::plugin;
@@ -425,7 +425,7 @@ async fn fill(dir: &Path, n: usize) -> Vec<String> {
                         plugin_state: Default::default(),
                         idle_warned_at: None,
                     };
-                    let created = store.create(&record, None, true, now).await;
+                    let created = store.create(&record, CreateLimit::NONE, true, now).await;
                     assert!(matches!(created, Ok(CreateOutcome::Created { .. })));
                     if i % 10_000 == 0 {
                         kept.push(token);

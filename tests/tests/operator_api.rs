@@ -457,4 +457,68 @@ async fn every_admin_endpoint_refuses_other_keys(backend: Backend) {
     );
 }
 
-every_backend!(servers: a_tenant_lives_through_the_operator_api, every_admin_endpoint_refuses_other_keys);
+async fn the_session_quota_is_exact_under_200_concurrent_creates(backend: Backend) {
+    let server = TestServer::start(backend, &config());
+    let op = server.api(OPERATOR_KEY);
+    op.post(
+        "/admin/v1/tenants",
+        &json!({"name": "capped", "settings": {"quota": {
+            "max_sessions": 50, "max_in_flight": 256, "max_queued": 256,
+            "queue_timeout_ms": 10000
+        }}}),
+    )
+    .await
+    .expect(201);
+    let key = op
+        .post_empty("/admin/v1/tenants/capped/keys")
+        .await
+        .expect(201);
+    let api = server.api(key.body["key"].as_str().unwrap());
+    let mut creates = Vec::new();
+    for i in 0..200 {
+        let api = api.clone();
+        creates.push(tokio::spawn(async move {
+            api.post("/v1/sessions", &json!({"user": format!("u{i}")}))
+                .await
+        }));
+    }
+    let (mut created, mut refused) = (Vec::new(), 0);
+    for create in creates {
+        let reply = create.await.unwrap();
+        match reply.status {
+            201 => created.push(reply.body["id"].as_str().unwrap().to_string()),
+            _ => {
+                let problem = reply.problem(429, "quota-exceeded");
+                assert_eq!(problem["quota"], "max_sessions", "{problem}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((created.len(), refused), (50, 150));
+    // An ended session makes room for exactly one more.
+    api.delete(&format!("/v1/sessions/{}", created[0]))
+        .await
+        .expect(204);
+    api.post("/v1/sessions", &json!({"user": "late"}))
+        .await
+        .expect(201);
+    api.post("/v1/sessions", &json!({"user": "later"}))
+        .await
+        .problem(429, "quota-exceeded");
+    // The quota is a setting like any other: raised, it admits more.
+    op.patch(
+        "/admin/v1/tenants/capped",
+        &json!({"settings": {"quota": {"max_sessions": 51}}}),
+    )
+    .await
+    .expect(200);
+    api.post("/v1/sessions", &json!({"user": "later"}))
+        .await
+        .expect(201);
+}
+
+every_backend!(servers:
+    a_tenant_lives_through_the_operator_api,
+    every_admin_endpoint_refuses_other_keys,
+    the_session_quota_is_exact_under_200_concurrent_creates,
+);

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sessiond::runtime::{Capability, Chain, Decision, MessageOutcome};
 use sessiond::session::{EndReason, SessionRecord, now_ms};
 use sessiond::store::memory::MemoryStore;
-use sessiond::store::{AuditStore, KvStore, SessionStore};
+use sessiond::store::{AuditStore, CreateLimit, KvStore, SessionStore};
 use sessiond_tests::{Block, fixtures, memory_runtime, spec, tokio};
 
 const DAY_MS: u64 = 86_400_000;
@@ -62,7 +62,7 @@ fn single_session_denies_a_second_session_of_the_same_user() {
             .block(),
     );
     tokio()
-        .block_on(store.create(&first, None, false, now_ms()))
+        .block_on(store.create(&first, CreateLimit::NONE, false, now_ms()))
         .unwrap();
     // Alice now has one: denied with Janssen's message.
     match chain
@@ -466,7 +466,7 @@ fn a_chain_stops_at_a_deny_and_composes_changes_in_order() {
     assert!(first.plugin_state.contains_key("audit-log"));
     assert!(first.plugin_state.contains_key("perspective"));
     tokio()
-        .block_on(store.create(&first, None, false, now_ms()))
+        .block_on(store.create(&first, CreateLimit::NONE, false, now_ms()))
         .unwrap();
     let before = audit_records(&store, "t7").len();
     // single-session denies first: the plugins after it do not run.

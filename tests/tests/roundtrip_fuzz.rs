@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use sessiond::ids::token_hash;
 use sessiond::json::MAX_DEPTH;
 use sessiond::session::now_ms;
-use sessiond::store::CreateOutcome;
+use sessiond::store::{CreateLimit, CreateOutcome};
 use sessiond_tests::edge::Edge;
 use sessiond_tests::fixtures::{self, Tenant};
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
@@ -350,7 +350,7 @@ async fn store_round_trips(backend: Backend) {
                 .data(Value::Object(data))
                 .build();
             let outcome = sessions
-                .create(&record, None, false, now)
+                .create(&record, CreateLimit::NONE, false, now)
                 .await
                 .expect("the store answers");
             let created = matches!(outcome, CreateOutcome::Created { .. });

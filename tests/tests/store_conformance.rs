@@ -20,9 +20,9 @@ use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
 use sessiond::store::{
-    AuditStore, CreateOutcome, Delivery, EndJob, EndQueue, EndQueueStats, KvQuota, KvStore,
-    LimitPolicy, MergeOutcome, Once, OnceKey, OutboxStats, Poison, SessionStore, StoreBackend,
-    StoreError, UserLimit, WriteOutcome,
+    AuditStore, CreateLimit, CreateOutcome, Delivery, EndJob, EndQueue, EndQueueStats, KvQuota,
+    KvStore, LimitPolicy, MergeOutcome, Once, OnceKey, OutboxStats, Poison, SessionStore,
+    StoreBackend, StoreError, UserLimit, WriteOutcome,
 };
 use sessiond::trace::{self, TraceParent};
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
@@ -124,6 +124,7 @@ every_backend!(
     remove_exactly_once,
     remove_of_expired_leaves_it_to_sweeper,
     limit_deny_exact_under_concurrency,
+    tenant_quota_exact_under_concurrency,
     limit_counts_only_live_sessions,
     limit_evict_lru,
     limit_evict_lru_under_concurrency,
@@ -187,14 +188,22 @@ fn session(tenant: &str, user: Option<&str>, t0: Millis) -> SessionRecord {
 }
 
 async fn create(b: &Stores, record: &SessionRecord, t0: Millis) {
-    match b.store().create(record, None, true, t0).await.unwrap() {
+    match b
+        .store()
+        .create(record, CreateLimit::NONE, true, t0)
+        .await
+        .unwrap()
+    {
         CreateOutcome::Created { evicted } => assert!(evicted.is_empty()),
         other => panic!("create without a limit answered {other:?}"),
     }
 }
 
-fn limit(max: u32, policy: LimitPolicy) -> Option<UserLimit> {
-    Some(UserLimit { max, policy })
+fn limit(max: u32, policy: LimitPolicy) -> CreateLimit {
+    CreateLimit {
+        user: Some(UserLimit { max, policy }),
+        tenant_max: None,
+    }
 }
 
 /// The next version of `record` with `data.step = step`.
@@ -269,7 +278,11 @@ async fn create_existing_token_hash_fails(backend: Backend) {
     create(&b, &first, t0).await;
     let mut second = session(&b.tenant, Some("bob"), t0);
     second.token_hash = first.token_hash.clone();
-    let err = b.store().create(&second, None, true, t0).await.unwrap_err();
+    let err = b
+        .store()
+        .create(&second, CreateLimit::NONE, true, t0)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert_eq!(
         b.store()
@@ -1071,6 +1084,60 @@ async fn remove_of_expired_leaves_it_to_sweeper(backend: Backend) {
 
 // ---------------------------------------------------------------- limits
 
+/// The tenant's quota of stored sessions holds exactly when creates race,
+/// anonymous ones and users' alike, and ending one makes room for one.
+async fn tenant_quota_exact_under_concurrency(backend: Backend) {
+    let b = Stores::open(backend).await;
+    let t0 = now_ms();
+    let quota = CreateLimit {
+        user: Some(UserLimit {
+            max: 3,
+            policy: LimitPolicy::Deny,
+        }),
+        tenant_max: Some(10),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = b.handle(i);
+        let user = format!("u{}", i % 20);
+        let s = session(&b.tenant, (i % 3 != 0).then_some(user.as_str()), t0);
+        tasks.push(tokio::spawn(async move {
+            let outcome = store.create(&s, quota, true, t0).await.unwrap();
+            (s, outcome)
+        }));
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (s, CreateOutcome::Created { .. }) => created.push(s.token_hash),
+            (_, CreateOutcome::QuotaReached { stored }) => assert_eq!(stored, 10),
+            (_, other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 10);
+    assert_eq!(b.store().stored_sessions(&b.tenant).await.unwrap(), 10);
+    let extra = session(&b.tenant, None, t0);
+    assert_eq!(
+        b.store().create(&extra, quota, true, t0).await.unwrap(),
+        CreateOutcome::QuotaReached { stored: 10 }
+    );
+    b.store()
+        .remove(&b.tenant, &created[0], EndReason::Logout, true, t0)
+        .await
+        .unwrap()
+        .expect("a stored session");
+    assert!(matches!(
+        b.store().create(&extra, quota, true, t0).await.unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+    // Another tenant's sessions do not count.
+    let other = session(&format!("{}-other", b.tenant), None, t0);
+    assert!(matches!(
+        b.store().create(&other, quota, true, t0).await.unwrap(),
+        CreateOutcome::Created { .. }
+    ));
+}
+
 async fn limit_deny_exact_under_concurrency(backend: Backend) {
     let b = Stores::open(backend).await;
     let t0 = now_ms();
@@ -1097,6 +1164,7 @@ async fn limit_deny_exact_under_concurrency(backend: Backend) {
                 assert_eq!(active, 5);
                 refused += 1;
             }
+            (_, other) => panic!("{other:?}"),
         }
     }
     assert_eq!(created.len(), 5);
@@ -2402,7 +2470,10 @@ async fn deep_records_read_back(backend: Backend) {
     too_deep
         .data
         .insert("deep".into(), nested(MAX_STORED_DEPTH));
-    let err = s.create(&too_deep, None, true, t0).await.unwrap_err();
+    let err = s
+        .create(&too_deep, CreateLimit::NONE, true, t0)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert_eq!(
         s.get(&b.tenant, &too_deep.token_hash, t0).await.unwrap(),
@@ -2723,7 +2794,7 @@ async fn redis_keys_expire_server_side() {
     let t0 = now_ms();
     let s = session("ttl", Some("alice"), t0);
     assert!(matches!(
-        store.create(&s, None, true, t0).await.unwrap(),
+        store.create(&s, CreateLimit::NONE, true, t0).await.unwrap(),
         CreateOutcome::Created { .. }
     ));
     let key = format!("sessiond:{{ttl}}:s:{}", s.token_hash);
@@ -2785,7 +2856,7 @@ async fn redis_down_is_unavailable_and_recovers() {
     let store = RedisStore::connect(&[server.url()]).await.unwrap();
     let t0 = now_ms();
     let s = session("down", None, t0);
-    store.create(&s, None, true, t0).await.unwrap();
+    store.create(&s, CreateLimit::NONE, true, t0).await.unwrap();
 
     let mut server = tokio::task::spawn_blocking(move || {
         server.kill();
@@ -2846,7 +2917,7 @@ async fn redis_prunes_consumers_of_hosts_that_are_gone() {
     let t0 = now_ms();
     for _ in 0..2 {
         let s = session(tenant, None, t0);
-        store.create(&s, None, true, t0).await.unwrap();
+        store.create(&s, CreateLimit::NONE, true, t0).await.unwrap();
         store
             .remove(tenant, &s.token_hash, EndReason::Logout, true, t0)
             .await
@@ -2920,7 +2991,7 @@ async fn once_create_is_recorded_with_the_session(backend: Backend) {
     assert_eq!(b.store().remembered(&b.tenant, "k1").await.unwrap(), None);
     let outcome = b
         .store()
-        .create_once(&first, None, true, &key, t0)
+        .create_once(&first, CreateLimit::NONE, true, &key, t0)
         .await
         .unwrap();
     assert_eq!(
@@ -2942,7 +3013,13 @@ async fn once_create_is_recorded_with_the_session(backend: Backend) {
     let second = session(&b.tenant, Some("alice"), t0);
     let again = b
         .store()
-        .create_once(&second, None, true, &once_key("k1", "create-b", HOUR), t0)
+        .create_once(
+            &second,
+            CreateLimit::NONE,
+            true,
+            &once_key("k1", "create-b", HOUR),
+            t0,
+        )
         .await
         .unwrap();
     assert_eq!(again, Once::Known(Box::new(known)));
@@ -3032,7 +3109,7 @@ async fn once_create_concurrent_stores_one(backend: Backend) {
         tasks.push(tokio::spawn(async move {
             let key = once_key("k4", "create", HOUR);
             let outcome = store
-                .create_once(&record, None, true, &key, t0)
+                .create_once(&record, CreateLimit::NONE, true, &key, t0)
                 .await
                 .unwrap();
             (record, outcome)
@@ -3147,7 +3224,7 @@ async fn once_keys_lapse_and_stay_in_their_tenant(backend: Backend) {
     let key = once_key("k7", "create", 300);
     let first = session(&b.tenant, None, t0);
     b.store()
-        .create_once(&first, None, true, &key, t0)
+        .create_once(&first, CreateLimit::NONE, true, &key, t0)
         .await
         .unwrap();
     assert!(
@@ -3162,7 +3239,7 @@ async fn once_keys_lapse_and_stay_in_their_tenant(backend: Backend) {
     let elsewhere = session(&other, None, t0);
     let outcome = b
         .store()
-        .create_once(&elsewhere, None, true, &key, t0)
+        .create_once(&elsewhere, CreateLimit::NONE, true, &key, t0)
         .await
         .unwrap();
     assert!(
@@ -3175,7 +3252,7 @@ async fn once_keys_lapse_and_stay_in_their_tenant(backend: Backend) {
     let later = session(&b.tenant, None, t0);
     let outcome = b
         .store()
-        .create_once(&later, None, true, &key, t0)
+        .create_once(&later, CreateLimit::NONE, true, &key, t0)
         .await
         .unwrap();
     assert!(

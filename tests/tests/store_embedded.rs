@@ -16,8 +16,8 @@ use sessiond::store::embedded::{
     DB_FILE, Durability, EmbeddedConfig, EmbeddedStore, LOCK_FILE, SCHEMA_VERSION,
 };
 use sessiond::store::{
-    AuditStore, CreateOutcome, EndQueue, EndQueueStats, KvStore, SessionStore, StoreError,
-    WriteOutcome,
+    AuditStore, CreateLimit, CreateOutcome, EndQueue, EndQueueStats, KvStore, SessionStore,
+    StoreError, WriteOutcome,
 };
 use sessiond_tests::fixtures;
 
@@ -45,7 +45,11 @@ fn session(n: u64, user: Option<&str>, t0: Millis) -> SessionRecord {
 }
 
 async fn create(store: &EmbeddedStore, record: &SessionRecord, now: Millis) {
-    match store.create(record, None, true, now).await.unwrap() {
+    match store
+        .create(record, CreateLimit::NONE, true, now)
+        .await
+        .unwrap()
+    {
         CreateOutcome::Created { evicted } => assert!(evicted.is_empty()),
         other => panic!("{other:?}"),
     }
@@ -238,7 +242,10 @@ async fn one_failing_write_does_not_undo_its_batch() {
         let s = s.clone();
         let r = session(if n % 3 == 2 { n - 1 } else { n }, Some("bob"), t0);
         tasks.push(tokio::spawn(async move {
-            (r.token_hash.clone(), s.create(&r, None, true, t0).await)
+            (
+                r.token_hash.clone(),
+                s.create(&r, CreateLimit::NONE, true, t0).await,
+            )
         }));
     }
     let (mut ok, mut failed) = (Vec::new(), 0);
@@ -412,7 +419,7 @@ async fn open_time(n: u64) {
                         let user = format!("user-{}", n / 2);
                         let r = session(n, Some(&user), t0);
                         assert!(matches!(
-                            s.create(&r, None, true, t0).await.unwrap(),
+                            s.create(&r, CreateLimit::NONE, true, t0).await.unwrap(),
                             CreateOutcome::Created { .. }
                         ));
                     }

@@ -22,7 +22,9 @@ use sessiond::store::dump::{Kind, PAGE_SIZE, StoreDump};
 use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use sessiond::store::memory::MemoryStore;
 use sessiond::store::redis::{RedisConfig, RedisStore};
-use sessiond::store::{Delivery, EndQueueStats, SessionStore, StoreBackend, WriteOutcome};
+use sessiond::store::{
+    CreateLimit, Delivery, EndQueueStats, SessionStore, StoreBackend, WriteOutcome,
+};
 use sessiond_tests::redis_server::{RedisCluster, RedisServer};
 
 const SEC: Millis = 1000;
@@ -153,7 +155,10 @@ async fn seed(store: &dyn StoreBackend) -> Fixture {
         (EU, "eve", Some("eve:1")),
     ] {
         let r = record(tenant, name, user, now);
-        store.create(&r, None, false, now).await.unwrap();
+        store
+            .create(&r, CreateLimit::NONE, false, now)
+            .await
+            .unwrap();
         live.push(r);
     }
     // Versions 3 and 2.
@@ -178,14 +183,20 @@ async fn seed(store: &dyn StoreBackend) -> Fixture {
     let mut late = record(ACME, "late", Some("alice"), now);
     late.created_at = now - 2 * HOUR;
     late.absolute_expires_at = now - MIN;
-    store.create(&late, None, false, now).await.unwrap();
+    store
+        .create(&late, CreateLimit::NONE, false, now)
+        .await
+        .unwrap();
 
     for (name, reason) in [
         ("ended1", EndReason::Logout),
         ("ended2", EndReason::Revoked),
     ] {
         let r = record(ACME, name, Some("carol"), now);
-        store.create(&r, None, false, now).await.unwrap();
+        store
+            .create(&r, CreateLimit::NONE, false, now)
+            .await
+            .unwrap();
         store
             .remove(ACME, &r.token_hash, reason, true, now)
             .await
@@ -459,7 +470,10 @@ async fn refuses_then_merges(target: &dyn StoreBackend) {
     let now = fixture.now;
     let mut mine = fixture.live[0].clone();
     mine.data.insert("kept".into(), json!(true));
-    target.create(&mine, None, false, now).await.unwrap();
+    target
+        .create(&mine, CreateLimit::NONE, false, now)
+        .await
+        .unwrap();
     // Later than every exported audit id.
     target
         .audit_append(
@@ -540,7 +554,10 @@ async fn ended_by_sweep_after_import(target: &dyn StoreBackend) -> SessionRecord
     let now = now_ms();
     let mut r = record("late-import", "short", Some("dana"), now);
     r.absolute_expires_at = now + 2 * SEC;
-    source.create(&r, None, false, now).await.unwrap();
+    source
+        .create(&r, CreateLimit::NONE, false, now)
+        .await
+        .unwrap();
     let later = now + MIN;
     copy(&source, target, false, later).await.unwrap();
     assert_eq!(
@@ -588,7 +605,10 @@ async fn ended_by_sweep_after_import_redis() {
     let now = now_ms();
     let mut r = record("grace", "past", None, now);
     r.absolute_expires_at = now - MIN;
-    source.create(&r, None, false, now).await.unwrap();
+    source
+        .create(&r, CreateLimit::NONE, false, now)
+        .await
+        .unwrap();
     let target = redis("migrate-grace").await;
     copy(&source, &target, false, now).await.unwrap();
     let key = format!("migrate-grace:{{grace}}:s:{}", r.token_hash);
@@ -810,7 +830,10 @@ async fn seed_many(store: &dyn StoreBackend, now: Millis) {
             let name = format!("t{t}n{n}");
             let user = format!("user-{}", n % 7);
             let r = record(&tenant, &name, (n % 3 != 0).then_some(user.as_str()), now);
-            store.create(&r, None, false, now).await.unwrap();
+            store
+                .create(&r, CreateLimit::NONE, false, now)
+                .await
+                .unwrap();
             if n % 2 == 0 {
                 store
                     .remove(&tenant, &r.token_hash, EndReason::Logout, true, now)

@@ -318,6 +318,23 @@ impl Problem {
         .with("plugin", degraded.plugin.clone())
     }
 
+    /// The tenant has its quota of stored sessions: 429 naming the quota.
+    /// Room comes as sessions end, so a retry after a second may pass.
+    pub fn session_quota(stored: u64, max: u64) -> Problem {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            "Quota exceeded",
+            format!(
+                "the tenant has {stored} sessions stored and its quota.max_sessions is {max}; \
+                 end sessions or raise the quota"
+            ),
+        )
+        .with("quota", "max_sessions")
+        .with("limit", max)
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
     /// The operator disabled the tenant: it serves nothing until enabled
     /// again (its sessions are kept).
     pub fn tenant_disabled(tenant: &str) -> Problem {
@@ -400,6 +417,7 @@ impl From<service::Error> for Problem {
                 Problem::precondition_failed(current_version)
             }
             Error::LimitReached { user, active, max } => Problem::session_limit(&user, active, max),
+            Error::SessionQuota { stored, max } => Problem::session_quota(stored, max),
             Error::Denied {
                 plugin,
                 message,

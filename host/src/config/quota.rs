@@ -43,6 +43,12 @@ pub struct TenantQuota {
     /// `runtime.memory_budget_mib`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// Sessions the tenant may have stored at once, across every host:
+    /// checked by the store in the step that creates a session, so exact
+    /// under concurrency. Sessions past their deadline count until the
+    /// sweeper takes them. Unset: no quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u64>,
 }
 
 /// `tenants.<name>.quota.queue_timeout_ms`.
@@ -61,6 +67,7 @@ impl Default for TenantQuota {
             requests_per_second: None,
             burst: None,
             memory_mib: None,
+            max_sessions: None,
         }
     }
 }
@@ -139,6 +146,7 @@ pub(super) fn check(config: &Config) -> Result<(), (String, String)> {
             ("requests_per_second", q.requests_per_second.map(u64::from)),
             ("burst", q.burst.map(u64::from)),
             ("memory_mib", q.memory_mib),
+            ("max_sessions", q.max_sessions),
         ];
         for (key, value) in set {
             if value == Some(0) {

@@ -132,6 +132,9 @@ impl TenantSettings {
         if q.memory_mib == Some(0) {
             return bad("quota.memory_mib", "must be at least 1".into());
         }
+        if q.max_sessions == Some(0) {
+            return bad("quota.max_sessions", "must be at least 1".into());
+        }
         for (i, origin) in self.cors_origins.iter().enumerate() {
             if let Err(why) = check_origin(origin) {
                 return bad(&format!("cors_origins[{i}]"), why);

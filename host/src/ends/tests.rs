@@ -7,7 +7,7 @@ use crate::config::{EndsConfig, TenantConfig};
 use crate::runtime::Chain;
 use crate::session::{EndReason, SessionRecord, now_ms};
 use crate::store::memory::MemoryStore;
-use crate::store::{EndJob, EndQueue, SessionStore};
+use crate::store::{CreateLimit, EndJob, EndQueue, SessionStore};
 use crate::tenant::{Tenant, TenantRegistry, Tenants};
 
 /// A worker on a memory store, and a tenant without plugins (its end
@@ -30,7 +30,10 @@ async fn setup(n: usize, max_deliveries: u64) -> (EndWork, Arc<Tenant>, Arc<Memo
             "absolute_expires_at": now + 60_000, "idle_timeout_ms": 60_000, "version": 1
         }))
         .unwrap();
-        store.create(&record, None, true, now).await.unwrap();
+        store
+            .create(&record, CreateLimit::NONE, true, now)
+            .await
+            .unwrap();
         store
             .remove("t", &record.token_hash, EndReason::Logout, true, now)
             .await

@@ -16,7 +16,7 @@
 use super::Result;
 use crate::app::App;
 use crate::session::{EndReason, Millis, SessionRecord, now_ms};
-use crate::store::{CreateOutcome, Expired, Once, OnceKey, UserLimit};
+use crate::store::{CreateLimit, CreateOutcome, Expired, Once, OnceKey};
 use crate::tenant::Tenant;
 
 /// The ending steps of one tenant's sessions.
@@ -37,7 +37,7 @@ impl<'a> Ending<'a> {
     pub async fn create(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         now: Millis,
     ) -> Result<CreateOutcome> {
         let outcome = self
@@ -56,7 +56,7 @@ impl<'a> Ending<'a> {
     pub async fn create_once(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         key: &OnceKey,
         now: Millis,
     ) -> Result<Once<CreateOutcome>> {

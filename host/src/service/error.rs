@@ -29,6 +29,9 @@ pub enum Error {
     /// is `deny`.
     #[error("user {user:?} already has {active} active session(s); at most {max} allowed")]
     LimitReached { user: String, active: u32, max: u32 },
+    /// The tenant has its quota of stored sessions (`quota.max_sessions`).
+    #[error("the tenant has {stored} sessions stored; its quota is {max}")]
+    SessionQuota { stored: u64, max: u64 },
     /// A plugin vetoed (or failed under `on_error = "deny"`: then `kind` is
     /// the failure's).
     #[error("denied by plugin {plugin}: {message}")]

@@ -166,12 +166,15 @@ pub async fn create(
                     "the new token cannot be sealed".into(),
                 ))
             })?);
-            match ending.create_once(&record, limit, once, now).await? {
+            match ending
+                .create_once(&record, tenant.create_limit(), once, now)
+                .await?
+            {
                 Once::Ran(outcome) => outcome,
                 Once::Known(known) => return replay_create(key, once, *known),
             }
         }
-        _ => ending.create(&record, limit, now).await?,
+        _ => ending.create(&record, tenant.create_limit(), now).await?,
     };
     match outcome {
         CreateOutcome::Created { .. } => {
@@ -195,6 +198,10 @@ pub async fn create(
             user: record.user.unwrap_or_default(),
             active,
             max: limit.map(|l| l.max).unwrap_or_default(),
+        }),
+        CreateOutcome::QuotaReached { stored } => Err(Error::SessionQuota {
+            stored,
+            max: tenant.config.quota.max_sessions.unwrap_or_default(),
         }),
     }
 }

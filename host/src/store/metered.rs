@@ -16,10 +16,10 @@ use serde_json::{Map, Value};
 
 use super::dump::{DumpPage, Imported, Item, Kind, StoreDump};
 use super::{
-    AuditPage, AuditStore, ControlRecord, ControlStore, CreateOutcome, DeadLetters, Delivery,
-    EndJob, EndQueue, EndQueueStats, Expired, KvQuota, KvStore, MergeOutcome, Once, OnceKey,
-    Outbox, OutboxStats, Poison, Remembered, SessionStore, StoreBackend, StoreError, StoreResult,
-    Swapped, UserLimit, WriteOutcome,
+    AuditPage, AuditStore, ControlRecord, ControlStore, CreateLimit, CreateOutcome, DeadLetters,
+    Delivery, EndJob, EndQueue, EndQueueStats, Expired, KvQuota, KvStore, MergeOutcome, Once,
+    OnceKey, Outbox, OutboxStats, Poison, Remembered, SessionStore, StoreBackend, StoreError,
+    StoreResult, Swapped, WriteOutcome,
 };
 use crate::metrics::StoreMetrics;
 use crate::session::{EndReason, Millis, SessionRecord};
@@ -81,7 +81,7 @@ impl SessionStore for MeteredStore {
     async fn create(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
@@ -98,7 +98,7 @@ impl SessionStore for MeteredStore {
     async fn create_once(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         key: &OnceKey,
         now: Millis,

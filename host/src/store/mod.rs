@@ -187,6 +187,33 @@ pub struct UserLimit {
     pub policy: LimitPolicy,
 }
 
+/// What [`SessionStore::create`] enforces, in the same atomic step as the
+/// write: the per-user limit, and the tenant's quota of stored sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreateLimit {
+    /// The user's limit; none: no per-user limit (anonymous sessions never
+    /// have one).
+    pub user: Option<UserLimit>,
+    /// The most sessions the tenant may have stored: the live ones, and
+    /// those past their deadline that no sweeper has taken yet. A create at
+    /// the quota is refused ([`CreateOutcome::QuotaReached`]), even when
+    /// `evict-lru` would have made room for its user. None: no quota.
+    pub tenant_max: Option<u64>,
+}
+
+impl CreateLimit {
+    /// No limit at all.
+    pub const NONE: CreateLimit = CreateLimit {
+        user: None,
+        tenant_max: None,
+    };
+
+    /// Whether the tenant is at its quota with `stored` sessions.
+    pub fn tenant_full(&self, stored: u64) -> bool {
+        self.tenant_max.is_some_and(|max| stored >= max)
+    }
+}
+
 /// The result of [`SessionStore::create`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
@@ -195,6 +222,9 @@ pub enum CreateOutcome {
     Created { evicted: Vec<SessionRecord> },
     /// The user is at the limit and the policy is `Deny`; nothing was written.
     LimitReached { active: u32 },
+    /// The tenant has its quota of stored sessions
+    /// ([`CreateLimit::tenant_max`]); nothing was written.
+    QuotaReached { stored: u64 },
 }
 
 /// The result of a compare-and-set write.
@@ -368,14 +398,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Checks that the backend answers.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Stores a new session, enforcing `limit` for its user (anonymous
-    /// sessions have no limit). Exact under concurrency. With `queue_ends`,
+    /// Stores a new session, enforcing `limit`: the tenant's quota of
+    /// stored sessions, and the limit of its user (anonymous sessions have
+    /// none). Exact under concurrency. With `queue_ends`,
     /// the end jobs of the sessions evicted to make room (reason `evicted`)
     /// are queued in the same atomic step.
     async fn create(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome>;
@@ -389,7 +420,7 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn create_once(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         key: &OnceKey,
         now: Millis,

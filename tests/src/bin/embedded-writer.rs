@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 use sessiond::session::{SessionRecord, now_ms};
 use sessiond::store::embedded::{EmbeddedConfig, EmbeddedStore};
-use sessiond::store::{CreateOutcome, SessionStore, WriteOutcome};
+use sessiond::store::{CreateLimit, CreateOutcome, SessionStore, WriteOutcome};
 use sessiond_tests::fixtures;
 
 /// The tenant every session of the test belongs to.
@@ -36,7 +36,7 @@ async fn write_forever(store: Arc<EmbeddedStore>, writer: u64) {
     for n in 0.. {
         let now = now_ms();
         let mut current = record(writer, n, now);
-        match store.create(&current, None, false, now).await {
+        match store.create(&current, CreateLimit::NONE, false, now).await {
             Ok(CreateOutcome::Created { .. }) => {}
             other => panic!("create answered {other:?}"),
         }

@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use super::{EmbeddedStore, decode, encode, ends, kv, once, sql_ms};
 use crate::session::{EndReason, Millis, SessionRecord, now_ms};
 use crate::store::{
-    CreateOutcome, Expired, LimitPolicy, MergeOutcome, Once, OnceKey, Remembered, SessionStore,
-    StoreError, StoreResult, UserLimit, WriteOutcome,
+    CreateLimit, CreateOutcome, Expired, LimitPolicy, MergeOutcome, Once, OnceKey, Remembered,
+    SessionStore, StoreError, StoreResult, WriteOutcome,
 };
 
 /// How many lapsed kv entries one sweep of a tenant deletes.
@@ -122,7 +122,7 @@ fn oldest_first(records: &mut [SessionRecord]) {
 fn create(
     conn: &Connection,
     record: &SessionRecord,
-    limit: Option<UserLimit>,
+    limit: CreateLimit,
     queue: bool,
     now: Millis,
 ) -> StoreResult<CreateOutcome> {
@@ -131,8 +131,17 @@ fn create(
             "a session with this token hash exists".into(),
         ));
     }
+    if limit.tenant_max.is_some() {
+        let stored: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM sessions WHERE tenant = ?1")?
+            .query_row(params![record.tenant], |r| r.get(0))?;
+        let stored = u64::try_from(stored).unwrap_or(0);
+        if limit.tenant_full(stored) {
+            return Ok(CreateOutcome::QuotaReached { stored });
+        }
+    }
     let mut evicted = Vec::new();
-    if let (Some(user), Some(limit)) = (&record.user, limit) {
+    if let (Some(user), Some(limit)) = (&record.user, limit.user) {
         let live = live_of_user(conn, &record.tenant, user, now)?;
         let max = limit.max as usize;
         if live.len() >= max {
@@ -283,7 +292,7 @@ impl SessionStore for EmbeddedStore {
     async fn create(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
@@ -296,7 +305,7 @@ impl SessionStore for EmbeddedStore {
     async fn create_once(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         key: &OnceKey,
         now: Millis,

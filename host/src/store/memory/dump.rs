@@ -262,7 +262,7 @@ impl StoreDump for MemoryStore {
 mod tests {
     use super::*;
     use crate::session::{ClientInfo, EndReason};
-    use crate::store::SessionStore;
+    use crate::store::{CreateLimit, SessionStore};
 
     fn record(token_hash: &str, public_id: &str) -> SessionRecord {
         SessionRecord {
@@ -310,7 +310,10 @@ mod tests {
         );
         // A session ended in the same millisecond gets a later id.
         let record = record("live", "d");
-        store.create(&record, None, false, 100).await.unwrap();
+        store
+            .create(&record, CreateLimit::NONE, false, 100)
+            .await
+            .unwrap();
         store
             .remove("t", "live", EndReason::Logout, true, 100)
             .await

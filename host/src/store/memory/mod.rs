@@ -30,9 +30,9 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvQuota, KvStore,
-    LimitPolicy, MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError, StoreResult,
-    UserLimit, WriteOutcome, defaults, oldest_first,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateLimit, CreateOutcome, Expired, KvQuota,
+    KvStore, LimitPolicy, MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError,
+    StoreResult, WriteOutcome, defaults, oldest_first,
 };
 use crate::session::{AuditRecord, EndReason, Millis, SessionRecord, now_ms};
 
@@ -102,7 +102,7 @@ impl MemoryStore {
 fn create(
     t: &mut Tenant,
     record: &SessionRecord,
-    limit: Option<UserLimit>,
+    limit: CreateLimit,
     queue_ends: bool,
     now: Millis,
 ) -> StoreResult<CreateOutcome> {
@@ -113,8 +113,12 @@ fn create(
             "a session with this token hash exists".into(),
         ));
     }
+    let stored = t.sessions.len() as u64;
+    if limit.tenant_full(stored) {
+        return Ok(CreateOutcome::QuotaReached { stored });
+    }
     let mut evicted = Vec::new();
-    if let (Some(user), Some(limit)) = (&record.user, limit) {
+    if let (Some(user), Some(limit)) = (&record.user, limit.user) {
         let live: Vec<String> = t
             .live_of_user(user, now)
             .into_iter()
@@ -145,7 +149,7 @@ impl SessionStore for MemoryStore {
     async fn create(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
@@ -157,7 +161,7 @@ impl SessionStore for MemoryStore {
     async fn create_once(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         key: &OnceKey,
         now: Millis,

@@ -31,8 +31,8 @@ use redis::Value;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateOutcome, Expired, KvQuota, KvStore,
-    MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError, StoreResult, UserLimit,
+    AUDIT_ONCE_TTL_MS, AuditPage, AuditStore, CreateLimit, CreateOutcome, Expired, KvQuota,
+    KvStore, MergeOutcome, Once, OnceKey, Remembered, SessionStore, StoreError, StoreResult,
     WriteOutcome, oldest_first,
 };
 use crate::json::{Limit, MAX_DEPTH, MAX_SESSION_BYTES, OverLimit};
@@ -139,7 +139,7 @@ impl RedisStore {
     async fn create_with(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         key: Option<&OnceKey>,
         now: Millis,
@@ -151,8 +151,11 @@ impl RedisStore {
         if let Some(user) = &record.user {
             inv.key(keys.user(user));
         }
-        // Anonymous sessions have no limit.
-        let (max, policy) = limit_args(limit.filter(|_| record.user.is_some()));
+        // Anonymous sessions have no per-user limit.
+        let (max, policy) = limit_args(limit.user.filter(|_| record.user.is_some()));
+        let tenant_max = limit
+            .tenant_max
+            .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX));
         inv.arg(keys.base()).arg(&record.token_hash);
         for f in session_fields(record)? {
             inv.arg(f);
@@ -161,7 +164,8 @@ impl RedisStore {
             .arg(now)
             .arg(max)
             .arg(policy)
-            .arg(ends_flag(queue_ends));
+            .arg(ends_flag(queue_ends))
+            .arg(tenant_max);
         if let Some(key) = key {
             inv.arg(&key.id)
                 .arg(&key.request)
@@ -181,6 +185,9 @@ impl RedisStore {
                     .unwrap_or_default()
                     .try_into()
                     .map_err(corrupt)?,
+            })),
+            Some("quota") => Ok(Once::Ran(CreateOutcome::QuotaReached {
+                stored: reply.get(1).map(number).transpose()?.unwrap_or_default(),
             })),
             Some("known") => Ok(Once::Known(Box::new(
                 remembered(&reply[1..])?.ok_or_else(|| corrupt("a known key without a request"))?,
@@ -240,7 +247,7 @@ impl SessionStore for RedisStore {
     async fn create(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
@@ -256,7 +263,7 @@ impl SessionStore for RedisStore {
     async fn create_once(
         &self,
         record: &SessionRecord,
-        limit: Option<UserLimit>,
+        limit: CreateLimit,
         queue_ends: bool,
         key: &OnceKey,
         now: Millis,

@@ -2,19 +2,26 @@
 -- sessions when the limit is reached and the policy is 'evict'.
 -- KEYS: session, deadlines, [user].
 -- ARGV: base, hash, r, v, l, a, i, d, u, pexpireat, now, max (-1: no limit),
---   policy ('deny' | 'evict'), queue ends ('0', '1' or a traceparent), and with an
---   idempotency key: its id, request digest, sealed token, ttl (ms).
--- Returns {'exists'} | {'limit', active} | {'ok', r, v, l, ...evicted} |
+--   policy ('deny' | 'evict'), queue ends ('0', '1' or a traceparent), the
+--   tenant's quota of stored sessions (-1: none), and with an idempotency
+--   key: its id, request digest, sealed token, ttl (ms).
+-- Returns {'exists'} | {'quota', stored} | {'limit', active} |
+--   {'ok', r, v, l, ...evicted} |
 --   {'known', request, r, sealed} when the idempotency key is known (then
 --   nothing is written). The key is recorded with the session it guards.
 
 local base, hash, now = ARGV[1], ARGV[2], tonumber(ARGV[11])
-local once = ARGV[15] and (base .. 'idem:' .. ARGV[15])
+local once = ARGV[16] and (base .. 'idem:' .. ARGV[16])
 if once then
   local known = redis.call('HMGET', once, 'q', 'r', 't')
   if known[1] then return {'known', known[1], known[2], known[3]} end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local quota = tonumber(ARGV[15])
+if quota >= 0 then
+  local stored = redis.call('ZCARD', KEYS[2])
+  if stored >= quota then return {'quota', stored} end
+end
 local out = {'ok'}
 local max = tonumber(ARGV[12])
 if KEYS[3] and max >= 0 then
@@ -51,7 +58,7 @@ if KEYS[3] then
   extend(KEYS[3], ARGV[10])
 end
 if once then
-  redis.call('HSET', once, 'q', ARGV[16], 'r', ARGV[3], 't', ARGV[17])
-  redis.call('PEXPIRE', once, ARGV[18])
+  redis.call('HSET', once, 'q', ARGV[17], 'r', ARGV[3], 't', ARGV[18])
+  redis.call('PEXPIRE', once, ARGV[19])
 end
 return out
