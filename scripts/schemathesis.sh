@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks that the server behaves as its OpenAPI document says: starts
 # `sessiond serve` on a free port of 127.0.0.1 (memory store, one tenant
-# with a throwaway API key, no plugins) and runs schemathesis with every
-# check against /openapi.json. Exits non-zero on any failure.
+# with a throwaway API key, no plugins, a throwaway operator key) and runs
+# schemathesis with every check against /openapi.json: once with the
+# tenant's key, once over /admin/ with the operator key. Exits non-zero on
+# any failure.
 #
 #   scripts/schemathesis.sh            # builds target/debug/sessiond first (a no-op
 #                                      # when it is up to date, as after cargo test)
@@ -59,6 +61,8 @@ trap cleanup EXIT
 
 key="schemathesis-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 hash="$(printf %s "$key" | sha256sum | awk '{print $1}')"
+operator_key="schemathesis-operator-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+operator_hash="$(printf %s "$operator_key" | sha256sum | awk '{print $1}')"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cat >"$work/sessiond.toml" <<TOML
 [server]
@@ -69,6 +73,9 @@ backend = "memory"
 
 [runtime]
 cache_dir = "$work/cache"
+
+[operator]
+api_keys = ["sha256:$operator_hash"]
 
 [tenants.fuzz]
 api_keys = ["sha256:$hash"]
@@ -104,19 +111,28 @@ if [ -n "${CI:-}" ]; then seed=${SEED:-20261202}; else seed=${SEED:-$RANDOM}; fi
 # Run from target/schemathesis, where schemathesis keeps what `st replay`
 # needs to repeat a failure.
 mkdir -p "$root/target/schemathesis"
-(
-  cd "$root/target/schemathesis"
-  timeout "$TIME_LIMIT" "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
-    --checks all \
-    --exclude-checks ensure_resource_availability \
-    --header "Authorization: Bearer $key" \
-    --max-examples "$MAX_EXAMPLES" \
-    --seed "$seed" \
-    --workers 1 \
-    --no-color \
-    --report junit --report-dir "$work/report" \
-    "$@"
-) </dev/null || status=$?
+# Two passes: every operation with the tenant's key (the operator API then
+# answers 403 to all of it), and the operator API with an operator key,
+# which creates, changes and deletes tenants of its own drawing.
+run_pass() {
+  local bearer=$1 report=$2
+  shift 2
+  (
+    cd "$root/target/schemathesis"
+    timeout "$TIME_LIMIT" "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
+      --checks all \
+      --exclude-checks ensure_resource_availability \
+      --header "Authorization: Bearer $bearer" \
+      --max-examples "$MAX_EXAMPLES" \
+      --seed "$seed" \
+      --workers 1 \
+      --no-color \
+      --report junit --report-dir "$work/$report" \
+      "$@"
+  ) </dev/null
+}
+run_pass "$key" report "$@" || status=$?
+run_pass "$operator_key" report-operator --include-path-regex '^/admin/' "$@" || status=$?
 if [ "$status" != 0 ]; then
   echo "schemathesis.sh: failures (exit $status); the server's log:" >&2
   tail -n 50 "$work/server.log" >&2

@@ -23,6 +23,7 @@ use super::error::Problem;
 use super::extract::{ApiPath, IfMatch, JsonBody};
 use super::model::with_etag;
 use super::operator::Operator;
+use super::schema::EntityTags;
 use crate::app::App;
 use crate::control::{
     ChainEntry, ChainRevision, ComponentRecord, KeyRecord, TenantRecord, TenantSettings,
@@ -456,7 +457,7 @@ pub async fn get_tenant(
 /// hooks still run. Operator keys only.
 #[utoipa::path(patch, path = "/admin/v1/tenants/{tenant}", tag = "operator",
     params(("tenant" = String, Path, description = "The tenant"),
-        ("If-Match" = Option<String>, Header, description = "Only if the tenant's revision is this")),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the tenant's revision is this")),
     request_body = TenantChange,
     responses(
         (status = 200, description = "Changed", body = TenantView),
@@ -509,7 +510,7 @@ pub async fn patch_tenant(
 /// Operator keys only.
 #[utoipa::path(delete, path = "/admin/v1/tenants/{tenant}", tag = "operator",
     params(("tenant" = String, Path, description = "The tenant"),
-        ("If-Match" = Option<String>, Header, description = "Only if the tenant's revision is this")),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the tenant's revision is this")),
     responses(
         (status = 202, description = "Being deleted", body = TenantView),
         (status = 403, description = "A tenant's key", body = Problem, content_type = "application/problem+json"),
@@ -887,7 +888,7 @@ pub async fn get_chain(
 /// operators do not overwrite each other. Operator keys only.
 #[utoipa::path(put, path = "/admin/v1/tenants/{tenant}/chain", tag = "operator",
     params(("tenant" = String, Path, description = "The tenant"),
-        ("If-Match" = Option<String>, Header, description = "Only if the chain's revision is this")),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the chain's revision is this")),
     request_body = NewChain,
     responses(
         (status = 200, description = "In effect on this host; the others follow", body = ChainRevision),
@@ -934,7 +935,7 @@ pub async fn chain_revisions(
 /// back). Operator keys only.
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant}/chain/rollback", tag = "operator",
     params(("tenant" = String, Path, description = "The tenant"),
-        ("If-Match" = Option<String>, Header, description = "Only if the chain's revision is this")),
+        ("If-Match" = Option<EntityTags>, Header, description = "Only if the chain's revision is this")),
     request_body = Rollback,
     responses(
         (status = 200, description = "In effect on this host; the others follow", body = ChainRevision),

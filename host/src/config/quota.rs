@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Config;
 
 /// `[tenants.<name>.quota]`. Unset keys take the tenant's fair share.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantQuota {
     /// Requests of this tenant handled at once on this host. Default: its

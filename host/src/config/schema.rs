@@ -243,7 +243,7 @@ impl Default for TenantConfig {
 }
 
 /// `[tenants.<name>.sessman]`: the `/sessman/*` compatibility API.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessmanConfig {
     /// Serve `/sessman/*` to this tenant's API keys.

@@ -40,14 +40,11 @@ pub struct TenantSettings {
     pub max_sessions_per_user: Option<u32>,
     /// `deny` or `evict-lru`: what happens to a new session of a user at
     /// the limit.
-    #[schema(value_type = String)]
     pub limit_policy: LimitPolicy,
     /// The `/sessman/*` compatibility API (`enabled`; requests without a
     /// key are for config tenants only).
-    #[schema(value_type = Object)]
     pub sessman: SessmanConfig,
     /// What the tenant may take of each host, as `[tenants.<name>.quota]`.
-    #[schema(value_type = Object)]
     pub quota: TenantQuota,
     /// Browser origins whose pages may call the API with the tenant's keys.
     pub cors_origins: Vec<String>,
@@ -179,25 +176,22 @@ pub struct ChainEntry {
     pub sha256: String,
     /// Capabilities beyond `log` and `clock` (`kv`, `sessions`, `audit`).
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
     pub grants: Vec<Capability>,
     /// Configuration attributes passed to `init`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// Limit overrides, as `limits` of a plugin in the config.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub limits: LimitOverrides,
-    /// `deny` (the default), `allow` or `fail-request`, as in the config.
+    /// `deny` (fail closed, the default) or `allow` (fail open), as in the
+    /// config.
     #[serde(default)]
-    #[schema(value_type = String)]
     pub on_error: OnError,
     /// Keep warm instances between calls (the default).
     #[serde(default = "yes")]
     pub instance_reuse: bool,
     /// The circuit breaker's settings, as in the config.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub circuit: BreakerSettings,
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// When a plugin's breaker opens and for how long (`circuit = { ... }` on a
 /// plugin in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSettings {
     /// Calls the window must hold before the breaker may open; 0 turns the

@@ -128,7 +128,7 @@ impl Limits {
 }
 
 /// Per-plugin overrides of [`Limits`]; every field left out keeps the default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     pub fuel: Option<u64>,

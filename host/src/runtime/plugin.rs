@@ -94,7 +94,7 @@ const FAILURE_LINES_PER_SECOND: u32 = 1;
 const FAILURE_LINES_BURST: u32 = 20;
 
 /// What a plugin's failure means for a hook that can veto.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// Fail closed: a failure denies, like a veto (the default).

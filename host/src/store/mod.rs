@@ -170,7 +170,9 @@ pub enum Once<T> {
 }
 
 /// What happens when a user already has the tenant's maximum of sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum LimitPolicy {
     /// Refuse the new session.
