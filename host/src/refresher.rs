@@ -1,7 +1,8 @@
 //! The control plane's timer: keeps this host's tenants up to the control
 //! store ([`crate::service::control`]) with a refresh every
 //! `operator.poll_ms`, one as soon as a change is published, and a step of
-//! any tenant deletion after each.
+//! any tenant deletion after each; and the runtime's compiled components
+//! that no plugin uses any more are dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub async fn run(app: Arc<App>, stop: CancellationToken) {
             control::refresh(&app).await?;
             control::finish_deletions(&app).await
         };
+        // Compiled versions whose last plugin has gone (swapped out and
+        // drained) leave memory.
+        app.runtime.prune();
         match step.await {
             Ok(()) => failing = false,
             Err(e) if !failing => {

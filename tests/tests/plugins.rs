@@ -506,3 +506,19 @@ fn a_plugin_without_a_granted_capability_does_not_load() {
         .expect_err("audit is not granted");
     assert!(err.to_string().contains("`audit`"), "{err}");
 }
+
+#[test]
+fn a_compiled_component_leaves_memory_with_its_last_plugin() {
+    let (rt, _store) = memory_runtime();
+    let audit = spec("audit", "audit_log", &[Capability::Audit], &[]);
+    let first = rt.load("t", &audit).block().unwrap();
+    let second = rt.load("u", &audit).block().unwrap();
+    // Both plugins share the one compiled component: nothing to drop.
+    assert_eq!(rt.prune(), 0);
+    drop(first);
+    assert_eq!(rt.prune(), 0, "the second plugin still uses it");
+    drop(second);
+    assert_eq!(rt.prune(), 1, "its last plugin has gone");
+    // Loading it again works (from the disk cache).
+    assert!(rt.load("t", &audit).block().is_ok());
+}

@@ -15,7 +15,7 @@
 //! change is published (`crate::refresher`). The periodic read is what guarantees the
 //! bound: pub/sub loses what is published while a host is disconnected.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +80,9 @@ pub struct ControlPlane {
     wake: Notify,
     /// Where changes are published (Redis: the URL and the channel).
     notices: Option<(String, String)>,
+    /// The components (tenant, SHA-256) this host has compiled into its
+    /// disk cache, or is compiling ([`ControlPlane::warm`]).
+    warmed: std::sync::Mutex<HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -105,6 +108,7 @@ impl ControlPlane {
             applied: Mutex::default(),
             wake: Notify::new(),
             notices: None,
+            warmed: std::sync::Mutex::default(),
         }
     }
 
@@ -176,6 +180,9 @@ impl ControlPlane {
                 .chain(next.values().map(|b| b.tenant.clone())),
         )?;
         to.tenants.replace(tenants);
+        for r in &records {
+            self.warm(to.runtime, r);
+        }
         let changed = applied.revision.is_some();
         // A record that failed (a store read that timed out, say) is tried
         // again at the next refresh, whatever the revision then.
@@ -252,6 +259,39 @@ impl ControlPlane {
             deleting: record.deleting,
             tenant: Arc::new(tenant),
         })
+    }
+
+    /// Compiles each component of record `r` this host has not seen yet
+    /// into its disk cache, in the background: uploaded components are
+    /// compiled on every host before a chain names them, so that a swap
+    /// to one loads it from the cache (a Python component takes seconds to
+    /// compile, a Rust one a fraction of a second).
+    fn warm(&self, runtime: &Arc<Runtime>, r: &ControlRecord) {
+        let Ok(record) = serde_json::from_str::<TenantRecord>(&r.body) else {
+            return;
+        };
+        let mut warmed = self.warmed.lock().unwrap_or_else(|e| e.into_inner());
+        for c in record.components {
+            if !warmed.insert((r.name.clone(), c.sha256.clone())) {
+                continue;
+            }
+            let (store, runtime, tenant) = (self.store.clone(), runtime.clone(), r.name.clone());
+            tokio::spawn(async move {
+                let Ok(Some(wasm)) = store.component_get(&tenant, &c.sha256).await else {
+                    return;
+                };
+                if sha256_hex(&wasm) != c.sha256 {
+                    tracing::error!(tenant = %tenant, sha256 = %c.sha256,
+                        "a component read from the store does not match its SHA-256; not compiled");
+                    return;
+                }
+                let compiled = tokio::task::spawn_blocking(move || runtime.warm(&wasm)).await;
+                if let Ok(Err(e)) = compiled {
+                    tracing::warn!(tenant = %tenant, sha256 = %c.sha256,
+                        "cannot compile an uploaded component ahead of use: {e}");
+                }
+            });
+        }
     }
 
     /// The tenants being deleted, as this host serves them.

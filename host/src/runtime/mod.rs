@@ -40,7 +40,7 @@ mod types;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -175,11 +175,16 @@ struct Compiled {
     cache: CacheUse,
 }
 
+/// A compiled component and the plugins loaded from it.
+type CompiledUse = (Arc<Compiled>, Vec<Weak<LoadedPlugin>>);
+
 /// The plugin runtime of the process.
 pub struct Runtime {
     engine: Arc<SharedEngine>,
     stores: HostStores,
-    compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
+    /// Compiled components by SHA-256, with the plugins loaded from each
+    /// (see [`Runtime::prune`]).
+    compiled: Mutex<HashMap<[u8; 32], CompiledUse>>,
     metrics: Option<PluginMetrics>,
     /// `runtime.memory_budget_mib`, shared by every tenant.
     memory: Arc<MemoryPool>,
@@ -272,7 +277,12 @@ impl Runtime {
     fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, LoadError> {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(bytes).into();
-        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).map(|(c, _)| c.clone()))
+        {
             return Ok(c);
         }
         capability::check_header(bytes)?;
@@ -295,9 +305,56 @@ impl Runtime {
             cache,
         });
         if let Ok(mut m) = self.compiled.lock() {
-            m.insert(key, compiled.clone());
+            m.entry(key)
+                .or_insert_with(|| (compiled.clone(), Vec::new()));
         }
         Ok(compiled)
+    }
+
+    /// Notes that `plugin` was loaded from the component `key`.
+    fn used_by(&self, key: [u8; 32], plugin: &Arc<LoadedPlugin>) {
+        if let Ok(mut m) = self.compiled.lock()
+            && let Some((_, users)) = m.get_mut(&key)
+        {
+            users.retain(|w| w.strong_count() > 0);
+            users.push(Arc::downgrade(plugin));
+        }
+    }
+
+    /// Drops the compiled components no loaded plugin uses any more: a
+    /// version a swap replaced, once its last request has ended, or one
+    /// compiled only to be checked. Loading one again reads it from the
+    /// disk cache (`runtime.cache_dir`) instead of compiling it.
+    pub fn prune(&self) -> usize {
+        let Ok(mut m) = self.compiled.lock() else {
+            return 0;
+        };
+        let before = m.len();
+        m.retain(|_, (_, users)| {
+            users.retain(|w| w.strong_count() > 0);
+            !users.is_empty()
+        });
+        before - m.len()
+    }
+
+    /// Compiles `bytes` into the disk cache (`runtime.cache_dir`) only, so
+    /// that a later load on this host reads it instead of compiling; keeps
+    /// nothing in memory. Call it from a blocking task. Without a disk
+    /// cache it does nothing.
+    pub fn warm(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        let key: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(bytes).into()
+        };
+        let in_memory = self.compiled.lock().is_ok_and(|m| m.contains_key(&key));
+        if self.engine.settings.cache_dir.is_none() || in_memory {
+            return Ok(());
+        }
+        capability::check_header(bytes)?;
+        self.engine
+            .compile(bytes)
+            .map(drop)
+            .map_err(|e| LoadError::Component(ComponentError::Invalid(format!("{e:#}"))))
     }
 
     fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
@@ -327,6 +384,10 @@ impl Runtime {
         bytes: &[u8],
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let compiled = self.compile(bytes)?;
+        let key: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(bytes).into()
+        };
         capability::check_grants(&compiled.imports, &spec.granted())?;
         let limits = self.engine.settings.default_limits.with(&spec.limits);
         if limits.memory_mib > self.engine.settings.max_memory_mib {
@@ -368,7 +429,9 @@ impl Runtime {
         })
         .await
         .map_err(LoadError::Start)?;
-        Ok(Arc::new(plugin))
+        let plugin = Arc::new(plugin);
+        self.used_by(key, &plugin);
+        Ok(plugin)
     }
 
     /// Checks a component file without a config: validates it against the
