@@ -517,7 +517,45 @@ async fn the_session_quota_is_exact_under_200_concurrent_creates(backend: Backen
         .expect(201);
 }
 
+async fn component_quotas_hold_per_tenant(backend: Backend) {
+    let server = TestServer::start(backend, &config());
+    let op = server.api(OPERATOR_KEY);
+    op.post(
+        "/admin/v1/tenants",
+        &json!({"name": "small", "settings": {"max_components": 1, "max_component_bytes": 200000}}),
+    )
+    .await
+    .expect(201);
+    // audit_log (219 kB) is over this tenant's 200 kB; single_session fits.
+    upload(&op, "small", wasm("audit_log"))
+        .await
+        .problem(413, "");
+    upload(&op, "small", wasm("single_session"))
+        .await
+        .expect(201);
+    let over = upload(&op, "small", wasm("updater"))
+        .await
+        .problem(429, "quota-exceeded");
+    assert_eq!(over["quota"], "max_components", "{over}");
+    // The same bytes again are no new component.
+    upload(&op, "small", wasm("single_session"))
+        .await
+        .expect(200);
+    let listed = op
+        .get("/admin/v1/tenants/small/components")
+        .await
+        .expect(200);
+    assert_eq!(listed.body["max_components"], 1);
+    // Another tenant keeps the operator's defaults.
+    op.post("/admin/v1/tenants", &json!({"name": "big"}))
+        .await
+        .expect(201);
+    upload(&op, "big", wasm("audit_log")).await.expect(201);
+    upload(&op, "big", wasm("updater")).await.expect(201);
+}
+
 every_backend!(servers:
+    component_quotas_hold_per_tenant,
     a_tenant_lives_through_the_operator_api,
     every_admin_endpoint_refuses_other_keys,
     the_session_quota_is_exact_under_200_concurrent_creates,

@@ -693,15 +693,21 @@ pub async fn upload_component(
         ));
     }
     let (_, record) = read(&app, &path.tenant, true).await?;
-    let cap = app.control.settings.max_component_bytes;
+    let cap = record
+        .settings
+        .max_component_bytes
+        .unwrap_or(app.control.settings.max_component_bytes);
     let bytes = read_capped(body, cap).await?;
     let sha256 = sha256_hex(&bytes);
     if let Some(known) = record.components.iter().find(|c| c.sha256 == sha256) {
         return Ok((StatusCode::OK, Json(known.clone())).into_response());
     }
-    let max = app.control.settings.max_components_per_tenant;
+    let max = record
+        .settings
+        .max_components
+        .unwrap_or(app.control.settings.max_components_per_tenant);
     if record.components.len() >= max {
-        return Err(quota_exceeded("max_components_per_tenant", max));
+        return Err(quota_exceeded("max_components", max));
     }
     let wasm = compile_off_thread(&app.runtime, bytes.to_vec())
         .await
@@ -735,7 +741,7 @@ pub async fn upload_component(
             return Ok(false);
         }
         if record.components.len() >= max {
-            return Err(quota_exceeded("max_components_per_tenant", max));
+            return Err(quota_exceeded("max_components", max));
         }
         record.components.push(added.clone());
         Ok(true)
@@ -790,8 +796,11 @@ pub async fn list_components(
 ) -> Result<Json<ComponentsView>, Problem> {
     let (_, record) = read(&app, &path.tenant, false).await?;
     Ok(Json(ComponentsView {
+        max_components: record
+            .settings
+            .max_components
+            .unwrap_or(app.control.settings.max_components_per_tenant),
         components: record.components,
-        max_components: app.control.settings.max_components_per_tenant,
     }))
 }
 

@@ -48,6 +48,13 @@ pub struct TenantSettings {
     pub quota: TenantQuota,
     /// Browser origins whose pages may call the API with the tenant's keys.
     pub cors_origins: Vec<String>,
+    /// Components the tenant may keep; none: `operator.max_components_per_tenant`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_components: Option<usize>,
+    /// The largest component it may upload, in bytes; none:
+    /// `operator.max_component_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_component_bytes: Option<usize>,
 }
 
 impl Default for TenantSettings {
@@ -70,6 +77,8 @@ impl TenantSettings {
             sessman: c.sessman.clone(),
             quota: c.quota.clone(),
             cors_origins: c.cors_origins.clone(),
+            max_components: None,
+            max_component_bytes: None,
         }
     }
 
@@ -131,6 +140,12 @@ impl TenantSettings {
         }
         if q.max_sessions == Some(0) {
             return bad("quota.max_sessions", "must be at least 1".into());
+        }
+        if self.max_components == Some(0) {
+            return bad("max_components", "must be at least 1".into());
+        }
+        if self.max_component_bytes == Some(0) {
+            return bad("max_component_bytes", "must be at least 1".into());
         }
         for (i, origin) in self.cors_origins.iter().enumerate() {
             if let Err(why) = check_origin(origin) {
