@@ -187,6 +187,9 @@ async fn a_tenant_lives_through_the_operator_api(backend: Backend) {
     op.post_empty("/admin/v1/tenants/fixed/keys")
         .await
         .problem(409, "config-tenant");
+    op.get("/admin/v1/tenants/fixed/chain")
+        .await
+        .problem(409, "config-tenant");
     op.get("/admin/v1/tenants/nobody")
         .await
         .problem(404, "tenant-not-found");

@@ -172,8 +172,8 @@ fn config_tenant(name: &str) -> Problem {
         "config-tenant",
         "Tenant defined in the config",
         format!(
-            "tenant {name:?} is defined in sessiond.toml: change it there (the operator API \
-             only reads it)"
+            "tenant {name:?} is defined in sessiond.toml: its keys, plugins and settings are \
+             there, and change only there (GET /admin/v1/tenants/{name} shows its settings)"
         ),
     )
 }
@@ -235,19 +235,15 @@ fn check_name(name: &str) -> Result<(), Problem> {
 // --------------------------------------------------------------- access
 
 /// The record of API tenant `name` (404 when none; 409 for a config
-/// tenant when `for_change`).
-async fn read(app: &App, name: &str, for_change: bool) -> Result<(u64, TenantRecord), Problem> {
+/// tenant, whose keys, components and chain are not records).
+async fn read(app: &App, name: &str) -> Result<(u64, TenantRecord), Problem> {
     if app
         .tenants
         .current()
         .get(name)
         .is_some_and(|t| t.revision.is_none())
     {
-        return Err(if for_change {
-            config_tenant(name)
-        } else {
-            tenant_not_found(name)
-        });
+        return Err(config_tenant(name));
     }
     let stored = app
         .control
@@ -275,7 +271,7 @@ async fn change<T>(
 ) -> Result<(u64, TenantRecord, T), Problem> {
     let precondition = if_match.precondition();
     for _ in 0..ATTEMPTS {
-        let (revision, mut record) = read(app, name, true).await?;
+        let (revision, mut record) = read(app, name).await?;
         if precondition.check(revision).is_err() {
             return Err(record_moved(revision));
         }
@@ -443,7 +439,7 @@ pub async fn get_tenant(
         })
         .into_response());
     }
-    let (revision, record) = read(&app, &path.tenant, false).await?;
+    let (revision, record) = read(&app, &path.tenant).await?;
     Ok(with_etag(
         StatusCode::OK,
         revision,
@@ -525,7 +521,7 @@ pub async fn delete_tenant(
     ApiPath(path): ApiPath<TenantPath>,
     if_match: IfMatch,
 ) -> Result<Response, Problem> {
-    let (revision, record) = read(&app, &path.tenant, true).await?;
+    let (revision, record) = read(&app, &path.tenant).await?;
     let (revision, record) = if record.deleting {
         (revision, record)
     } else {
@@ -600,6 +596,7 @@ pub async fn create_key(
         (status = 200, description = "Its keys", body = KeysView),
         (status = 403, description = "A tenant's key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A config tenant (its keys and plugins are in the config)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("operator_key" = [])))]
 pub async fn list_keys(
@@ -607,7 +604,7 @@ pub async fn list_keys(
     _: Operator,
     ApiPath(path): ApiPath<TenantPath>,
 ) -> Result<Json<KeysView>, Problem> {
-    let (_, record) = read(&app, &path.tenant, false).await?;
+    let (_, record) = read(&app, &path.tenant).await?;
     Ok(Json(KeysView {
         keys: keys(&record),
     }))
@@ -692,7 +689,7 @@ pub async fn upload_component(
             "send the component as Content-Type: application/wasm",
         ));
     }
-    let (_, record) = read(&app, &path.tenant, true).await?;
+    let (_, record) = read(&app, &path.tenant).await?;
     let cap = record
         .settings
         .max_component_bytes
@@ -787,6 +784,7 @@ async fn read_capped(body: Body, cap: usize) -> Result<axum::body::Bytes, Proble
         (status = 200, description = "Its components", body = ComponentsView),
         (status = 403, description = "A tenant's key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A config tenant (its keys and plugins are in the config)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("operator_key" = [])))]
 pub async fn list_components(
@@ -794,7 +792,7 @@ pub async fn list_components(
     _: Operator,
     ApiPath(path): ApiPath<TenantPath>,
 ) -> Result<Json<ComponentsView>, Problem> {
-    let (_, record) = read(&app, &path.tenant, false).await?;
+    let (_, record) = read(&app, &path.tenant).await?;
     Ok(Json(ComponentsView {
         max_components: record
             .settings
@@ -871,6 +869,7 @@ pub async fn delete_component(
         (status = 200, description = "The chain in effect", body = ChainRevision),
         (status = 403, description = "A tenant's key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A config tenant (its keys and plugins are in the config)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("operator_key" = [])))]
 pub async fn get_chain(
@@ -878,7 +877,7 @@ pub async fn get_chain(
     _: Operator,
     ApiPath(path): ApiPath<TenantPath>,
 ) -> Result<Response, Problem> {
-    let (_, record) = read(&app, &path.tenant, false).await?;
+    let (_, record) = read(&app, &path.tenant).await?;
     let chain = record.chain().cloned().unwrap_or(ChainRevision {
         revision: 0,
         created_at: record.created_at,
@@ -925,6 +924,7 @@ pub async fn put_chain(
         (status = 200, description = "Its chain revisions", body = ChainRevisionsView),
         (status = 403, description = "A tenant's key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A config tenant (its keys and plugins are in the config)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("operator_key" = [])))]
 pub async fn chain_revisions(
@@ -932,7 +932,7 @@ pub async fn chain_revisions(
     _: Operator,
     ApiPath(path): ApiPath<TenantPath>,
 ) -> Result<Json<ChainRevisionsView>, Problem> {
-    let (_, record) = read(&app, &path.tenant, false).await?;
+    let (_, record) = read(&app, &path.tenant).await?;
     Ok(Json(ChainRevisionsView {
         revisions: record.chains,
     }))
@@ -962,7 +962,7 @@ pub async fn rollback_chain(
     if_match: IfMatch,
     JsonBody(body): JsonBody<Rollback>,
 ) -> Result<Response, Problem> {
-    let (_, record) = read(&app, &path.tenant, true).await?;
+    let (_, record) = read(&app, &path.tenant).await?;
     let Some(old) = record.chains.iter().find(|c| c.revision == body.revision) else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -989,7 +989,7 @@ async fn set_chain(
     plugins: Vec<ChainEntry>,
     rollback_of: Option<u64>,
 ) -> Result<Response, Problem> {
-    let (_, record) = read(app, tenant, true).await?;
+    let (_, record) = read(app, tenant).await?;
     let precondition = if_match.precondition();
     if precondition.check(record.chain_revision()).is_err() {
         return Err(record_moved(record.chain_revision()));
