@@ -418,6 +418,7 @@ async fn every_admin_endpoint_refuses_other_keys(backend: Backend) {
         (Method::POST, "/admin/v1/tenants"),
         (Method::GET, "/admin/v1/tenants/acme"),
         (Method::PATCH, "/admin/v1/tenants/acme"),
+        (Method::DELETE, "/admin/v1/tenants/acme"),
         (Method::GET, "/admin/v1/tenants/acme/keys"),
         (Method::POST, "/admin/v1/tenants/acme/keys"),
         (Method::DELETE, "/admin/v1/tenants/acme/keys/key_x"),
